@@ -1,0 +1,321 @@
+//! Reading torchvision checkpoints and reading and writing burn's own format.
+//!
+//! Loading is strict. Before anything is applied, the checkpoint's keys and shapes are compared
+//! with the model's, in torchvision's naming (BatchNorm `weight`/`bias`, Linear weights
+//! `[out, in]`); every missing key, unused key and shape mismatch is collected into one
+//! [`Error::CheckpointMismatch`]. The only key allowed to go unused is BatchNorm's
+//! `num_batches_tracked` counter, which inference does not need.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use burn::store::{
+    BurnToPyTorchAdapter, BurnpackStore, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
+    PytorchStore, SafetensorsStore,
+};
+
+use crate::{Error, MismatchReport, MobileNetV2, MobileNetV3, ShapeMismatch};
+
+/// The BatchNorm counter torchvision saves and inference never reads.
+const IGNORED_SUFFIX: &str = ".num_batches_tracked";
+
+/// Suffixes of the BatchNorm running statistics: state, not learned parameters.
+const RUNNING_STAT_SUFFIXES: [&str; 2] = [".running_mean", ".running_var"];
+
+/// Parameter and buffer shapes, keyed by path.
+type ShapeMap = BTreeMap<String, Vec<usize>>;
+
+/// The model's `state_dict` as torchvision would list it: every key (buffers included, except
+/// `num_batches_tracked`) with its shape in PyTorch's layout.
+pub fn torchvision_state_dict_shapes<M: ModuleSnapshot>(model: &M) -> Vec<(String, Vec<usize>)> {
+    shapes(model, true).into_iter().collect()
+}
+
+/// Number of learned parameters, counted as torchvision does (`sum(p.numel() for p in
+/// model.parameters())`): BatchNorm running statistics excluded. burn's own `num_params` counts
+/// them.
+pub fn num_learnable_params<M: ModuleSnapshot>(model: &M) -> usize {
+    model
+        .collect(None, None, false)
+        .iter()
+        .filter(|tensor| {
+            !RUNNING_STAT_SUFFIXES
+                .iter()
+                .any(|s| tensor.name.ends_with(s))
+        })
+        .map(|tensor| tensor.shape.num_elements())
+        .sum()
+}
+
+fn shapes<M: ModuleSnapshot>(model: &M, pytorch_naming: bool) -> ShapeMap {
+    let adapter = pytorch_naming.then(|| Box::new(BurnToPyTorchAdapter) as _);
+    model
+        .collect(None, adapter, true)
+        .into_iter()
+        .map(|tensor| (tensor.name, tensor.shape.to_vec()))
+        .collect()
+}
+
+/// The file formats a torchvision checkpoint comes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// `torch.save`, zip (PyTorch 1.6+) or legacy pickle.
+    Pytorch,
+    /// Hugging Face safetensors.
+    Safetensors,
+}
+
+/// Tells the format from the first bytes: safetensors opens with an 8-byte little-endian
+/// header length followed by `{`; everything else goes to the PyTorch reader, which knows the
+/// zip, legacy and tar layouts and reports what it does not.
+fn detect_format(path: &Path) -> Result<Format, Error> {
+    let io_error = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut head = [0u8; 9];
+    let mut file = File::open(path).map_err(io_error)?;
+    let read = file.read(&mut head).map_err(io_error)?;
+    if read < head.len() {
+        return Err(unreadable(path, format!("only {read} bytes long")));
+    }
+    if head[8] == b'{' && u64::from_le_bytes(head[..8].try_into().unwrap_or_default()) > 1 {
+        Ok(Format::Safetensors)
+    } else {
+        Ok(Format::Pytorch)
+    }
+}
+
+fn unreadable(path: &Path, reason: impl ToString) -> Error {
+    Error::UnreadableCheckpoint {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Loads a torchvision `state_dict` (`.pth` zip or legacy, or `.safetensors`) into `model`.
+pub(crate) fn load_torchvision<M: ModuleSnapshot>(model: M, path: &Path) -> Result<M, Error> {
+    match detect_format(path)? {
+        Format::Pytorch => {
+            let store = PytorchStore::from_file(path)
+                // torchvision's `classifier.0`/`classifier.3` are real positions: keep them.
+                .map_indices_contiguous(false)
+                .allow_partial(true)
+                .validate(false);
+            load_checked(model, store, path, true)
+        }
+        Format::Safetensors => {
+            let store = SafetensorsStore::from_file(path)
+                .with_from_adapter(PyTorchToBurnAdapter)
+                .skip_enum_variants(true)
+                .map_indices_contiguous(false)
+                .allow_partial(true)
+                .validate(false);
+            load_checked(model, store, path, true)
+        }
+    }
+}
+
+/// Loads weights saved by [`save_burnpack`].
+pub(crate) fn load_burnpack<M: ModuleSnapshot>(model: M, path: &Path) -> Result<M, Error> {
+    if !path.exists() {
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+    }
+    let store = BurnpackStore::from_file(path)
+        .auto_extension(false)
+        .allow_partial(true)
+        .validate(false);
+    load_checked(model, store, path, false)
+}
+
+/// Compares keys and shapes, then applies. `pytorch_naming` says which naming the store's
+/// keys follow.
+fn load_checked<M: ModuleSnapshot, S: ModuleStore>(
+    mut model: M,
+    mut store: S,
+    path: &Path,
+    pytorch_naming: bool,
+) -> Result<M, Error> {
+    let found: ShapeMap = store
+        .get_all_tensors()
+        .map_err(|error| unreadable(path, error))?
+        .iter()
+        .map(|(key, tensor)| (key.clone(), tensor.shape.to_vec()))
+        .collect();
+    let report = compare(&shapes(&model, pytorch_naming), &found);
+    if !report.is_empty() {
+        return Err(Error::CheckpointMismatch {
+            path: path.to_path_buf(),
+            report,
+        });
+    }
+
+    let result = model
+        .load_from(&mut store)
+        .map_err(|error| unreadable(path, error))?;
+    let report = MismatchReport {
+        missing: result.missing.into_iter().map(|(key, _)| key).collect(),
+        other: result.errors.iter().map(ToString::to_string).collect(),
+        ..MismatchReport::default()
+    };
+    if report.is_empty() {
+        Ok(model)
+    } else {
+        Err(Error::CheckpointMismatch {
+            path: path.to_path_buf(),
+            report,
+        })
+    }
+}
+
+/// Every difference between the model's keys and shapes and the checkpoint's.
+fn compare(expected: &ShapeMap, found: &ShapeMap) -> MismatchReport {
+    let mut report = MismatchReport::default();
+    for (key, expected_shape) in expected {
+        match found.get(key) {
+            None => report.missing.push(key.clone()),
+            Some(found_shape) if found_shape != expected_shape => {
+                report.shape_mismatches.push(ShapeMismatch {
+                    key: key.clone(),
+                    expected: expected_shape.clone(),
+                    found: found_shape.clone(),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    report.unused = found
+        .keys()
+        .filter(|key| !expected.contains_key(*key) && !key.ends_with(IGNORED_SUFFIX))
+        .cloned()
+        .collect();
+    report
+}
+
+/// Writes `model` in burn's burnpack format, atomically: to a temporary file beside `path`,
+/// renamed over it only once complete.
+pub(crate) fn save_burnpack<M: ModuleSnapshot>(model: &M, path: &Path) -> Result<(), Error> {
+    let save_error = |reason: String| Error::Save {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let temporary = temporary_path(path);
+    let mut store = BurnpackStore::from_file(&temporary)
+        .auto_extension(false)
+        .overwrite(true);
+    let written = model
+        .save_into(&mut store)
+        .map_err(|error| save_error(error.to_string()))
+        .and_then(|()| {
+            std::fs::rename(&temporary, path).map_err(|error| save_error(error.to_string()))
+        });
+    if written.is_err() {
+        // Best effort: the temporary may not exist if the store failed before creating it.
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+/// `dir/.name.tmp-<pid>` beside `path`, so that the final rename stays on one file system.
+fn temporary_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// The loading and saving methods of a model type, written once for both MobileNets.
+macro_rules! checkpoint_methods {
+    ($model:ident) => {
+        impl $model {
+            /// Loads a torchvision `state_dict`: a `.pth` file (zip, or the legacy format of
+            /// PyTorch before 1.6) or a `.safetensors` file, as saved by
+            /// `torch.save(model.state_dict(), path)`.
+            ///
+            /// # Errors
+            ///
+            /// - [`Error::Io`] if the file cannot be opened;
+            /// - [`Error::UnreadableCheckpoint`] if it is truncated, garbage or of another format;
+            /// - [`Error::CheckpointMismatch`] listing every missing key, unused key and shape
+            ///   mismatch, for example when a checkpoint of another width meets this model.
+            pub fn load_torchvision(self, path: impl AsRef<Path>) -> Result<Self, Error> {
+                load_torchvision(self, path.as_ref())
+            }
+
+            /// Saves the weights in burn's burnpack format. The file appears only once
+            /// complete: it is written beside `path` and renamed.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Save`] if the file cannot be written; nothing is left behind.
+            pub fn save_burnpack(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+                save_burnpack(self, path.as_ref())
+            }
+
+            /// Loads weights saved by `save_burnpack` into a model of the same configuration.
+            ///
+            /// # Errors
+            ///
+            /// As [`load_torchvision`](Self::load_torchvision).
+            pub fn load_burnpack(self, path: impl AsRef<Path>) -> Result<Self, Error> {
+                load_burnpack(self, path.as_ref())
+            }
+
+            /// Number of learned parameters as torchvision counts them (BatchNorm running
+            /// statistics excluded; burn's `num_params` includes them).
+            pub fn num_learnable_params(&self) -> usize {
+                num_learnable_params(self)
+            }
+        }
+    };
+}
+
+checkpoint_methods!(MobileNetV2);
+checkpoint_methods!(MobileNetV3);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(entries: &[(&str, &[usize])]) -> ShapeMap {
+        entries
+            .iter()
+            .map(|(key, shape)| (key.to_string(), shape.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn compare_lists_every_problem() {
+        let expected = map(&[("a.weight", &[2, 3]), ("b.weight", &[4]), ("c.bias", &[1])]);
+        let found = map(&[
+            ("a.weight", &[2, 4]),
+            ("c.bias", &[1]),
+            ("d.weight", &[5]),
+            ("e.num_batches_tracked", &[]),
+        ]);
+        let report = compare(&expected, &found);
+        assert_eq!(report.missing, vec!["b.weight"]);
+        assert_eq!(report.unused, vec!["d.weight"]);
+        assert_eq!(
+            report.shape_mismatches,
+            vec![ShapeMismatch {
+                key: "a.weight".into(),
+                expected: vec![2, 3],
+                found: vec![2, 4]
+            }]
+        );
+    }
+
+    #[test]
+    fn temporary_file_sits_beside_the_target() {
+        let temporary = temporary_path(Path::new("/some/dir/model.bpk"));
+        assert_eq!(temporary.parent(), Some(Path::new("/some/dir")));
+        assert!(temporary.to_string_lossy().contains(".model.bpk.tmp-"));
+    }
+}

@@ -1,0 +1,125 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Everything that can go wrong when configuring a model, checking its input, or loading and
+/// saving its weights.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is outside the range the architecture accepts.
+    #[error("invalid configuration: `{field}` is {value}, but {expected}")]
+    InvalidConfig {
+        /// The config field, for example `width_mult`.
+        field: &'static str,
+        /// The value found, formatted.
+        value: String,
+        /// What would have been valid.
+        expected: String,
+    },
+
+    /// An input tensor does not have the shape the model takes.
+    #[error("invalid input of shape {shape:?}: {expected}")]
+    InvalidInput {
+        /// The shape found, `[batch, channels, height, width]`.
+        shape: Vec<usize>,
+        /// What would have been valid.
+        expected: String,
+    },
+
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file exists but is not a checkpoint this crate can read (truncated, garbage, or an
+    /// unknown format).
+    #[error("{} is not a readable checkpoint: {reason}", path.display())]
+    UnreadableCheckpoint {
+        /// The file.
+        path: PathBuf,
+        /// What the reader reported.
+        reason: String,
+    },
+
+    /// A checkpoint was read but its keys or shapes do not match the model. Every problem is
+    /// listed, not just the first.
+    #[error("{} does not match the model:\n{report}", path.display())]
+    CheckpointMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Every missing key, unused key and shape mismatch.
+        report: MismatchReport,
+    },
+
+    /// The model could not be written.
+    #[error("cannot save the model to {}: {reason}", path.display())]
+    Save {
+        /// The destination file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A parameter whose shape in the checkpoint differs from the model's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeMismatch {
+    /// The parameter's key, as in the checkpoint (`features.0.0.weight`).
+    pub key: String,
+    /// The model's shape.
+    pub expected: Vec<usize>,
+    /// The checkpoint's shape.
+    pub found: Vec<usize>,
+}
+
+/// Every way in which a checkpoint failed to match a model.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MismatchReport {
+    /// Keys the model has and the checkpoint lacks.
+    pub missing: Vec<String>,
+    /// Keys the checkpoint has and the model lacks.
+    pub unused: Vec<String>,
+    /// Keys present in both with different shapes.
+    pub shape_mismatches: Vec<ShapeMismatch>,
+    /// Other per-tensor problems (a data type that cannot be converted, for example).
+    pub other: Vec<String>,
+}
+
+impl MismatchReport {
+    /// Whether the checkpoint matched: nothing missing, unused or mismatched.
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty()
+            && self.unused.is_empty()
+            && self.shape_mismatches.is_empty()
+            && self.other.is_empty()
+    }
+}
+
+impl fmt::Display for MismatchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for mismatch in &self.shape_mismatches {
+            writeln!(
+                f,
+                "  shape mismatch: {}: model expects {:?}, checkpoint has {:?}",
+                mismatch.key, mismatch.expected, mismatch.found
+            )?;
+        }
+        for key in &self.missing {
+            writeln!(f, "  missing from checkpoint: {key}")?;
+        }
+        for key in &self.unused {
+            writeln!(f, "  not in model: {key}")?;
+        }
+        for problem in &self.other {
+            writeln!(f, "  {problem}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,151 @@
+//! Convolution, batch normalization and activation in one block: torchvision's
+//! `ops.misc.Conv2dNormActivation`, the stem, expansion, depthwise and head layer of every
+//! MobileNet.
+
+use burn::config::Config;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::Activation;
+use crate::torch_paths::torchvision_module;
+
+/// The two constants of a batch normalization layer that differ between the MobileNets.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BatchNormSpec {
+    /// Added to the variance before its square root.
+    pub epsilon: f64,
+    /// Weight of the newest batch in the running statistics (PyTorch's convention).
+    pub momentum: f64,
+}
+
+impl BatchNormSpec {
+    /// PyTorch's `BatchNorm2d` defaults, used by MobileNetV2: `eps = 1e-5`, `momentum = 0.1`.
+    pub const PYTORCH_DEFAULT: Self = Self {
+        epsilon: 1e-5,
+        momentum: 0.1,
+    };
+    /// MobileNetV3's `eps = 1e-3`, `momentum = 0.01` (torchvision's
+    /// `partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)`).
+    pub const MOBILENET_V3: Self = Self {
+        epsilon: 1e-3,
+        momentum: 0.01,
+    };
+
+    pub(crate) fn init(&self, channels: usize, device: &Device) -> BatchNorm {
+        BatchNormConfig::new(channels)
+            .with_epsilon(self.epsilon)
+            .with_momentum(self.momentum)
+            .init(device)
+    }
+}
+
+/// Configuration of [`Conv2dNormActivation`].
+#[derive(Config, Debug)]
+pub struct Conv2dNormActivationConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Square kernel size. Default: 3.
+    #[config(default = 3)]
+    pub kernel_size: usize,
+    /// Stride. Default: 1.
+    #[config(default = 1)]
+    pub stride: usize,
+    /// Dilation. Default: 1.
+    #[config(default = 1)]
+    pub dilation: usize,
+    /// Groups: 1 for a full convolution, `in_channels` for a depthwise one. Default: 1.
+    #[config(default = 1)]
+    pub groups: usize,
+    /// Batch normalization after the convolution; `None` for none, in which case the
+    /// convolution gets a bias (torchvision's rule: a bias only where no norm follows).
+    /// Default: PyTorch's defaults.
+    #[config(default = "Some(BatchNormSpec::PYTORCH_DEFAULT)")]
+    pub norm: Option<BatchNormSpec>,
+    /// Activation after the normalization. Default: ReLU.
+    #[config(default = "Activation::ReLU")]
+    pub activation: Activation,
+}
+
+impl Conv2dNormActivationConfig {
+    /// Builds the block with torchvision's padding, `(kernel_size - 1) / 2 * dilation` on every
+    /// side, which keeps `ceil(size / stride)` pixels.
+    ///
+    /// # Panics
+    ///
+    /// Panics, as burn's `Conv2dConfig::init` does, if a channel count is zero or not divisible
+    /// by `groups`, or if `kernel_size`, `stride` or `dilation` is zero.
+    pub fn init(&self, device: &Device) -> Conv2dNormActivation {
+        assert!(
+            self.kernel_size > 0 && self.stride > 0 && self.dilation > 0,
+            "Conv2dNormActivationConfig: kernel_size ({}), stride ({}) and dilation ({}) must be positive",
+            self.kernel_size,
+            self.stride,
+            self.dilation
+        );
+        let padding = (self.kernel_size - 1) / 2 * self.dilation;
+        let conv = Conv2dConfig::new(
+            [self.in_channels, self.out_channels],
+            [self.kernel_size, self.kernel_size],
+        )
+        .with_stride([self.stride, self.stride])
+        .with_dilation([self.dilation, self.dilation])
+        .with_groups(self.groups)
+        .with_padding(PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
+        .with_bias(self.norm.is_none())
+        .init(device);
+        Conv2dNormActivation {
+            conv,
+            norm: self.norm.map(|spec| spec.init(self.out_channels, device)),
+            activation: self.activation,
+        }
+    }
+}
+
+/// Convolution, optional batch normalization, activation.
+///
+/// Parameters are stored under torchvision's keys: the convolution at `0`, the norm at `1`.
+#[derive(Debug, Clone)]
+pub struct Conv2dNormActivation {
+    /// The convolution; weight `[out_channels, in_channels / groups, kernel_size, kernel_size]`.
+    pub conv: Conv2d,
+    /// Batch normalization over `out_channels`, if any.
+    pub norm: Option<BatchNorm>,
+    /// The activation.
+    pub activation: Activation,
+}
+
+torchvision_module!(Conv2dNormActivation {
+    children {
+        conv: |_: &Self| "0".to_string(),
+        norm: |_: &Self| "1".to_string(),
+    }
+    lists {}
+    state { activation }
+});
+
+impl Conv2dNormActivation {
+    /// Applies convolution, normalization and activation.
+    ///
+    /// # Shapes
+    /// - input: `[batch, in_channels, height, width]`
+    /// - output: `[batch, out_channels, ceil(height / stride), ceil(width / stride)]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.conv.forward(x);
+        let x = match &self.norm {
+            Some(norm) => norm.forward(x),
+            None => x,
+        };
+        self.activation.forward(x)
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.conv.weight.shape()[0]
+    }
+}

@@ -1,0 +1,201 @@
+//! The inverted residual block with linear bottleneck of MobileNetV2
+//! (<https://arxiv.org/abs/1801.04381>, section 3.3), with MobileNetV3's optional
+//! squeeze-and-excitation (<https://arxiv.org/abs/1905.02244>, section 5.3).
+//!
+//! One type serves both networks: the computation is the same (expand, depthwise, optional SE,
+//! linear projection, skip connection); only torchvision's parameter keys differ, which
+//! [`BlockLayout`] records. Mirrors torchvision's `mobilenetv2.InvertedResidual` and
+//! `mobilenetv3.InvertedResidual`.
+
+use burn::config::Config;
+use burn::nn::BatchNorm;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::torch_paths::torchvision_module;
+use crate::{
+    Activation, BatchNormSpec, Conv2dNormActivation, Conv2dNormActivationConfig, SqueezeExcitation,
+    SqueezeExcitationConfig,
+};
+
+/// Which torchvision `state_dict` layout a block's parameters follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BlockLayout {
+    /// `conv.{i}`: expansion and depthwise as `Conv2dNormActivation`s, then the projection
+    /// convolution and its batch norm as two separate entries.
+    MobileNetV2,
+    /// `block.{i}`: expansion, depthwise, squeeze-excitation and projection, each one entry
+    /// (the projection a `Conv2dNormActivation` without activation).
+    MobileNetV3,
+}
+
+/// Configuration of [`InvertedResidual`]: one row of an architecture table, with its input
+/// channels resolved.
+#[derive(Config, Debug)]
+pub struct InvertedResidualConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Kernel size of the depthwise convolution.
+    pub kernel_size: usize,
+    /// Channels after the 1x1 expansion; equal to `in_channels` for no expansion layer.
+    pub expanded_channels: usize,
+    /// Output channels of the linear projection.
+    pub out_channels: usize,
+    /// Whether squeeze-and-excitation follows the depthwise convolution.
+    pub use_se: bool,
+    /// Activation of the expansion and depthwise layers.
+    pub activation: Activation,
+    /// Stride of the depthwise convolution (1 or 2).
+    pub stride: usize,
+    /// Dilation of the depthwise convolution. Default: 1. Above 1, the depthwise convolution
+    /// runs with stride 1 whatever `stride` says (torchvision's dilated MobileNetV3), and the
+    /// block keeps no skip connection if `stride` is 2.
+    #[config(default = 1)]
+    pub dilation: usize,
+    /// Batch normalization constants. Default: PyTorch's.
+    #[config(default = "BatchNormSpec::PYTORCH_DEFAULT")]
+    pub norm: BatchNormSpec,
+    /// Parameter key layout. Default: MobileNetV3's.
+    #[config(default = "BlockLayout::MobileNetV3")]
+    pub layout: BlockLayout,
+}
+
+impl InvertedResidualConfig {
+    /// Builds the block.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `stride` is not 1 or 2 (as torchvision raises), or if a channel count,
+    /// `kernel_size` or `dilation` is zero.
+    pub fn init(&self, device: &Device) -> InvertedResidual {
+        assert!(
+            (1..=2).contains(&self.stride),
+            "InvertedResidualConfig: stride is {}, but must be 1 or 2",
+            self.stride
+        );
+        let layer = |in_channels, out_channels| {
+            Conv2dNormActivationConfig::new(in_channels, out_channels)
+                .with_norm(Some(self.norm))
+                .with_activation(self.activation)
+        };
+
+        // expand
+        let expand = (self.expanded_channels != self.in_channels).then(|| {
+            layer(self.in_channels, self.expanded_channels)
+                .with_kernel_size(1)
+                .init(device)
+        });
+        // depthwise
+        let depthwise_stride = if self.dilation > 1 { 1 } else { self.stride };
+        let depthwise = layer(self.expanded_channels, self.expanded_channels)
+            .with_kernel_size(self.kernel_size)
+            .with_stride(depthwise_stride)
+            .with_dilation(self.dilation)
+            .with_groups(self.expanded_channels)
+            .init(device);
+        let squeeze_excitation = self
+            .use_se
+            .then(|| SqueezeExcitationConfig::mobilenet_v3(self.expanded_channels).init(device));
+        // project (linear bottleneck: no activation)
+        let project_conv = Conv2dConfig::new([self.expanded_channels, self.out_channels], [1, 1])
+            .with_bias(false)
+            .init(device);
+        let project_norm = self.norm.init(self.out_channels, device);
+
+        InvertedResidual {
+            expand,
+            depthwise,
+            squeeze_excitation,
+            project_conv,
+            project_norm,
+            use_residual: self.stride == 1 && self.in_channels == self.out_channels,
+            layout: self.layout,
+        }
+    }
+}
+
+/// Expand (1x1), depthwise (kxk), optional squeeze-and-excitation, project (1x1, no
+/// activation), plus the input when shapes allow.
+#[derive(Debug, Clone)]
+pub struct InvertedResidual {
+    /// 1x1 expansion to `expanded_channels`; absent when the block does not expand.
+    pub expand: Option<Conv2dNormActivation>,
+    /// Depthwise convolution on `expanded_channels`.
+    pub depthwise: Conv2dNormActivation,
+    /// Squeeze-and-excitation on `expanded_channels`, if any.
+    pub squeeze_excitation: Option<SqueezeExcitation>,
+    /// 1x1 projection; weight `[out_channels, expanded_channels, 1, 1]`.
+    pub project_conv: Conv2d,
+    /// Batch norm of the projection.
+    pub project_norm: BatchNorm,
+    /// Whether the input is added to the output (stride 1 and equal channel counts).
+    pub use_residual: bool,
+    /// The torchvision key layout the parameters follow.
+    pub layout: BlockLayout,
+}
+
+torchvision_module!(InvertedResidual {
+    children {
+        expand: |block: &Self| block.layer_path(0),
+        depthwise: |block: &Self| block.layer_path(block.depthwise_index()),
+        squeeze_excitation: |block: &Self| block.layer_path(block.depthwise_index() + 1),
+        project_conv: |block: &Self| block.project_paths()[0].clone(),
+        project_norm: |block: &Self| block.project_paths()[1].clone(),
+    }
+    lists {}
+    state { use_residual, layout }
+});
+
+impl InvertedResidual {
+    /// Position of the depthwise layer in torchvision's `nn.Sequential`.
+    fn depthwise_index(&self) -> usize {
+        usize::from(self.expand.is_some())
+    }
+
+    /// Key of the layer at `index` of torchvision's `nn.Sequential`.
+    fn layer_path(&self, index: usize) -> String {
+        match self.layout {
+            BlockLayout::MobileNetV2 => format!("conv.{index}"),
+            BlockLayout::MobileNetV3 => format!("block.{index}"),
+        }
+    }
+
+    /// Keys of the projection's convolution and batch norm.
+    fn project_paths(&self) -> [String; 2] {
+        let index = self.depthwise_index() + 1 + usize::from(self.squeeze_excitation.is_some());
+        match self.layout {
+            // `nn.Conv2d` and `norm_layer` appended directly.
+            BlockLayout::MobileNetV2 => [self.layer_path(index), self.layer_path(index + 1)],
+            // One `Conv2dNormActivation` with `activation_layer=None`.
+            BlockLayout::MobileNetV3 => {
+                let path = self.layer_path(index);
+                [format!("{path}.0"), format!("{path}.1")]
+            }
+        }
+    }
+
+    /// Applies the block.
+    ///
+    /// # Shapes
+    /// - input: `[batch, in_channels, height, width]`
+    /// - output: `[batch, out_channels, ceil(height / s), ceil(width / s)]`, where `s` is the
+    ///   depthwise stride
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let residual = self.use_residual.then(|| x.clone());
+        let y = match &self.expand {
+            Some(expand) => expand.forward(x),
+            None => x,
+        };
+        let y = self.depthwise.forward(y);
+        let y = match &self.squeeze_excitation {
+            Some(se) => se.forward(y),
+            None => y,
+        };
+        let y = self.project_norm.forward(self.project_conv.forward(y));
+        match residual {
+            Some(x) => y + x,
+            None => y,
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Squeeze-and-excitation, as MobileNetV3 uses it: torchvision's `ops.misc.SqueezeExcitation`
+//! with ReLU inside and hard-sigmoid gating (Hu et al., <https://arxiv.org/abs/1709.01507>;
+//! Howard et al., <https://arxiv.org/abs/1905.02244>, section 5.3).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::module::adaptive_avg_pool2d;
+use burn::tensor::{Device, Tensor};
+
+use crate::make_divisible::{CHANNEL_DIVISOR, make_divisible};
+use crate::{Activation, HardSigmoid};
+
+/// MobileNetV3 squeezes to a quarter of the expanded channels (rounded to a multiple of 8).
+pub const SQUEEZE_FACTOR: usize = 4;
+
+/// Configuration of [`SqueezeExcitation`].
+#[derive(Config, Debug)]
+pub struct SqueezeExcitationConfig {
+    /// Channels of the input, and of the gate.
+    pub channels: usize,
+    /// Channels of the bottleneck between the two 1x1 convolutions.
+    pub squeeze_channels: usize,
+}
+
+impl SqueezeExcitationConfig {
+    /// MobileNetV3's squeeze width for `channels`: `make_divisible(channels / 4, 8)`.
+    pub fn mobilenet_v3(channels: usize) -> Self {
+        Self::new(
+            channels,
+            make_divisible((channels / SQUEEZE_FACTOR) as f64, CHANNEL_DIVISOR),
+        )
+    }
+
+    /// Builds the layer.
+    ///
+    /// # Panics
+    ///
+    /// Panics if a channel count is zero (burn's convolution check).
+    pub fn init(&self, device: &Device) -> SqueezeExcitation {
+        let conv_1x1 = |channels_in, channels_out| {
+            Conv2dConfig::new([channels_in, channels_out], [1, 1]).init(device)
+        };
+        SqueezeExcitation {
+            fc1: conv_1x1(self.channels, self.squeeze_channels),
+            fc2: conv_1x1(self.squeeze_channels, self.channels),
+            scale_activation: HardSigmoid::default(),
+        }
+    }
+}
+
+/// Channel attention: average-pool to one value per channel, two 1x1 convolutions (ReLU
+/// between), hard-sigmoid, and scale the input by the result.
+///
+/// Parameters are stored under torchvision's keys `fc1` and `fc2`.
+#[derive(Module, Debug)]
+pub struct SqueezeExcitation {
+    /// Squeeze: weight `[squeeze_channels, channels, 1, 1]`, bias `[squeeze_channels]`.
+    pub fc1: Conv2d,
+    /// Excite: weight `[channels, squeeze_channels, 1, 1]`, bias `[channels]`.
+    pub fc2: Conv2d,
+    /// The gate, PyTorch's hard-sigmoid.
+    pub scale_activation: HardSigmoid,
+}
+
+impl SqueezeExcitation {
+    /// Scales each channel of `x` by its learned gate.
+    ///
+    /// # Shapes
+    /// - input: `[batch, channels, height, width]`
+    /// - output: the input's shape
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let scale = adaptive_avg_pool2d(x.clone(), [1, 1]);
+        let scale = self.fc1.forward(scale);
+        let scale = Activation::ReLU.forward(scale);
+        let scale = self.fc2.forward(scale);
+        let scale = self.scale_activation.forward(scale);
+        x * scale
+    }
+}

@@ -1,0 +1,84 @@
+//! The convolutional trunk shared by MobileNetV2 and V3: torchvision's `features`
+//! `nn.Sequential` of stem, inverted residual blocks and last convolution.
+
+use burn::tensor::Tensor;
+
+use crate::torch_paths::torchvision_module;
+use crate::{Conv2dNormActivation, Error, InvertedResidual};
+
+/// Stem, blocks and last convolution, stored under torchvision's keys `0`, `1..=n`, `n + 1`.
+#[derive(Debug, Clone)]
+pub struct Features {
+    /// The stride-2 3x3 stem convolution (`features.0`).
+    pub stem: Conv2dNormActivation,
+    /// The inverted residual blocks (`features.1` to `features.n`).
+    pub blocks: Vec<InvertedResidual>,
+    /// The 1x1 convolution widening the last block's output (`features.{n + 1}`).
+    pub last_conv: Conv2dNormActivation,
+}
+
+torchvision_module!(Features {
+    children {
+        stem: |_: &Self| "0".to_string(),
+        last_conv: |features: &Self| (features.blocks.len() + 1).to_string(),
+    }
+    lists {
+        blocks: |index: usize| (index + 1).to_string(),
+    }
+    state {}
+});
+
+impl Features {
+    /// Input channels the stem takes.
+    pub fn in_channels(&self) -> usize {
+        self.stem.conv.weight.shape()[1] * self.stem.conv.groups
+    }
+
+    /// Output channels of the last convolution.
+    pub fn out_channels(&self) -> usize {
+        self.last_conv.out_channels()
+    }
+
+    /// Checks that `shape` is an input the trunk takes: `[batch, in_channels, height, width]`
+    /// with every dimension at least 1. Like torchvision, any height and width work: padding
+    /// keeps every stage at least one pixel wide.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] naming the shape and what was expected.
+    pub fn check_input(&self, shape: [usize; 4]) -> Result<(), Error> {
+        let [batch, channels, height, width] = shape;
+        let in_channels = self.in_channels();
+        let problem = if channels != in_channels {
+            format!("expected {in_channels} channels (dimension 1), found {channels}")
+        } else if batch == 0 || height == 0 || width == 0 {
+            "batch, height and width must each be at least 1".to_string()
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidInput {
+            shape: shape.to_vec(),
+            expected: format!("[batch, {in_channels}, height, width] image tensor: {problem}"),
+        })
+    }
+
+    /// Runs stem, blocks and last convolution.
+    ///
+    /// # Shapes
+    /// - input: `[batch, in_channels, height, width]`
+    /// - output: `[batch, out_channels, ceil(height / 32), ceil(width / 32)]` (stride 16 when
+    ///   dilated)
+    ///
+    /// # Panics
+    ///
+    /// Panics with the message of [`Features::check_input`] on an input it rejects, as burn's
+    /// own layers panic on bad shapes.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if let Err(error) = self.check_input(x.dims()) {
+            panic!("{error}");
+        }
+        let x = self.stem.forward(x);
+        let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
+        self.last_conv.forward(x)
+    }
+}

@@ -1,0 +1,227 @@
+//! MobileNetV2, "MobileNetV2: Inverted Residuals and Linear Bottlenecks" (Sandler et al., 2018,
+//! <https://arxiv.org/abs/1801.04381>). Mirrors torchvision's `models/mobilenetv2.py`: the same
+//! table, `width_mult` and `round_nearest`, the same parameter keys.
+
+use burn::config::Config;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::module::adaptive_avg_pool2d;
+use burn::tensor::{Device, Tensor};
+
+use super::config_checks::{check_dropout, check_num_classes, check_width_mult, invalid};
+use super::tables::{
+    MOBILENET_V2_LAST_CHANNELS, MOBILENET_V2_STAGES, MOBILENET_V2_STEM_CHANNELS, StageSpec,
+};
+use crate::make_divisible::{CHANNEL_DIVISOR, make_divisible};
+use crate::torch_paths::torchvision_module;
+use crate::{
+    Activation, BatchNormSpec, BlockLayout, Conv2dNormActivationConfig, Error, Features,
+    IMAGE_CHANNELS, InvertedResidualConfig,
+};
+
+/// Kernel size of every MobileNetV2 depthwise convolution.
+const DEPTHWISE_KERNEL_SIZE: usize = 3;
+
+/// Configuration of [`MobileNetV2`].
+#[derive(Config, Debug)]
+pub struct MobileNetV2Config {
+    /// Number of classes. Default: 1000.
+    #[config(default = 1000)]
+    pub num_classes: usize,
+    /// Width multiplier applied to every channel count (the last convolution is never made
+    /// narrower than 1280). Default: 1.0.
+    #[config(default = 1.0)]
+    pub width_mult: f64,
+    /// Dropout probability before the classifier. Default: 0.2.
+    #[config(default = 0.2)]
+    pub dropout: f64,
+    /// Channel counts are rounded to a multiple of this; 1 turns rounding off. Default: 8.
+    #[config(default = "CHANNEL_DIVISOR")]
+    pub round_nearest: usize,
+    /// The stages, `t, c, n, s` rows. Default: the paper's table.
+    #[config(default = "MOBILENET_V2_STAGES.to_vec()")]
+    pub stages: Vec<StageSpec>,
+}
+
+impl MobileNetV2Config {
+    fn adjust(&self, channels: f64) -> usize {
+        make_divisible(channels * self.width_mult, self.round_nearest)
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the first invalid field: `width_mult` not positive and
+    /// finite, `num_classes` zero, `dropout` outside `[0, 1)`, `round_nearest` zero, or an
+    /// empty or invalid stage table.
+    pub fn validate(&self) -> Result<(), Error> {
+        check_width_mult(self.width_mult)?;
+        check_num_classes(self.num_classes)?;
+        check_dropout(self.dropout)?;
+        if self.round_nearest == 0 {
+            return Err(invalid("round_nearest", 0, "it must be at least 1"));
+        }
+        if self.stages.iter().all(|stage| stage.repeats == 0) {
+            return Err(invalid(
+                "stages",
+                format!("{:?}", self.stages),
+                "they need one block at least",
+            ));
+        }
+        for (index, stage) in self.stages.iter().enumerate() {
+            if !(1..=2).contains(&stage.stride) || stage.expand_ratio == 0 || stage.channels == 0 {
+                return Err(invalid(
+                    "stages",
+                    format!("{stage:?} at row {index}"),
+                    "every row needs stride 1 or 2 and a non-zero expansion ratio and channel count",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The blocks with every structural rule applied: width scaling and rounding, only the
+    /// first block of a stage strides, expansion `round(in * t)`, and input channels threaded.
+    pub fn block_configs(&self) -> Vec<InvertedResidualConfig> {
+        let mut in_channels = self.adjust(MOBILENET_V2_STEM_CHANNELS as f64);
+        let mut blocks = Vec::new();
+        for stage in &self.stages {
+            let out_channels = self.adjust(stage.channels as f64);
+            for repeat in 0..stage.repeats {
+                let stride = if repeat == 0 { stage.stride } else { 1 };
+                let config = InvertedResidualConfig::new(
+                    in_channels,
+                    DEPTHWISE_KERNEL_SIZE,
+                    in_channels * stage.expand_ratio,
+                    out_channels,
+                    false,
+                    Activation::ReLU6,
+                    stride,
+                )
+                .with_norm(BatchNormSpec::PYTORCH_DEFAULT)
+                .with_layout(BlockLayout::MobileNetV2);
+                blocks.push(config);
+                in_channels = out_channels;
+            }
+        }
+        blocks
+    }
+
+    /// Width of the last convolution: 1280, scaled only by multipliers above 1.
+    pub fn last_channels(&self) -> usize {
+        make_divisible(
+            MOBILENET_V2_LAST_CHANNELS as f64 * self.width_mult.max(1.0),
+            self.round_nearest,
+        )
+    }
+
+    /// Builds the model, or says which field is invalid.
+    ///
+    /// # Errors
+    ///
+    /// As [`MobileNetV2Config::validate`].
+    pub fn try_init(&self, device: &Device) -> Result<MobileNetV2, Error> {
+        self.validate()?;
+        let blocks = self.block_configs();
+        let last_in = blocks[blocks.len() - 1].out_channels;
+        let last_channels = self.last_channels();
+        let layer = |in_channels, out_channels| {
+            Conv2dNormActivationConfig::new(in_channels, out_channels)
+                .with_norm(Some(BatchNormSpec::PYTORCH_DEFAULT))
+                .with_activation(Activation::ReLU6)
+        };
+        Ok(MobileNetV2 {
+            features: Features {
+                stem: layer(IMAGE_CHANNELS, blocks[0].in_channels)
+                    .with_stride(2)
+                    .init(device),
+                blocks: blocks.iter().map(|block| block.init(device)).collect(),
+                last_conv: layer(last_in, last_channels)
+                    .with_kernel_size(1)
+                    .init(device),
+            },
+            dropout: DropoutConfig::new(self.dropout).init(),
+            classifier: LinearConfig::new(last_channels, self.num_classes).init(device),
+        })
+    }
+
+    /// Builds the model.
+    ///
+    /// # Panics
+    ///
+    /// Panics with the message of [`MobileNetV2Config::validate`] on an invalid config (burn's
+    /// `init` convention); [`MobileNetV2Config::try_init`] returns it instead.
+    pub fn init(&self, device: &Device) -> MobileNetV2 {
+        self.try_init(device)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+}
+
+/// MobileNetV2: [`Features`], global average pooling, dropout and a linear classifier.
+///
+/// Parameters are stored under torchvision's keys (`features.*`, `classifier.1`), so
+/// torchvision checkpoints load with [`load_torchvision`](MobileNetV2::load_torchvision).
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::MobileNetV2Config;
+///
+/// let device = Device::flex();
+/// let model = MobileNetV2Config::new().with_width_mult(0.35).init(&device);
+/// let logits = model.forward(Tensor::zeros([1, 3, 64, 64], &device));
+/// assert_eq!(logits.dims(), [1, 1000]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct MobileNetV2 {
+    /// Stem, inverted residual blocks and last convolution (`features`).
+    pub features: Features,
+    /// Dropout before the classifier (`classifier.0`).
+    pub dropout: Dropout,
+    /// Output layer (`classifier.1`): weight `[last_channels, num_classes]`.
+    pub classifier: Linear,
+}
+
+torchvision_module!(MobileNetV2 {
+    children {
+        features: |_: &Self| "features".to_string(),
+        dropout: |_: &Self| "classifier.0".to_string(),
+        classifier: |_: &Self| "classifier.1".to_string(),
+    }
+    lists {}
+    state {}
+});
+
+impl MobileNetV2 {
+    /// Class logits.
+    ///
+    /// # Shapes
+    /// - input: `[batch, 3, height, width]`, normalized as the weights expect
+    /// - output: `[batch, num_classes]`
+    ///
+    /// # Panics
+    ///
+    /// On an input [`Features::check_input`] rejects, with its message.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_head(self.forward_features(x))
+    }
+
+    /// The last feature map, before pooling.
+    ///
+    /// # Shapes
+    /// - input: `[batch, 3, height, width]`
+    /// - output: `[batch, last_channels, ceil(height / 32), ceil(width / 32)]`
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
+        self.features.forward(x)
+    }
+
+    /// Pooling, dropout and classifier, applied to the output of
+    /// [`forward_features`](MobileNetV2::forward_features).
+    ///
+    /// # Shapes
+    /// - input: `[batch, channels, height, width]`
+    /// - output: `[batch, num_classes]`
+    pub fn forward_head(&self, features: Tensor<4>) -> Tensor<2> {
+        let x = adaptive_avg_pool2d(features, [1, 1]).flatten::<2>(1, 3);
+        self.classifier.forward(self.dropout.forward(x))
+    }
+}

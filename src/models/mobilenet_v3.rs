@@ -1,0 +1,329 @@
+//! MobileNetV3-Large and -Small, "Searching for MobileNetV3" (Howard et al., 2019,
+//! <https://arxiv.org/abs/1905.02244>). Mirrors torchvision's `models/mobilenetv3.py`: the same
+//! tables, the same `width_mult`, `reduced_tail` and `dilated` knobs, the same parameter keys.
+
+use burn::config::Config;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::module::adaptive_avg_pool2d;
+use burn::tensor::{Device, Tensor};
+
+use super::config_checks::{check_dropout, check_num_classes, check_width_mult, invalid};
+use super::tables::{
+    BlockSpec, MOBILENET_V3_LARGE, MOBILENET_V3_LARGE_HEAD_CHANNELS,
+    MOBILENET_V3_LAST_CONV_EXPANSION, MOBILENET_V3_SMALL, MOBILENET_V3_SMALL_HEAD_CHANNELS,
+    MOBILENET_V3_STEM_CHANNELS, minimal,
+};
+use crate::make_divisible::{CHANNEL_DIVISOR, make_divisible};
+use crate::torch_paths::torchvision_module;
+use crate::{
+    Activation, BatchNormSpec, BlockLayout, Conv2dNormActivationConfig, Error, Features,
+    IMAGE_CHANNELS, InvertedResidualConfig,
+};
+
+/// Dilation of the last stage when `dilated` is set (output stride 16 instead of 32).
+const TAIL_DILATION: usize = 2;
+/// `reduced_tail` divides the last stage's channels by this.
+const TAIL_REDUCTION: usize = 2;
+
+/// Configuration of [`MobileNetV3`]. Start from [`MobileNetV3Config::large`] or
+/// [`MobileNetV3Config::small`]; a custom table goes through [`MobileNetV3Config::new`].
+#[derive(Config, Debug)]
+pub struct MobileNetV3Config {
+    /// Stem output channels, before width scaling.
+    pub stem_channels: usize,
+    /// The inverted residual blocks, one row each.
+    pub blocks: Vec<BlockSpec>,
+    /// Hidden width of the classifier, before width scaling.
+    pub head_channels: usize,
+    /// Activation of the stem. Default: h-swish.
+    #[config(default = "Activation::HardSwish")]
+    pub stem_activation: Activation,
+    /// Activation of the last convolution and the classifier's hidden layer. Default: h-swish.
+    #[config(default = "Activation::HardSwish")]
+    pub head_activation: Activation,
+    /// Width multiplier applied to every channel count (then rounded to a multiple of 8).
+    /// Default: 1.0.
+    #[config(default = 1.0)]
+    pub width_mult: f64,
+    /// Halve the channels of the last stage and of the head, as the paper does for detection.
+    /// Default: false.
+    #[config(default = false)]
+    pub reduced_tail: bool,
+    /// Dilate the last stage instead of striding it (output stride 16). Default: false.
+    #[config(default = false)]
+    pub dilated: bool,
+    /// Number of classes. Default: 1000.
+    #[config(default = 1000)]
+    pub num_classes: usize,
+    /// Dropout probability before the last linear layer. Default: 0.2.
+    #[config(default = 0.2)]
+    pub dropout: f64,
+}
+
+impl MobileNetV3Config {
+    /// MobileNetV3-Large (torchvision's `mobilenet_v3_large`).
+    pub fn large() -> Self {
+        Self::new(
+            MOBILENET_V3_STEM_CHANNELS,
+            MOBILENET_V3_LARGE.to_vec(),
+            MOBILENET_V3_LARGE_HEAD_CHANNELS,
+        )
+    }
+
+    /// MobileNetV3-Small (torchvision's `mobilenet_v3_small`).
+    pub fn small() -> Self {
+        Self::new(
+            MOBILENET_V3_STEM_CHANNELS,
+            MOBILENET_V3_SMALL.to_vec(),
+            MOBILENET_V3_SMALL_HEAD_CHANNELS,
+        )
+    }
+
+    /// MobileNetV3-Large-Minimal (timm's `tf_mobilenetv3_large_minimal_100`): 3x3 kernels, no SE,
+    /// ReLU everywhere.
+    pub fn large_minimal() -> Self {
+        Self::new(
+            MOBILENET_V3_STEM_CHANNELS,
+            minimal(&MOBILENET_V3_LARGE),
+            MOBILENET_V3_LARGE_HEAD_CHANNELS,
+        )
+        .with_stem_activation(Activation::ReLU)
+        .with_head_activation(Activation::ReLU)
+    }
+
+    /// MobileNetV3-Small-Minimal (timm's `tf_mobilenetv3_small_minimal_100`).
+    pub fn small_minimal() -> Self {
+        Self::new(
+            MOBILENET_V3_STEM_CHANNELS,
+            minimal(&MOBILENET_V3_SMALL),
+            MOBILENET_V3_SMALL_HEAD_CHANNELS,
+        )
+        .with_stem_activation(Activation::ReLU)
+        .with_head_activation(Activation::ReLU)
+    }
+
+    /// Index of the first block of the last stage (C4): the last block with stride 2.
+    fn tail_start(&self) -> Option<usize> {
+        self.blocks.iter().rposition(|row| row.stride == 2)
+    }
+
+    fn adjust(&self, channels: usize) -> usize {
+        make_divisible(channels as f64 * self.width_mult, CHANNEL_DIVISOR)
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the first invalid field: `width_mult` not positive and
+    /// finite, `num_classes` zero, `dropout` outside `[0, 1)`, an empty or invalid block table,
+    /// or `reduced_tail`/`dilated` on a table without a stride-2 block.
+    pub fn validate(&self) -> Result<(), Error> {
+        check_width_mult(self.width_mult)?;
+        check_num_classes(self.num_classes)?;
+        check_dropout(self.dropout)?;
+        if self.blocks.is_empty() {
+            return Err(invalid("blocks", "[]", "it must hold at least one block"));
+        }
+        for (index, row) in self.blocks.iter().enumerate() {
+            if !(1..=2).contains(&row.stride)
+                || row.kernel_size == 0
+                || row.expanded_channels == 0
+                || row.out_channels == 0
+            {
+                return Err(invalid(
+                    "blocks",
+                    format!("{row:?} at row {index}"),
+                    "every row needs stride 1 or 2 and a non-zero kernel size and channel counts",
+                ));
+            }
+        }
+        if self.stem_channels == 0 || self.head_channels == 0 {
+            return Err(invalid(
+                "stem_channels/head_channels",
+                format!("{}/{}", self.stem_channels, self.head_channels),
+                "both must be positive",
+            ));
+        }
+        if (self.reduced_tail || self.dilated) && self.tail_start().is_none() {
+            return Err(invalid(
+                "reduced_tail/dilated",
+                "true",
+                "they need a table with a stride-2 block to mark the last stage",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The blocks with every structural rule applied: width scaling and rounding, the reduced
+    /// tail, dilation, and each block's input channels threaded from the one before.
+    pub fn block_configs(&self) -> Vec<InvertedResidualConfig> {
+        let tail_start = self.tail_start().unwrap_or(self.blocks.len());
+        let tail_divider = |in_tail: bool| {
+            if self.reduced_tail && in_tail {
+                TAIL_REDUCTION
+            } else {
+                1
+            }
+        };
+        let mut in_channels = self.adjust(self.stem_channels);
+        self.blocks
+            .iter()
+            .enumerate()
+            .map(|(index, row)| {
+                // The first tail block expands its (untouched) input; its output and everything
+                // after it belong to the tail.
+                let expanded = row.expanded_channels / tail_divider(index > tail_start);
+                let out = row.out_channels / tail_divider(index >= tail_start);
+                let dilation = if self.dilated && index >= tail_start {
+                    TAIL_DILATION
+                } else {
+                    1
+                };
+                let config = InvertedResidualConfig::new(
+                    in_channels,
+                    row.kernel_size,
+                    self.adjust(expanded),
+                    self.adjust(out),
+                    row.use_se,
+                    row.activation,
+                    row.stride,
+                )
+                .with_dilation(dilation)
+                .with_norm(BatchNormSpec::MOBILENET_V3)
+                .with_layout(BlockLayout::MobileNetV3);
+                in_channels = config.out_channels;
+                config
+            })
+            .collect()
+    }
+
+    /// Hidden width of the classifier after scaling and tail reduction.
+    pub fn resolved_head_channels(&self) -> usize {
+        self.adjust(self.head_channels / if self.reduced_tail { TAIL_REDUCTION } else { 1 })
+    }
+
+    /// Builds the model, or says which field is invalid.
+    ///
+    /// # Errors
+    ///
+    /// As [`MobileNetV3Config::validate`].
+    pub fn try_init(&self, device: &Device) -> Result<MobileNetV3, Error> {
+        self.validate()?;
+        let norm = Some(BatchNormSpec::MOBILENET_V3);
+        let blocks = self.block_configs();
+        let stem_channels = blocks[0].in_channels;
+        let last_in = blocks[blocks.len() - 1].out_channels;
+        let last_out = MOBILENET_V3_LAST_CONV_EXPANSION * last_in;
+        let head_channels = self.resolved_head_channels();
+
+        let stem = Conv2dNormActivationConfig::new(IMAGE_CHANNELS, stem_channels)
+            .with_stride(2)
+            .with_norm(norm)
+            .with_activation(self.stem_activation)
+            .init(device);
+        let last_conv = Conv2dNormActivationConfig::new(last_in, last_out)
+            .with_kernel_size(1)
+            .with_norm(norm)
+            .with_activation(self.head_activation)
+            .init(device);
+        Ok(MobileNetV3 {
+            features: Features {
+                stem,
+                blocks: blocks.iter().map(|block| block.init(device)).collect(),
+                last_conv,
+            },
+            head: LinearConfig::new(last_out, head_channels).init(device),
+            head_activation: self.head_activation,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            classifier: LinearConfig::new(head_channels, self.num_classes).init(device),
+        })
+    }
+
+    /// Builds the model.
+    ///
+    /// # Panics
+    ///
+    /// Panics with the message of [`MobileNetV3Config::validate`] on an invalid config (burn's
+    /// `init` convention); [`MobileNetV3Config::try_init`] returns it instead.
+    pub fn init(&self, device: &Device) -> MobileNetV3 {
+        self.try_init(device)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+}
+
+/// MobileNetV3: [`Features`], global average pooling, and a two-layer classifier.
+///
+/// Parameters are stored under torchvision's keys (`features.*`, `classifier.0`,
+/// `classifier.3`), so torchvision checkpoints load with
+/// [`load_torchvision`](MobileNetV3::load_torchvision).
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::MobileNetV3Config;
+///
+/// let device = Device::flex();
+/// let model = MobileNetV3Config::small().with_width_mult(0.5).init(&device);
+/// let logits = model.forward(Tensor::zeros([1, 3, 64, 64], &device));
+/// assert_eq!(logits.dims(), [1, 1000]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct MobileNetV3 {
+    /// Stem, inverted residual blocks and last convolution (`features`).
+    pub features: Features,
+    /// Classifier hidden layer (`classifier.0`): weight `[last_conv_channels, head_channels]`.
+    pub head: Linear,
+    /// Activation after `head` (`classifier.1`).
+    pub head_activation: Activation,
+    /// Dropout before the last layer (`classifier.2`).
+    pub dropout: Dropout,
+    /// Output layer (`classifier.3`): weight `[head_channels, num_classes]`.
+    pub classifier: Linear,
+}
+
+torchvision_module!(MobileNetV3 {
+    children {
+        features: |_: &Self| "features".to_string(),
+        head: |_: &Self| "classifier.0".to_string(),
+        dropout: |_: &Self| "classifier.2".to_string(),
+        classifier: |_: &Self| "classifier.3".to_string(),
+    }
+    lists {}
+    state { head_activation }
+});
+
+impl MobileNetV3 {
+    /// Class logits.
+    ///
+    /// # Shapes
+    /// - input: `[batch, 3, height, width]`, normalized as the weights expect
+    /// - output: `[batch, num_classes]`
+    ///
+    /// # Panics
+    ///
+    /// On an input [`Features::check_input`] rejects, with its message.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_head(self.forward_features(x))
+    }
+
+    /// The last feature map, before pooling.
+    ///
+    /// # Shapes
+    /// - input: `[batch, 3, height, width]`
+    /// - output: `[batch, 6 * last_block_channels, ceil(height / 32), ceil(width / 32)]`
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
+        self.features.forward(x)
+    }
+
+    /// Pooling and classifier, applied to the output of
+    /// [`forward_features`](MobileNetV3::forward_features).
+    ///
+    /// # Shapes
+    /// - input: `[batch, channels, height, width]`
+    /// - output: `[batch, num_classes]`
+    pub fn forward_head(&self, features: Tensor<4>) -> Tensor<2> {
+        let x = adaptive_avg_pool2d(features, [1, 1]).flatten::<2>(1, 3);
+        let x = self.head_activation.forward(self.head.forward(x));
+        self.classifier.forward(self.dropout.forward(x))
+    }
+}

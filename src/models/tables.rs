@@ -1,0 +1,153 @@
+//! The architecture tables of the MobileNets, as typed constant data.
+//!
+//! Rows never store input channels: the builders thread each block's output into the next
+//! block's input, so rows cannot disagree. Channel counts are before width scaling.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Activation;
+use crate::Activation::{HardSwish as HS, ReLU as RE};
+
+/// One inverted-residual block of a MobileNetV3 table (torchvision's `bneck_conf`, less the
+/// input channels and the width multiplier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockSpec {
+    /// Depthwise kernel size.
+    pub kernel_size: usize,
+    /// Channels after expansion.
+    pub expanded_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Whether the block has squeeze-and-excitation.
+    pub use_se: bool,
+    /// Activation of the expansion and depthwise layers.
+    pub activation: Activation,
+    /// Stride (1 or 2).
+    pub stride: usize,
+}
+
+/// A [`BlockSpec`] row, in the paper's column order.
+const fn bneck(
+    kernel_size: usize,
+    expanded_channels: usize,
+    out_channels: usize,
+    use_se: bool,
+    activation: Activation,
+    stride: usize,
+) -> BlockSpec {
+    BlockSpec {
+        kernel_size,
+        expanded_channels,
+        out_channels,
+        use_se,
+        activation,
+        stride,
+    }
+}
+
+/// MobileNetV3-Large, Table 1 of <https://arxiv.org/abs/1905.02244>; torchvision's
+/// `_mobilenet_v3_conf("mobilenet_v3_large")`. Stem: 16 channels; head: 1280.
+#[rustfmt::skip]
+pub const MOBILENET_V3_LARGE: [BlockSpec; 15] = [
+    //    kernel expanded  out  SE     act stride
+    bneck(3,     16,       16,  false, RE, 1),
+    bneck(3,     64,       24,  false, RE, 2), // C1
+    bneck(3,     72,       24,  false, RE, 1),
+    bneck(5,     72,       40,  true,  RE, 2), // C2
+    bneck(5,     120,      40,  true,  RE, 1),
+    bneck(5,     120,      40,  true,  RE, 1),
+    bneck(3,     240,      80,  false, HS, 2), // C3
+    bneck(3,     200,      80,  false, HS, 1),
+    bneck(3,     184,      80,  false, HS, 1),
+    bneck(3,     184,      80,  false, HS, 1),
+    bneck(3,     480,      112, true,  HS, 1),
+    bneck(3,     672,      112, true,  HS, 1),
+    bneck(5,     672,      160, true,  HS, 2), // C4
+    bneck(5,     960,      160, true,  HS, 1),
+    bneck(5,     960,      160, true,  HS, 1),
+];
+
+/// MobileNetV3-Small, Table 2 of <https://arxiv.org/abs/1905.02244>; torchvision's
+/// `_mobilenet_v3_conf("mobilenet_v3_small")`. Stem: 16 channels; head: 1024.
+#[rustfmt::skip]
+pub const MOBILENET_V3_SMALL: [BlockSpec; 11] = [
+    //    kernel expanded  out  SE     act stride
+    bneck(3,     16,       16,  true,  RE, 2), // C1
+    bneck(3,     72,       24,  false, RE, 2), // C2
+    bneck(3,     88,       24,  false, RE, 1),
+    bneck(5,     96,       40,  true,  HS, 2), // C3
+    bneck(5,     240,      40,  true,  HS, 1),
+    bneck(5,     240,      40,  true,  HS, 1),
+    bneck(5,     120,      48,  true,  HS, 1),
+    bneck(5,     144,      48,  true,  HS, 1),
+    bneck(5,     288,      96,  true,  HS, 2), // C4
+    bneck(5,     576,      96,  true,  HS, 1),
+    bneck(5,     576,      96,  true,  HS, 1),
+];
+
+/// Stem width of both MobileNetV3s, before scaling.
+pub const MOBILENET_V3_STEM_CHANNELS: usize = 16;
+/// Classifier hidden width of MobileNetV3-Large, before scaling (C5).
+pub const MOBILENET_V3_LARGE_HEAD_CHANNELS: usize = 1280;
+/// Classifier hidden width of MobileNetV3-Small, before scaling (C5).
+pub const MOBILENET_V3_SMALL_HEAD_CHANNELS: usize = 1024;
+/// The last convolution widens the last block's output six-fold (torchvision's
+/// `lastconv_output_channels = 6 * lastconv_input_channels`).
+pub const MOBILENET_V3_LAST_CONV_EXPANSION: usize = 6;
+
+/// The "minimalistic" form of a MobileNetV3 table (Keras' `minimalistic=True`, timm's
+/// `tf_mobilenetv3_*_minimal_100`): every kernel 3x3, no squeeze-and-excitation, ReLU everywhere.
+pub fn minimal(table: &[BlockSpec]) -> Vec<BlockSpec> {
+    table
+        .iter()
+        .map(|row| BlockSpec {
+            kernel_size: 3,
+            use_se: false,
+            activation: RE,
+            ..*row
+        })
+        .collect()
+}
+
+/// One stage of the MobileNetV2 table: `repeats` blocks expanding by `expand_ratio` to
+/// `channels` outputs, the first with `stride`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageSpec {
+    /// Expansion factor `t` of each block (1 means no expansion layer).
+    pub expand_ratio: usize,
+    /// Output channels `c`.
+    pub channels: usize,
+    /// Number of blocks `n`.
+    pub repeats: usize,
+    /// Stride `s` of the first block; the others have stride 1.
+    pub stride: usize,
+}
+
+/// A [`StageSpec`] row, in the paper's `t, c, n, s` order.
+const fn stage(expand_ratio: usize, channels: usize, repeats: usize, stride: usize) -> StageSpec {
+    StageSpec {
+        expand_ratio,
+        channels,
+        repeats,
+        stride,
+    }
+}
+
+/// MobileNetV2, Table 2 of <https://arxiv.org/abs/1801.04381>; torchvision's
+/// `inverted_residual_setting`. Stem: 32 channels; last convolution: 1280.
+#[rustfmt::skip]
+pub const MOBILENET_V2_STAGES: [StageSpec; 7] = [
+    //    t  c    n  s
+    stage(1, 16,  1, 1),
+    stage(6, 24,  2, 2), // C1
+    stage(6, 32,  3, 2), // C2
+    stage(6, 64,  4, 2), // C3
+    stage(6, 96,  3, 1),
+    stage(6, 160, 3, 2), // C4
+    stage(6, 320, 1, 1),
+];
+
+/// Stem width of MobileNetV2, before scaling.
+pub const MOBILENET_V2_STEM_CHANNELS: usize = 32;
+/// Last convolution width of MobileNetV2, before scaling (never scaled below 1.0).
+pub const MOBILENET_V2_LAST_CHANNELS: usize = 1280;
