@@ -84,6 +84,9 @@ fn print_row(
     forward: impl Fn(Tensor<4>) -> Tensor<2>,
     input: &Tensor<4>,
 ) {
+    // Progress on stderr: a first wgpu pass compiles and tunes kernels, which takes a minute
+    // or more on a software Vulkan device.
+    eprintln!("{name}: warm-up and {TIMED_RUNS} timed runs...");
     // `into_data` waits for the result, so asynchronous backends are timed to completion.
     let (shape, first, median) = time(|| forward(input.clone()).into_data().shape().to_vec());
     println!(

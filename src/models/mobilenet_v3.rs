@@ -27,6 +27,32 @@ const TAIL_REDUCTION: usize = 2;
 
 /// Configuration of [`MobileNetV3`]. Start from [`MobileNetV3Config::large`] or
 /// [`MobileNetV3Config::small`]; a custom table goes through [`MobileNetV3Config::new`].
+///
+/// A table is data, so variants are edits of it. MobileNetV3-Large without squeeze-excitation,
+/// and a two-block network of one's own:
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::tables::BlockSpec;
+/// use mobilenet_burn::{Activation, MobileNetV3Config};
+///
+/// let device = Device::flex();
+/// let mut no_se = MobileNetV3Config::large().with_width_mult(0.5);
+/// no_se.blocks.iter_mut().for_each(|row| row.use_se = false);
+/// let model = no_se.init(&device);
+///
+/// #[rustfmt::skip]
+/// let blocks = vec![
+///     BlockSpec { kernel_size: 3, expanded_channels: 16, out_channels: 16, use_se: true,
+///                 activation: Activation::ReLU, stride: 2 },
+///     BlockSpec { kernel_size: 5, expanded_channels: 64, out_channels: 24, use_se: false,
+///                 activation: Activation::HardSwish, stride: 2 },
+/// ];
+/// // stem 16 channels, classifier hidden width 256
+/// let tiny = MobileNetV3Config::new(16, blocks, 256).with_num_classes(10).init(&device);
+/// let logits = tiny.forward(Tensor::zeros([1, 3, 64, 64], &device));
+/// assert_eq!(logits.dims(), [1, 10]);
+/// ```
 #[derive(Config, Debug)]
 pub struct MobileNetV3Config {
     /// Stem output channels, before width scaling.
