@@ -10,7 +10,7 @@ use common::{case, fixtures};
 use mobilenet_burn::{Error, MobileNetV2Config, MobileNetV3Config};
 
 fn device() -> Device {
-    Device::flex()
+    common::cpu_device()
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Invalid configurations and inputs are reported with the value and what would be valid.
 
-use burn::tensor::{Device, Tensor};
+mod common;
+
+use burn::tensor::Tensor;
 use mobilenet_burn::{Error, MobileNetV2Config, MobileNetV3Config};
 
 fn field_of(error: Error) -> &'static str {
@@ -12,7 +14,7 @@ fn field_of(error: Error) -> &'static str {
 
 #[test]
 fn invalid_configs_name_the_field() {
-    let device = Device::flex();
+    let device = common::cpu_device();
     let v3 = MobileNetV3Config::small;
     let cases = [
         (
@@ -86,12 +88,12 @@ fn config_error_message_names_value_and_range() {
 fn init_panics_with_the_validation_message() {
     MobileNetV3Config::small()
         .with_width_mult(0.0)
-        .init(&Device::flex());
+        .init(&common::cpu_device());
 }
 
 #[test]
 fn wrong_channel_count_is_reported() {
-    let device = Device::flex();
+    let device = common::cpu_device();
     let model = MobileNetV2Config::new().with_width_mult(0.25).init(&device);
     let error = model
         .features
@@ -109,7 +111,7 @@ fn wrong_channel_count_is_reported() {
 #[test]
 #[should_panic(expected = "expected 3 channels (dimension 1), found 4")]
 fn forward_panics_with_the_input_message() {
-    let device = Device::flex();
+    let device = common::cpu_device();
     let model = MobileNetV3Config::small()
         .with_width_mult(0.25)
         .init(&device);
@@ -118,7 +120,7 @@ fn forward_panics_with_the_input_message() {
 
 #[test]
 fn every_variant_gives_the_documented_shapes() {
-    let device = Device::flex();
+    let device = common::cpu_device();
     let input = || Tensor::<4>::zeros([2, 3, 45, 70], &device);
     for (name, config) in [
         ("large", MobileNetV3Config::large()),

@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use burn::tensor::Device;
 use mobilenet_burn::{MobileNetV2Config, MobileNetV3Config, torchvision_state_dict_shapes};
 use serde::Deserialize;
 
@@ -35,7 +34,7 @@ fn expected_shapes(listing: &Listing) -> BTreeMap<String, Vec<usize>> {
 
 #[test]
 fn full_size_models_have_torchvision_keys_shapes_and_counts() {
-    let device = Device::flex();
+    let device = common::cpu_device();
     let v2 = MobileNetV2Config::new().init(&device);
     let large = MobileNetV3Config::large().init(&device);
     let small = MobileNetV3Config::small().init(&device);
@@ -71,7 +70,7 @@ fn full_size_models_have_torchvision_keys_shapes_and_counts() {
 #[test]
 fn parameter_counts_are_torchvisions_published_figures() {
     // torchvision's model docs: 3,504,872 / 5,483,032 / 2,542,856 parameters.
-    let device = Device::flex();
+    let device = common::cpu_device();
     assert_eq!(
         MobileNetV2Config::new()
             .init(&device)
@@ -97,7 +96,7 @@ fn minimal_variants_match_timm_parameter_counts() {
     // timm publishes 3.92M and 2.04M parameters for `tf_mobilenetv3_large_minimal_100` and
     // `tf_mobilenetv3_small_minimal_100`; timm 1.0.31's `create_model(...)` counts exactly
     // 3,924,288 and 2,044,736 (`sum(p.numel() for p in model.parameters())`).
-    let device = Device::flex();
+    let device = common::cpu_device();
     let large = MobileNetV3Config::large_minimal().init(&device);
     let small = MobileNetV3Config::small_minimal().init(&device);
     assert_eq!(large.num_learnable_params(), 3_924_288);

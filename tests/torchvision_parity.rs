@@ -42,7 +42,7 @@ fn logits_and_features_match_torchvision_on_cpu_backends() {
 
 #[test]
 fn parameter_counts_match_torchvision() {
-    let (_, device) = cpu_devices().remove(0);
+    let device = common::cpu_device();
     for case in cases() {
         assert_eq!(
             case.init(&device).num_learnable_params(),

@@ -2,6 +2,7 @@
 //! `nn.Sequential` of stem, inverted residual blocks and last convolution.
 
 use burn::tensor::Tensor;
+use burn::tensor::module::adaptive_avg_pool2d;
 
 use crate::torch_paths::torchvision_module;
 use crate::{Conv2dNormActivation, Error, InvertedResidual};
@@ -81,4 +82,14 @@ impl Features {
         let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
         self.last_conv.forward(x)
     }
+}
+
+/// Global average pooling to one value per channel, as both classifiers start
+/// (torchvision's `adaptive_avg_pool2d(x, 1)` then `flatten(x, 1)`).
+///
+/// # Shapes
+/// - input: `[batch, channels, height, width]`
+/// - output: `[batch, channels]`
+pub(crate) fn global_average_pool(x: Tensor<4>) -> Tensor<2> {
+    adaptive_avg_pool2d(x, [1, 1]).flatten::<2>(1, 3)
 }

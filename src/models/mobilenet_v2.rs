@@ -4,10 +4,10 @@
 
 use burn::config::Config;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
 use super::config_checks::{check_dropout, check_num_classes, check_width_mult, invalid};
+use super::features::global_average_pool;
 use super::tables::{
     MOBILENET_V2_LAST_CHANNELS, MOBILENET_V2_STAGES, MOBILENET_V2_STEM_CHANNELS, StageSpec,
 };
@@ -221,7 +221,7 @@ impl MobileNetV2 {
     /// - input: `[batch, channels, height, width]`
     /// - output: `[batch, num_classes]`
     pub fn forward_head(&self, features: Tensor<4>) -> Tensor<2> {
-        let x = adaptive_avg_pool2d(features, [1, 1]).flatten::<2>(1, 3);
+        let x = global_average_pool(features);
         self.classifier.forward(self.dropout.forward(x))
     }
 }

@@ -146,3 +146,13 @@ pub fn cpu_devices() -> Vec<(&'static str, Device)> {
     devices.push(("ndarray", Device::ndarray()));
     devices
 }
+
+/// The first CPU device compiled in (flex, else ndarray), for tests of behaviour that does not
+/// depend on the backend.
+pub fn cpu_device() -> Device {
+    cpu_devices()
+        .into_iter()
+        .next()
+        .map(|(_, device)| device)
+        .expect("the tests need the flex or ndarray feature")
+}
