@@ -58,6 +58,40 @@ pub enum Error {
         report: MismatchReport,
     },
 
+    /// An image file could not be decoded.
+    #[error("cannot decode image {}: {reason}", path.display())]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder reported.
+        reason: String,
+    },
+
+    /// A download failed: no connection, an HTTP error status, or a transfer cut short.
+    #[error("download of {url} failed: {reason}")]
+    Download {
+        /// The URL.
+        url: String,
+        /// What went wrong, with the HTTP status where there was one.
+        reason: String,
+    },
+
+    /// A downloaded file's SHA-256 does not start with the digits its name promises.
+    #[error("download of {url} is corrupt: SHA-256 {found} does not start with {expected}")]
+    HashMismatch {
+        /// The URL.
+        url: String,
+        /// The expected prefix of the hex digest.
+        expected: String,
+        /// The digest of what arrived.
+        found: String,
+    },
+
+    /// No cache directory for downloaded weights: neither the environment variable
+    /// `MOBILENET_BURN_CACHE` nor the platform's cache directory is set.
+    #[error("no cache directory for weights: set MOBILENET_BURN_CACHE")]
+    NoCacheDir,
+
     /// The model could not be written.
     #[error("cannot save the model to {}: {reason}", path.display())]
     Save {

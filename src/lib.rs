@@ -33,6 +33,8 @@ mod error;
 pub mod layers;
 mod make_divisible;
 pub mod models;
+#[cfg(feature = "pretrained")]
+pub mod pretrained;
 mod torch_paths;
 
 pub use checkpoint::{num_learnable_params, torchvision_state_dict_shapes};

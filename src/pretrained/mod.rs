@@ -1,0 +1,131 @@
+//! Pretrained ImageNet weights and the classification pipeline, as torchvision evaluates them
+//! (cargo feature `pretrained`).
+//!
+//! ```no_run
+//! use burn::tensor::Device;
+//! use mobilenet_burn::MobileNetV3;
+//! use mobilenet_burn::pretrained::{MobileNetV3LargeWeights, top_k};
+//!
+//! # fn main() -> Result<(), mobilenet_burn::Error> {
+//! let device = Device::flex();
+//! let weights = MobileNetV3LargeWeights::DEFAULT;
+//! let model = MobileNetV3::pretrained(weights, &device)?;
+//! let image = weights.info().transform.apply_file("assets/chelsea.png", &device)?;
+//! for (class, probability) in &top_k(model.forward(image), 5)[0] {
+//!     println!("{:>6.2}% {}", probability * 100.0, weights.info().categories[*class]);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod download;
+mod imagenet_categories;
+mod resize;
+mod transform;
+mod weights;
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use burn::tensor::Tensor;
+use burn::tensor::activation::softmax;
+
+pub use download::{CACHE_DIR_ENV, WeightsCache};
+pub use imagenet_categories::IMAGENET_CATEGORIES;
+pub use transform::load_rgb_image;
+pub use weights::{
+    EvalTransform, IMAGENET_MEAN, IMAGENET_STD, MobileNetV2Weights, MobileNetV3LargeWeights,
+    MobileNetV3SmallWeights, MobileNetV3Weights, WeightsInfo,
+};
+
+use crate::{Error, MobileNetV2, MobileNetV2Config, MobileNetV3, MobileNetV3Config};
+
+/// The `k` most probable classes of each row of `logits`, most probable first, as
+/// `(class index, softmax probability)`.
+///
+/// # Shapes
+/// - logits: `[batch, num_classes]`
+pub fn top_k(logits: Tensor<2>, k: usize) -> Vec<Vec<(usize, f32)>> {
+    let [batch, num_classes] = logits.dims();
+    let probabilities = softmax(logits, 1).into_data();
+    let values = probabilities
+        .try_into_vec_as::<f32>()
+        .unwrap_or_else(|error| unreachable!("softmax gives floats, castable to f32: {error}"));
+    values
+        .chunks(num_classes.max(1))
+        .take(batch)
+        .map(|row| {
+            let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+            ranked.truncate(k);
+            ranked
+        })
+        .collect()
+}
+
+impl MobileNetV2 {
+    /// MobileNetV2 with torchvision's ImageNet weights, downloaded into the
+    /// [`WeightsCache::from_env`] cache on first use.
+    ///
+    /// # Errors
+    ///
+    /// As [`WeightsCache::fetch`] and [`MobileNetV2::load_torchvision`].
+    pub fn pretrained(weights: MobileNetV2Weights, device: &Device) -> Result<Self, Error> {
+        let path = WeightsCache::from_env()?.fetch(weights.info())?;
+        Self::from_file(weights, path, device)
+    }
+
+    /// MobileNetV2 configured for `weights`, loaded from a local copy of its file (offline).
+    ///
+    /// # Errors
+    ///
+    /// As [`MobileNetV2::load_torchvision`].
+    pub fn from_file(
+        weights: MobileNetV2Weights,
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self, Error> {
+        MobileNetV2Config::new()
+            .with_num_classes(weights.info().num_classes)
+            .try_init(device)?
+            .load_torchvision(path)
+    }
+}
+
+impl MobileNetV3 {
+    /// MobileNetV3-Large or -Small with torchvision's ImageNet weights, downloaded into the
+    /// [`WeightsCache::from_env`] cache on first use.
+    ///
+    /// # Errors
+    ///
+    /// As [`WeightsCache::fetch`] and [`MobileNetV3::load_torchvision`].
+    pub fn pretrained(
+        weights: impl Into<MobileNetV3Weights>,
+        device: &Device,
+    ) -> Result<Self, Error> {
+        let weights = weights.into();
+        let path = WeightsCache::from_env()?.fetch(weights.info())?;
+        Self::from_file(weights, path, device)
+    }
+
+    /// MobileNetV3 configured for `weights`, loaded from a local copy of its file (offline).
+    ///
+    /// # Errors
+    ///
+    /// As [`MobileNetV3::load_torchvision`].
+    pub fn from_file(
+        weights: impl Into<MobileNetV3Weights>,
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self, Error> {
+        let weights = weights.into();
+        let config = match weights {
+            MobileNetV3Weights::Large(_) => MobileNetV3Config::large(),
+            MobileNetV3Weights::Small(_) => MobileNetV3Config::small(),
+        };
+        config
+            .with_num_classes(weights.info().num_classes)
+            .try_init(device)?
+            .load_torchvision(path)
+    }
+}

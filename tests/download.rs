@@ -1,0 +1,201 @@
+//! The downloader against an HTTP server on 127.0.0.1 that this test starts: success and cache
+//! reuse, 404, hash mismatch, a transfer cut short and concurrent downloads, each with the
+//! right outcome and no stray file in the cache.
+#![cfg(feature = "pretrained")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+
+use mobilenet_burn::Error;
+use mobilenet_burn::pretrained::{MobileNetV2Weights, WeightsCache};
+use sha2::{Digest, Sha256};
+
+/// The served file: a real checkpoint, so that a successful download also loads.
+fn payload() -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2_w025_legacy.pth"))
+        .expect("fixture")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Serves `requests` connections, then stops: `/missing.pth` is a 404, `/short.pth` promises
+/// the whole payload and sends half, anything else gets the payload.
+struct Server {
+    base: String,
+    requests: Arc<AtomicUsize>,
+}
+
+fn serve(requests: usize) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let count = Arc::new(AtomicUsize::new(0));
+    let served = Arc::clone(&count);
+    let body = payload();
+    thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let Ok(stream) = stream else { continue };
+            served.fetch_add(1, Ordering::SeqCst);
+            let body = body.clone();
+            thread::spawn(move || respond(stream, &body));
+        }
+    });
+    Server {
+        base,
+        requests: count,
+    }
+}
+
+fn respond(mut stream: TcpStream, body: &[u8]) {
+    let mut request = Vec::new();
+    let mut byte = [0u8; 1];
+    while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+        request.push(byte[0]);
+    }
+    let request = String::from_utf8_lossy(&request);
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let header = |status: &str, len: usize| {
+        format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
+    };
+    let _ = match path {
+        "/missing.pth" => stream.write_all(header("404 Not Found", 0).as_bytes()),
+        "/short.pth" => stream
+            .write_all(header("200 OK", body.len()).as_bytes())
+            .and_then(|()| stream.write_all(&body[..body.len() / 2])),
+        _ => stream
+            .write_all(header("200 OK", body.len()).as_bytes())
+            .and_then(|()| stream.write_all(body)),
+    };
+    // Dropping the stream closes the connection, cutting `/short.pth` off.
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn downloads_verifies_and_then_reuses_the_cache() {
+    let server = serve(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = WeightsCache::new(dir.path()).with_progress(false);
+    let hash = sha256_hex(&payload());
+    let url = format!("{}/models/weights-{}.pth", server.base, &hash[..8]);
+
+    let path = cache.fetch_url(&url, &hash[..8]).expect("download");
+    assert_eq!(std::fs::read(&path).expect("file"), payload());
+    assert_eq!(
+        entries(dir.path()),
+        vec![format!("weights-{}.pth", &hash[..8])]
+    );
+
+    let again = cache.fetch_url(&url, &hash[..8]).expect("cache hit");
+    assert_eq!(again, path);
+    assert_eq!(
+        server.requests.load(Ordering::SeqCst),
+        1,
+        "a cache hit makes no request"
+    );
+
+    // What arrived is a checkpoint that loads.
+    mobilenet_burn::MobileNetV2Config::new()
+        .with_width_mult(0.25)
+        .with_num_classes(7)
+        .init(&common::cpu_device())
+        .load_torchvision(&path)
+        .expect("load");
+}
+
+#[test]
+fn http_404_is_a_download_error_and_leaves_nothing() {
+    let server = serve(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = WeightsCache::new(dir.path()).with_progress(false);
+    let error = cache
+        .fetch_url(&format!("{}/missing.pth", server.base), "00")
+        .expect_err("404");
+    assert!(matches!(error, Error::Download { .. }), "{error:?}");
+    assert!(error.to_string().contains("404"), "{error}");
+    assert!(entries(dir.path()).is_empty());
+}
+
+#[test]
+fn hash_mismatch_is_an_error_and_leaves_nothing() {
+    let server = serve(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = WeightsCache::new(dir.path()).with_progress(false);
+    let hash = sha256_hex(&payload());
+    let wrong = if hash.starts_with("00") { "ff" } else { "00" };
+    let error = cache
+        .fetch_url(&format!("{}/weights-{wrong}.pth", server.base), wrong)
+        .expect_err("mismatch");
+    let Error::HashMismatch {
+        expected, found, ..
+    } = &error
+    else {
+        panic!("expected HashMismatch, got {error:?}");
+    };
+    assert_eq!((expected.as_str(), found.as_str()), (wrong, hash.as_str()));
+    assert!(entries(dir.path()).is_empty());
+}
+
+#[test]
+fn transfer_cut_short_is_an_error_and_leaves_nothing() {
+    let server = serve(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = WeightsCache::new(dir.path()).with_progress(false);
+    let hash = sha256_hex(&payload());
+    let error = cache
+        .fetch_url(&format!("{}/short.pth", server.base), &hash[..8])
+        .expect_err("cut short");
+    assert!(matches!(error, Error::Download { .. }), "{error:?}");
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
+
+#[test]
+fn concurrent_downloads_both_end_with_a_valid_file() {
+    let server = serve(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hash = sha256_hex(&payload());
+    let url = format!("{}/weights-{}.pth", server.base, &hash[..8]);
+    let downloads: Vec<_> = (0..2)
+        .map(|_| {
+            let cache = WeightsCache::new(dir.path()).with_progress(false);
+            let (url, prefix) = (url.clone(), hash[..8].to_string());
+            thread::spawn(move || cache.fetch_url(&url, &prefix))
+        })
+        .collect();
+    for download in downloads {
+        let path = download.join().expect("thread").expect("download");
+        assert_eq!(sha256_hex(&std::fs::read(path).expect("file")), hash);
+    }
+    assert_eq!(entries(dir.path()).len(), 1, "{:?}", entries(dir.path()));
+}
+
+#[test]
+fn cached_file_is_used_without_network() {
+    // The torchvision URL cannot be reached from here: a cache hit must not try.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let info = MobileNetV2Weights::DEFAULT.info();
+    std::fs::write(dir.path().join(info.file_name()), payload()).expect("write");
+    let path = WeightsCache::new(dir.path())
+        .fetch(info)
+        .expect("cache hit");
+    assert_eq!(path, dir.path().join(info.file_name()));
+}

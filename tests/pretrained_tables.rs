@@ -1,0 +1,137 @@
+//! The weights tables equal torchvision's own metadata, as `scripts/make_pretrained_fixtures.py`
+//! dumped it from torchvision 0.29.2: URLs, hash prefixes, metrics, parameter counts,
+//! categories and evaluation transforms.
+#![cfg(feature = "pretrained")]
+
+mod common;
+
+use mobilenet_burn::pretrained::{
+    MobileNetV2Weights, MobileNetV3LargeWeights, MobileNetV3SmallWeights, WeightsInfo,
+};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Deserialize)]
+struct Transform {
+    resize_size: Vec<u32>,
+    crop_size: Vec<u32>,
+    mean: Vec<f64>,
+    std: Vec<f64>,
+    interpolation: String,
+    antialias: bool,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    name: String,
+    url: String,
+    sha256_prefix: String,
+    num_params: usize,
+    acc1: f64,
+    acc5: f64,
+    categories: Vec<String>,
+    transform: Transform,
+}
+
+#[derive(Deserialize)]
+struct Enum {
+    default: String,
+    entries: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    enums: BTreeMap<String, Enum>,
+}
+
+fn torchvision() -> BTreeMap<String, Enum> {
+    let text = std::fs::read_to_string(common::fixtures().join("weights_meta.json"))
+        .expect("weights_meta.json");
+    serde_json::from_str::<Meta>(&text).expect("json").enums
+}
+
+fn assert_entry(ours: &WeightsInfo, theirs: &Entry) {
+    let name = &theirs.name;
+    assert_eq!(ours.name, theirs.name);
+    assert_eq!(ours.url, theirs.url, "{name}");
+    assert_eq!(ours.sha256_prefix, theirs.sha256_prefix, "{name}");
+    assert_eq!(ours.num_params, theirs.num_params, "{name}");
+    assert_eq!((ours.acc1, ours.acc5), (theirs.acc1, theirs.acc5), "{name}");
+    assert_eq!(ours.num_classes, theirs.categories.len(), "{name}");
+    assert_eq!(ours.categories, theirs.categories.as_slice(), "{name}");
+    let transform = &theirs.transform;
+    assert_eq!(
+        vec![ours.transform.resize_size],
+        transform.resize_size,
+        "{name}"
+    );
+    assert_eq!(
+        vec![ours.transform.crop_size],
+        transform.crop_size,
+        "{name}"
+    );
+    // Our constants are f32, as the tensors they normalize; torchvision's are Python floats.
+    let as_f32 = |values: &[f64]| values.iter().map(|&v| v as f32).collect::<Vec<_>>();
+    assert_eq!(
+        ours.transform.mean.to_vec(),
+        as_f32(&transform.mean),
+        "{name}"
+    );
+    assert_eq!(
+        ours.transform.std.to_vec(),
+        as_f32(&transform.std),
+        "{name}"
+    );
+    // The only interpolation this crate implements: bilinear with antialiasing.
+    assert_eq!(
+        (transform.interpolation.as_str(), transform.antialias),
+        ("bilinear", true)
+    );
+}
+
+#[test]
+fn weights_tables_equal_torchvisions() {
+    let enums = torchvision();
+    let ours: [(&str, Vec<&WeightsInfo>, &WeightsInfo); 3] = [
+        (
+            "MobileNetV2Weights",
+            vec![
+                MobileNetV2Weights::ImageNet1kV1.info(),
+                MobileNetV2Weights::ImageNet1kV2.info(),
+            ],
+            MobileNetV2Weights::DEFAULT.info(),
+        ),
+        (
+            "MobileNetV3LargeWeights",
+            vec![
+                MobileNetV3LargeWeights::ImageNet1kV1.info(),
+                MobileNetV3LargeWeights::ImageNet1kV2.info(),
+            ],
+            MobileNetV3LargeWeights::DEFAULT.info(),
+        ),
+        (
+            "MobileNetV3SmallWeights",
+            vec![MobileNetV3SmallWeights::ImageNet1kV1.info()],
+            MobileNetV3SmallWeights::DEFAULT.info(),
+        ),
+    ];
+    for (name, entries, default) in ours {
+        let theirs = &enums[name];
+        assert_eq!(
+            entries.len(),
+            theirs.entries.len(),
+            "{name}: number of entries"
+        );
+        for (ours, theirs) in entries.iter().zip(&theirs.entries) {
+            assert_entry(ours, theirs);
+        }
+        assert_eq!(default.name, theirs.default, "{name}: DEFAULT");
+    }
+}
+
+#[test]
+fn file_names_carry_the_hash_prefix() {
+    let info = MobileNetV3LargeWeights::ImageNet1kV2.info();
+    assert_eq!(info.file_name(), "mobilenet_v3_large-5c1a4163.pth");
+    assert!(info.file_name().contains(info.sha256_prefix));
+}
