@@ -1,5 +1,6 @@
 //! Builds MobileNetV2, V3-Large and V3-Small with random weights on the chosen backend, runs a
-//! 224x224 forward pass through each, and prints output shape, parameter count and wall time.
+//! 224x224 forward pass through each, and prints output shape, parameter count and wall time,
+//! unfused and with batch norm folded into the convolutions (`fuse`).
 //!
 //! ```text
 //! cargo run --release --all-features --example forward -- --backend flex
@@ -82,17 +83,20 @@ fn print_row(
     name: &str,
     params: usize,
     forward: impl Fn(Tensor<4>) -> Tensor<2>,
+    fused_forward: impl Fn(Tensor<4>) -> Tensor<2>,
     input: &Tensor<4>,
 ) {
     // Progress on stderr: a first wgpu pass compiles and tunes kernels, which takes a minute
     // or more on a software Vulkan device.
-    eprintln!("{name}: warm-up and {TIMED_RUNS} timed runs...");
+    eprintln!("{name}: warm-up and {TIMED_RUNS} timed runs, unfused then fused...");
     // `into_data` waits for the result, so asynchronous backends are timed to completion.
     let (shape, first, median) = time(|| forward(input.clone()).into_data().shape().to_vec());
+    let (_, _, fused) = time(|| fused_forward(input.clone()).into_data().shape().to_vec());
     println!(
-        "| {name} | {shape:?} | {params} | {:.1} ms | {:.1} ms |",
+        "| {name} | {shape:?} | {params} | {:.1} ms | {:.1} ms | {:.1} ms |",
         first.as_secs_f64() * 1e3,
-        median.as_secs_f64() * 1e3
+        median.as_secs_f64() * 1e3,
+        fused.as_secs_f64() * 1e3
     );
 }
 
@@ -111,27 +115,21 @@ fn main() {
         "backend: {backend}; input [1, 3, 224, 224]; random weights; \
          median of {TIMED_RUNS} runs after a warm-up\n"
     );
-    println!("| model | output | parameters | first run | median |");
-    println!("|---|---|---|---|---|");
+    println!("| model | output | parameters | first run | median | median, BN fused |");
+    println!("|---|---|---|---|---|---|");
     let v2 = MobileNetV2Config::new().init(&device);
-    print_row(
-        "mobilenet_v2",
-        v2.num_learnable_params(),
-        |x| v2.forward(x),
-        &input,
-    );
+    let v2_fused = v2.clone().fuse();
+    let params = v2.num_learnable_params();
+    let (unfused, fused) = (|x| v2.forward(x), |x| v2_fused.forward(x));
+    print_row("mobilenet_v2", params, unfused, fused, &input);
     let large = MobileNetV3Config::large().init(&device);
-    print_row(
-        "mobilenet_v3_large",
-        large.num_learnable_params(),
-        |x| large.forward(x),
-        &input,
-    );
+    let large_fused = large.clone().fuse();
+    let params = large.num_learnable_params();
+    let (unfused, fused) = (|x| large.forward(x), |x| large_fused.forward(x));
+    print_row("mobilenet_v3_large", params, unfused, fused, &input);
     let small = MobileNetV3Config::small().init(&device);
-    print_row(
-        "mobilenet_v3_small",
-        small.num_learnable_params(),
-        |x| small.forward(x),
-        &input,
-    );
+    let small_fused = small.clone().fuse();
+    let params = small.num_learnable_params();
+    let (unfused, fused) = (|x| small.forward(x), |x| small_fused.forward(x));
+    print_row("mobilenet_v3_small", params, unfused, fused, &input);
 }

@@ -30,6 +30,7 @@
 
 mod checkpoint;
 mod error;
+mod fuse;
 pub mod layers;
 mod make_divisible;
 pub mod models;

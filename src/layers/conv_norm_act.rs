@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::Activation;
+use crate::fuse::fold_batch_norm;
 use crate::torch_paths::torchvision_module;
 
 /// The two constants of a batch normalization layer that differ between the MobileNets.
@@ -142,6 +143,20 @@ impl Conv2dNormActivation {
             None => x,
         };
         self.activation.forward(x)
+    }
+
+    /// Folds the batch norm into the convolution (for inference): the result has no norm and
+    /// a convolution with bias, and computes the same function. A block without norm is
+    /// returned unchanged.
+    pub fn fuse(self) -> Self {
+        match &self.norm {
+            Some(norm) => Self {
+                conv: fold_batch_norm(self.conv, norm),
+                norm: None,
+                activation: self.activation,
+            },
+            None => self,
+        }
     }
 
     /// Output channels.

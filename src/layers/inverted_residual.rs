@@ -13,6 +13,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::fuse::fold_batch_norm;
 use crate::torch_paths::torchvision_module;
 use crate::{
     Activation, BatchNormSpec, Conv2dNormActivation, Conv2dNormActivationConfig, SqueezeExcitation,
@@ -101,7 +102,7 @@ impl InvertedResidualConfig {
         let project_conv = Conv2dConfig::new([self.expanded_channels, self.out_channels], [1, 1])
             .with_bias(false)
             .init(device);
-        let project_norm = self.norm.init(self.out_channels, device);
+        let project_norm = Some(self.norm.init(self.out_channels, device));
 
         InvertedResidual {
             expand,
@@ -127,8 +128,9 @@ pub struct InvertedResidual {
     pub squeeze_excitation: Option<SqueezeExcitation>,
     /// 1x1 projection; weight `[out_channels, expanded_channels, 1, 1]`.
     pub project_conv: Conv2d,
-    /// Batch norm of the projection.
-    pub project_norm: BatchNorm,
+    /// Batch norm of the projection; `None` once [folded](InvertedResidual::fuse) into
+    /// `project_conv`.
+    pub project_norm: Option<BatchNorm>,
     /// Whether the input is added to the output (stride 1 and equal channel counts).
     pub use_residual: bool,
     /// The torchvision key layout the parameters follow.
@@ -175,6 +177,24 @@ impl InvertedResidual {
         }
     }
 
+    /// Folds every batch norm into the convolution before it (for inference). The result
+    /// computes the same function with fewer passes over the activations.
+    pub fn fuse(self) -> Self {
+        let project_conv = match &self.project_norm {
+            Some(norm) => fold_batch_norm(self.project_conv, norm),
+            None => self.project_conv,
+        };
+        Self {
+            expand: self.expand.map(Conv2dNormActivation::fuse),
+            depthwise: self.depthwise.fuse(),
+            squeeze_excitation: self.squeeze_excitation,
+            project_conv,
+            project_norm: None,
+            use_residual: self.use_residual,
+            layout: self.layout,
+        }
+    }
+
     /// Applies the block.
     ///
     /// # Shapes
@@ -192,7 +212,11 @@ impl InvertedResidual {
             Some(se) => se.forward(y),
             None => y,
         };
-        let y = self.project_norm.forward(self.project_conv.forward(y));
+        let y = self.project_conv.forward(y);
+        let y = match &self.project_norm {
+            Some(norm) => norm.forward(y),
+            None => y,
+        };
         match residual {
             Some(x) => y + x,
             None => y,

@@ -63,6 +63,19 @@ impl Features {
         })
     }
 
+    /// Folds every batch norm into the convolution before it, for inference.
+    pub fn fuse(self) -> Self {
+        Self {
+            stem: self.stem.fuse(),
+            blocks: self
+                .blocks
+                .into_iter()
+                .map(InvertedResidual::fuse)
+                .collect(),
+            last_conv: self.last_conv.fuse(),
+        }
+    }
+
     /// Runs stem, blocks and last convolution.
     ///
     /// # Shapes

@@ -332,6 +332,18 @@ impl MobileNetV3 {
         self.forward_head(self.forward_features(x))
     }
 
+    /// The inference form of the model: every batch norm folded into the convolution before
+    /// it. Outputs equal the unfused model's to float rounding; the result saves and loads with
+    /// [`save_burnpack`](Self::save_burnpack)/[`load_burnpack`](Self::load_burnpack) into a
+    /// fused model of the same configuration. torchvision checkpoints load into the unfused
+    /// model only: load first, then fuse.
+    pub fn fuse(self) -> Self {
+        Self {
+            features: self.features.fuse(),
+            ..self
+        }
+    }
+
     /// The last feature map, before pooling.
     ///
     /// # Shapes

@@ -67,6 +67,21 @@ impl AnyModel {
         }
     }
 
+    pub fn fuse(self) -> Self {
+        match self {
+            AnyModel::V2(model) => AnyModel::V2(model.fuse()),
+            AnyModel::V3(model) => AnyModel::V3(model.fuse()),
+        }
+    }
+
+    pub fn state_dict_keys(&self) -> Vec<String> {
+        let shapes = match self {
+            AnyModel::V2(model) => mobilenet_burn::torchvision_state_dict_shapes(model),
+            AnyModel::V3(model) => mobilenet_burn::torchvision_state_dict_shapes(model),
+        };
+        shapes.into_iter().map(|(key, _)| key).collect()
+    }
+
     pub fn num_learnable_params(&self) -> usize {
         match self {
             AnyModel::V2(model) => model.num_learnable_params(),

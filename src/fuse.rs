@@ -1,0 +1,31 @@
+//! Folding batch normalization into the convolution before it, for inference.
+//!
+//! In inference mode BatchNorm is an affine map per channel, `y = (x - mean) * s + beta` with
+//! `s = gamma / sqrt(var + eps)`; after a convolution it folds into the convolution's weights
+//! (`W * s`) and bias (`(b - mean) * s + beta`), which removes one pass over every activation.
+
+use burn::module::Param;
+use burn::nn::BatchNorm;
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+
+/// `conv` followed by `norm` (inference mode), as one convolution with a bias.
+pub(crate) fn fold_batch_norm(conv: Conv2d, norm: &BatchNorm) -> Conv2d {
+    let weight = conv.weight.val();
+    let device = weight.device();
+    let [out_channels, ..] = weight.dims();
+    let mean = norm.running_mean.value().to_device(&device);
+    let variance = norm.running_var.value().to_device(&device);
+    let scale = norm.gamma.val() / (variance + norm.epsilon).sqrt();
+    let bias = match &conv.bias {
+        Some(bias) => bias.val(),
+        None => Tensor::zeros([out_channels], &device),
+    };
+    let bias = (bias - mean) * scale.clone() + norm.beta.val();
+    let weight = weight * scale.reshape([out_channels, 1, 1, 1]);
+    Conv2d {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(bias)),
+        ..conv
+    }
+}
