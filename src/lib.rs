@@ -36,6 +36,7 @@ mod make_divisible;
 pub mod models;
 #[cfg(feature = "pretrained")]
 pub mod pretrained;
+mod summary;
 mod torch_paths;
 
 pub use checkpoint::{num_learnable_params, torchvision_state_dict_shapes};
@@ -51,6 +52,7 @@ pub use models::features::Features;
 pub use models::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
 pub use models::mobilenet_v3::{MobileNetV3, MobileNetV3Config};
 pub use models::tables;
+pub use summary::{LayerSummary, ModelSummary};
 
 /// Channels of the images every model takes (RGB).
 pub const IMAGE_CHANNELS: usize = 3;

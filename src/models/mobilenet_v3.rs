@@ -14,6 +14,7 @@ use super::tables::{
     MOBILENET_V3_STEM_CHANNELS, minimal,
 };
 use crate::make_divisible::{CHANNEL_DIVISOR, make_divisible};
+use crate::summary::{ModelSummary, linear_row, pool_row};
 use crate::torch_paths::torchvision_module;
 use crate::{
     Activation, BatchNormSpec, BlockLayout, Conv2dNormActivationConfig, Error, Features,
@@ -341,6 +342,21 @@ impl MobileNetV3 {
         Self {
             features: self.features.fuse(),
             ..self
+        }
+    }
+
+    /// Per-layer output shapes, parameters and multiply-adds for an input of
+    /// `[1, 3, height, width]`, with totals (torchvision's 0.217 and 0.057 GFLOPS for Large and
+    /// Small at 224x224 are these multiply-adds).
+    pub fn summary(&self, height: usize, width: usize) -> ModelSummary {
+        let input_shape = [1, IMAGE_CHANNELS, height, width];
+        let (mut layers, features) = self.features.summary_rows(input_shape);
+        layers.push(pool_row(features));
+        layers.push(linear_row("classifier.0", &self.head, 1));
+        layers.push(linear_row("classifier.3", &self.classifier, 1));
+        ModelSummary {
+            input_shape,
+            layers,
         }
     }
 
