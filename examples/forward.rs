@@ -11,41 +11,16 @@
 //! The backend is chosen explicitly: burn's `Device::default()` prefers any GPU backend compiled
 //! in, and lavapipe, Mesa's software Vulkan driver, counts as one.
 
+#[path = "common/backend.rs"]
+mod backend;
+
 use std::time::{Duration, Instant};
 
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Distribution, Tensor};
 use mobilenet_burn::{MobileNetV2Config, MobileNetV3Config};
 
 /// Forward passes timed per model after one warm-up pass; the median is reported.
 const TIMED_RUNS: usize = 5;
-
-fn device(backend: &str) -> Result<Device, String> {
-    let compiled: Option<Result<Device, String>> = match backend {
-        #[cfg(feature = "flex")]
-        "flex" => Some(Ok(Device::flex())),
-        #[cfg(feature = "ndarray")]
-        #[allow(deprecated)]
-        "ndarray" => Some(Ok(Device::ndarray())),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Some(
-            Device::wgpu_options()
-                .init()
-                .map_err(|error| format!("no wgpu adapter: {error:?}")),
-        ),
-        _ => None,
-    };
-    compiled.unwrap_or_else(|| {
-        if ["flex", "ndarray", "wgpu"].contains(&backend) {
-            Err(format!(
-                "backend `{backend}` is not compiled in; enable the cargo feature `{backend}`"
-            ))
-        } else {
-            Err(format!(
-                "unknown backend `{backend}`; use flex, ndarray or wgpu"
-            ))
-        }
-    })
-}
 
 fn parse_backend() -> Result<String, String> {
     let mut args = std::env::args().skip(1);
@@ -105,7 +80,7 @@ fn main() {
         eprintln!("error: {error}");
         std::process::exit(2);
     });
-    let device = device(&backend).unwrap_or_else(|error| {
+    let device = backend::device(&backend).unwrap_or_else(|error| {
         eprintln!("error: {error}");
         std::process::exit(1);
     });

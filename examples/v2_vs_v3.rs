@@ -12,6 +12,9 @@
 //! and SE in V3-Large as the latency the ablations save; and per-stage batch-1 latency (stem,
 //! blocks grouped by output stride, head), which it also writes as an SVG bar chart.
 
+#[path = "common/backend.rs"]
+mod backend;
+
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
@@ -53,24 +56,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(parsed)
-}
-
-fn device(backend: &str) -> Result<Device, String> {
-    let compiled: Option<Result<Device, String>> = match backend {
-        #[cfg(feature = "flex")]
-        "flex" => Some(Ok(Device::flex())),
-        #[cfg(feature = "ndarray")]
-        #[allow(deprecated)]
-        "ndarray" => Some(Ok(Device::ndarray())),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Some(
-            Device::wgpu_options()
-                .init()
-                .map_err(|error| format!("no wgpu adapter: {error:?}")),
-        ),
-        _ => None,
-    };
-    compiled.unwrap_or_else(|| Err(format!("backend `{backend}` is unknown or not compiled in")))
 }
 
 /// Median and 10th/90th percentiles of wall times, in milliseconds.
@@ -252,7 +237,7 @@ fn main() {
         );
         std::process::exit(2);
     });
-    let device = device(&args.backend).unwrap_or_else(|error| {
+    let device = backend::device(&args.backend).unwrap_or_else(|error| {
         eprintln!("error: {error}");
         std::process::exit(1);
     });

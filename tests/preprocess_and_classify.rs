@@ -19,22 +19,6 @@ fn photo() -> PathBuf {
 /// arithmetic, so on a losslessly decoded PNG the tensors agree to float rounding.
 const PREPROCESS_TOLERANCE: f32 = 1e-5;
 
-fn fixture_tensor(name: &str) -> Tensor<3> {
-    let bytes =
-        std::fs::read(common::fixtures().join("chelsea_preprocess.safetensors")).expect("fixture");
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let view = tensors.tensor(name).expect("tensor");
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    Tensor::from_data(
-        burn::tensor::TensorData::new(values, view.shape().to_vec()),
-        &common::cpu_device(),
-    )
-}
-
 #[test]
 fn transform_equals_torchvisions_for_both_resize_sizes() {
     let device = common::cpu_device();
@@ -45,7 +29,11 @@ fn transform_equals_torchvisions_for_both_resize_sizes() {
         let transform = weights.info().transform;
         let ours = transform.apply_file(photo(), &device).expect("photo");
         assert_eq!(ours.dims(), [1, 3, 224, 224]);
-        let reference = fixture_tensor(&format!("resize_{}", transform.resize_size));
+        let reference: Tensor<3> = common::fixture_tensor(
+            "chelsea_preprocess.safetensors",
+            &format!("resize_{}", transform.resize_size),
+            &device,
+        );
         let diff = (ours.squeeze::<3>() - reference)
             .abs()
             .max()

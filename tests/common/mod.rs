@@ -129,17 +129,21 @@ impl Case {
 
     /// The named tensor of `<case>.io.safetensors`: `input`, `features` or `logits`.
     pub fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Tensor<D> {
-        let bytes = std::fs::read(fixtures().join(format!("{}.io.safetensors", self.name)))
-            .expect("io fixture");
-        let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-        let view = tensors.tensor(name).expect("tensor in fixture");
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        Tensor::from_data(TensorData::new(values, view.shape().to_vec()), device)
+        fixture_tensor(&format!("{}.io.safetensors", self.name), name, device)
     }
+}
+
+/// The f32 tensor `name` of the safetensors fixture `file`.
+pub fn fixture_tensor<const D: usize>(file: &str, name: &str, device: &Device) -> Tensor<D> {
+    let bytes = std::fs::read(fixtures().join(file)).expect("fixture file");
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let view = tensors.tensor(name).expect("tensor in fixture");
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Tensor::from_data(TensorData::new(values, view.shape().to_vec()), device)
 }
 
 /// Largest absolute difference, and the tolerance `relative * max(1, max |reference|)`.
