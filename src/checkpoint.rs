@@ -16,6 +16,7 @@ use burn::store::{
     PytorchStore, SafetensorsStore,
 };
 
+use crate::error::io_error;
 use crate::{Error, MismatchReport, MobileNetV2, MobileNetV3, ShapeMismatch};
 
 /// The BatchNorm counter torchvision saves and inference never reads.
@@ -71,13 +72,9 @@ enum Format {
 /// header length followed by `{`; everything else goes to the PyTorch reader, which knows the
 /// zip, legacy and tar layouts and reports what it does not.
 fn detect_format(path: &Path) -> Result<Format, Error> {
-    let io_error = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let mut head = [0u8; 9];
-    let mut file = File::open(path).map_err(io_error)?;
-    let read = file.read(&mut head).map_err(io_error)?;
+    let mut file = File::open(path).map_err(io_error(path))?;
+    let read = file.read(&mut head).map_err(io_error(path))?;
     if read < head.len() {
         return Err(unreadable(path, format!("only {read} bytes long")));
     }
@@ -121,10 +118,7 @@ pub(crate) fn load_torchvision<M: ModuleSnapshot>(model: M, path: &Path) -> Resu
 /// Loads weights saved by [`save_burnpack`].
 pub(crate) fn load_burnpack<M: ModuleSnapshot>(model: M, path: &Path) -> Result<M, Error> {
     if !path.exists() {
-        return Err(Error::Io {
-            path: path.to_path_buf(),
-            source: std::io::ErrorKind::NotFound.into(),
-        });
+        return Err(io_error(path)(std::io::ErrorKind::NotFound.into()));
     }
     let store = BurnpackStore::from_file(path)
         .auto_extension(false)

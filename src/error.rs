@@ -1,7 +1,7 @@
 //! The crate's one error type.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong when configuring a model, checking its input, or loading and
 /// saving its weights.
@@ -100,6 +100,12 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// Wraps an I/O failure on `path` as [`Error::Io`]: `.map_err(io_error(path))`.
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { path, source }
 }
 
 /// A parameter whose shape in the checkpoint differs from the model's.

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::weights::WeightsInfo;
 use crate::Error;
+use crate::error::io_error;
 
 /// The environment variable that overrides the cache directory.
 pub const CACHE_DIR_ENV: &str = "MOBILENET_BURN_CACHE";
@@ -96,10 +97,6 @@ impl WeightsCache {
         if target.is_file() {
             return Ok(target);
         }
-        let io_error = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
-        };
         std::fs::create_dir_all(&self.dir).map_err(io_error(&self.dir))?;
 
         let temporary = TemporaryFile(self.dir.join(format!(
@@ -131,10 +128,7 @@ impl WeightsCache {
             .get("content-length")
             .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
         let mut body = response.into_body().into_reader();
-        let mut file = File::create(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let mut file = File::create(path).map_err(io_error(path))?;
         let progress = self.progress_bar(expected_len, url);
         let mut hasher = Sha256::new();
         let mut received: u64 = 0;
@@ -153,11 +147,7 @@ impl WeightsCache {
             if read == 0 {
                 break;
             }
-            file.write_all(&buffer[..read])
-                .map_err(|source| Error::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+            file.write_all(&buffer[..read]).map_err(io_error(path))?;
             hasher.update(&buffer[..read]);
             received += read as u64;
             progress.set_position(received);
@@ -166,10 +156,7 @@ impl WeightsCache {
         if let Some(len) = expected_len.filter(|&len| len != received) {
             return Err(cut_short(received, format!("expected {len} bytes")));
         }
-        file.sync_all().map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        file.sync_all().map_err(io_error(path))?;
         Ok(hasher
             .finalize()
             .iter()

@@ -9,6 +9,7 @@ use image::RgbImage;
 
 use super::resize::resize_bilinear;
 use super::weights::EvalTransform;
+use crate::error::io_error;
 use crate::{Error, IMAGE_CHANNELS};
 
 /// Decodes an image file of any format the `image` crate reads (PNG, JPEG, GIF, BMP, TIFF,
@@ -19,10 +20,7 @@ use crate::{Error, IMAGE_CHANNELS};
 /// [`Error::Io`] if the file cannot be read, [`Error::Image`] if it cannot be decoded.
 pub fn load_rgb_image(path: impl AsRef<Path>) -> Result<RgbImage, Error> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
     let image = image::load_from_memory(&bytes).map_err(|error| Error::Image {
         path: path.to_path_buf(),
         reason: error.to_string(),
