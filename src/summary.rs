@@ -67,24 +67,37 @@ impl fmt::Display for ModelSummary {
     }
 }
 
+/// Output length of a convolution along one axis; 0 when the kernel does not fit.
+fn output_size(
+    size: usize,
+    padding: usize,
+    dilation: usize,
+    kernel: usize,
+    stride: usize,
+) -> usize {
+    let span = dilation * (kernel - 1) + 1;
+    (size + padding)
+        .checked_sub(span)
+        .map_or(0, |room| room / stride + 1)
+}
+
 /// Output shape and multiply-adds of a convolution on an input of `shape`.
 fn conv(conv: &Conv2d, [batch, _, height, width]: [usize; 4]) -> ([usize; 4], u64) {
     let [out_channels, in_per_group, kernel_h, kernel_w] = conv.weight.shape().dims();
     let [stride_h, stride_w] = conv.stride;
     let [dilation_h, dilation_w] = conv.dilation;
-    let (top, left, bottom, right) = match conv.padding {
-        PaddingConfig2d::Explicit(top, left, bottom, right) => (top, left, bottom, right),
-        PaddingConfig2d::Valid => (0, 0, 0, 0),
-        // `Same` keeps `ceil(size / stride)`; padding only matters through the output size.
-        PaddingConfig2d::Same => {
-            let out = [height.div_ceil(stride_h), width.div_ceil(stride_w)];
-            let macs = (batch * out_channels * out[0] * out[1] * in_per_group * kernel_h * kernel_w)
-                as u64;
-            return ([batch, out_channels, out[0], out[1]], macs);
-        }
+    let (out_h, out_w) = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => (
+            output_size(height, top + bottom, dilation_h, kernel_h, stride_h),
+            output_size(width, left + right, dilation_w, kernel_w, stride_w),
+        ),
+        PaddingConfig2d::Valid => (
+            output_size(height, 0, dilation_h, kernel_h, stride_h),
+            output_size(width, 0, dilation_w, kernel_w, stride_w),
+        ),
+        // `Same` keeps `ceil(size / stride)`.
+        PaddingConfig2d::Same => (height.div_ceil(stride_h), width.div_ceil(stride_w)),
     };
-    let out_h = (height + top + bottom - dilation_h * (kernel_h - 1) - 1) / stride_h + 1;
-    let out_w = (width + left + right - dilation_w * (kernel_w - 1) - 1) / stride_w + 1;
     let macs = (batch * out_channels * out_h * out_w * in_per_group * kernel_h * kernel_w) as u64;
     ([batch, out_channels, out_h, out_w], macs)
 }

@@ -47,4 +47,6 @@ fn shapes_match_a_real_forward_pass() {
         summary.layers.last().map(|l| l.output_shape.clone()),
         Some(vec![1, 1000])
     );
+    // An empty image is summarized (zero-sized maps), not a panic from size arithmetic.
+    assert_eq!(model.summary(0, 0).layers[0].output_shape[2..], [0, 0]);
 }
