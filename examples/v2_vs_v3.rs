@@ -158,20 +158,23 @@ fn stage_latencies(
     stages
 }
 
+/// Every stage name of `models`, in first-seen order (V3-Small has no stride-2 stage).
+fn stage_names(models: &[(String, Vec<(String, f64)>)]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (_, latencies) in models {
+        for (stage, _) in latencies {
+            if !names.contains(stage) {
+                names.push(stage.clone());
+            }
+        }
+    }
+    names
+}
+
 /// A grouped bar chart of per-stage latency, one colour per model.
 fn svg(models: &[(String, Vec<(String, f64)>)]) -> String {
     const COLOURS: [&str; 3] = ["#4477aa", "#ee6677", "#228833"];
-    let stages: Vec<String> = {
-        let mut names: Vec<String> = Vec::new();
-        for (_, latencies) in models {
-            for (stage, _) in latencies {
-                if !names.contains(stage) {
-                    names.push(stage.clone());
-                }
-            }
-        }
-        names
-    };
+    let stages = stage_names(models);
     let max = models
         .iter()
         .flat_map(|(_, latencies)| latencies.iter().map(|(_, ms)| *ms))
@@ -353,15 +356,7 @@ fn main() {
             .join(" | ")
     );
     println!("|---|{}", "---:|".repeat(names.len()));
-    let mut stage_names: Vec<String> = Vec::new();
-    for (_, latencies) in &stages {
-        for (stage, _) in latencies {
-            if !stage_names.contains(stage) {
-                stage_names.push(stage.clone());
-            }
-        }
-    }
-    for stage in &stage_names {
+    for stage in &stage_names(&stages) {
         let cells: Vec<String> = stages
             .iter()
             .map(|(_, latencies)| {
