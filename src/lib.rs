@@ -31,6 +31,7 @@
 mod checkpoint;
 mod error;
 mod fuse;
+pub mod kernels;
 pub mod layers;
 mod make_divisible;
 pub mod models;

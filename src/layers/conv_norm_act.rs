@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Activation;
 use crate::fuse::fold_batch_norm;
+use crate::kernels;
 use crate::torch_paths::torchvision_module;
 
 /// The two constants of a batch normalization layer that differ between the MobileNets.
@@ -137,6 +138,14 @@ impl Conv2dNormActivation {
     /// - input: `[batch, in_channels, height, width]`
     /// - output: `[batch, out_channels, ceil(height / stride), ceil(width / stride)]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        // Once BatchNorm is folded, a native kernel (burn-flex) may do all of it in one pass.
+        let x = match &self.norm {
+            None => match kernels::conv2d(&self.conv, self.activation, x, None) {
+                Ok(y) => return y,
+                Err(x) => x,
+            },
+            Some(_) => x,
+        };
         let x = self.conv.forward(x);
         let x = match &self.norm {
             Some(norm) => norm.forward(x),

@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::fuse::fold_batch_norm;
+use crate::kernels;
 use crate::torch_paths::torchvision_module;
 use crate::{
     Activation, BatchNormSpec, Conv2dNormActivation, Conv2dNormActivationConfig, SqueezeExcitation,
@@ -211,6 +212,21 @@ impl InvertedResidual {
         let y = match &self.squeeze_excitation {
             Some(se) => se.forward(y),
             None => y,
+        };
+        // Folded projection: a native kernel (burn-flex) may add the residual in the same pass.
+        let y = match &self.project_norm {
+            None => {
+                match kernels::conv2d(
+                    &self.project_conv,
+                    Activation::Identity,
+                    y,
+                    residual.as_ref(),
+                ) {
+                    Ok(y) => return y,
+                    Err(y) => y,
+                }
+            }
+            Some(_) => y,
         };
         let y = self.project_conv.forward(y);
         let y = match &self.project_norm {

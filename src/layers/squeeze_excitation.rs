@@ -8,6 +8,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
+use crate::kernels;
 use crate::make_divisible::{CHANNEL_DIVISOR, make_divisible};
 use crate::{Activation, HardSigmoid};
 
@@ -70,6 +71,11 @@ impl SqueezeExcitation {
     /// - input: `[batch, channels, height, width]`
     /// - output: the input's shape
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        // On burn-flex, a native kernel scales the feature map in place.
+        let x = match kernels::squeeze_excitation(self, x) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         let scale = adaptive_avg_pool2d(x.clone(), [1, 1]);
         let scale = self.fc1.forward(scale);
         let scale = Activation::ReLU.forward(scale);

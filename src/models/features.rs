@@ -4,6 +4,7 @@
 use burn::tensor::Tensor;
 use burn::tensor::module::adaptive_avg_pool2d;
 
+use crate::kernels;
 use crate::torch_paths::torchvision_module;
 use crate::{Conv2dNormActivation, Error, InvertedResidual};
 
@@ -91,9 +92,11 @@ impl Features {
         if let Err(error) = self.check_input(x.dims()) {
             panic!("{error}");
         }
-        let x = self.stem.forward(x);
-        let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
-        self.last_conv.forward(x)
+        kernels::on_thread_pool(|| {
+            let x = self.stem.forward(x);
+            let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
+            self.last_conv.forward(x)
+        })
     }
 }
 

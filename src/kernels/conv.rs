@@ -1,0 +1,654 @@
+//! Convolutions of MobileNet's three kinds on NCHW `f32` buffers, each ending in a fused
+//! epilogue (bias, residual, activation) instead of burn's separate passes:
+//!
+//! - [`pointwise`]: 1x1, stride 1 (expansion, projection, head): one matrix multiply per image,
+//!   `out[c_out, pixels] = weight[c_out, c_in] · x[c_in, pixels]`, with the `gemm` crate that
+//!   burn-flex itself uses.
+//! - [`depthwise`]: one filter per channel; each output row stays in L1 while every kernel tap
+//!   accumulates into it. Strided convolutions first split each input plane by column phase
+//!   so that every tap reads contiguous memory and vectorizes.
+//! - [`dense`]: the stem (3 input channels, 3x3, stride 2): im2col, then one matrix multiply.
+
+use rayon::prelude::*;
+
+use super::elementwise::activate_slice;
+use super::simd::{MulAdd, dispatch};
+use crate::Activation;
+
+/// Below this many multiply-adds a matrix multiply runs on one thread; above it, `gemm` splits it
+/// over rayon's threads.
+const PARALLEL_MIN_MACS: usize = 1 << 19;
+
+/// Output elements per rayon task in the depthwise convolution (planes are grouped up to this).
+const DEPTHWISE_TASK_ELEMENTS: usize = 1 << 13;
+
+/// Sizes of one convolution on one image, all validated by the caller.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvGeometry {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub in_height: usize,
+    pub in_width: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// Top and left padding (bottom and right only change the output size).
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub out_height: usize,
+    pub out_width: usize,
+}
+
+impl ConvGeometry {
+    fn in_pixels(&self) -> usize {
+        self.in_height * self.in_width
+    }
+
+    fn out_pixels(&self) -> usize {
+        self.out_height * self.out_width
+    }
+}
+
+/// The bias and the tensor added after the convolution, and the activation applied last.
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    /// `[out_channels]`
+    pub bias: Option<&'a [f32]>,
+    /// Same layout as the output (the block's input, for a residual connection).
+    pub residual: Option<&'a [f32]>,
+    pub activation: Activation,
+}
+
+/// `rows[channel, pixel] = activation(rows + bias[channel] + residual[channel, pixel])`.
+#[inline(always)]
+fn epilogue_rows<M: MulAdd>(
+    rows: &mut [f32],
+    pixels: usize,
+    first_channel: usize,
+    epilogue: Epilogue,
+) {
+    if epilogue.bias.is_some() || epilogue.residual.is_some() {
+        for (row_index, row) in rows.chunks_exact_mut(pixels).enumerate() {
+            let channel = first_channel + row_index;
+            let bias = epilogue.bias.map_or(0.0, |bias| bias[channel]);
+            match epilogue.residual {
+                Some(residual) => {
+                    let residual = &residual[channel * pixels..(channel + 1) * pixels];
+                    row.iter_mut()
+                        .zip(residual)
+                        .for_each(|(x, r)| *x = *x + bias + r);
+                }
+                None => row.iter_mut().for_each(|x| *x += bias),
+            }
+        }
+    }
+    activate_slice::<M>(rows, epilogue.activation);
+}
+
+/// Applies the epilogue to one image `[channels, pixels]`, in parallel over channel blocks when
+/// the image is large.
+fn finish_image(image: &mut [f32], pixels: usize, epilogue: Epilogue) {
+    let rows_per_task = (DEPTHWISE_TASK_ELEMENTS * 4 / pixels.max(1)).max(1);
+    if image.len() <= rows_per_task * pixels {
+        dispatch!(epilogue_rows(image, pixels, 0, epilogue));
+    } else {
+        image
+            .par_chunks_mut(rows_per_task * pixels)
+            .enumerate()
+            .for_each(|(task, rows)| {
+                dispatch!(epilogue_rows(rows, pixels, task * rows_per_task, epilogue))
+            });
+    }
+}
+
+/// `dst[m, n] = lhs[m, k] · rhs[k, n]`, row-major and contiguous.
+fn matmul(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, threads: bool) {
+    assert!(dst.len() == m * n && lhs.len() == m * k && rhs.len() == k * n);
+    let parallelism = if threads && m * n * k >= PARALLEL_MIN_MACS {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the three slices were checked to hold exactly the matrices the strides describe.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Runs `per_image(image_index, output_image, threads_inside)` for each image of the batch:
+/// one image at a time with threads inside each, or, when the batch can keep every thread busy,
+/// images in parallel with none inside.
+fn for_each_image(
+    output: &mut [f32],
+    batch: usize,
+    per_image: impl Fn(usize, &mut [f32], bool) + Sync,
+) {
+    let image_len = output.len() / batch.max(1);
+    if batch >= rayon::current_num_threads() && batch > 1 {
+        output
+            .par_chunks_mut(image_len)
+            .enumerate()
+            .for_each(|(image, out)| per_image(image, out, false));
+    } else {
+        for (image, out) in output.chunks_mut(image_len).enumerate() {
+            per_image(image, out, true);
+        }
+    }
+}
+
+/// 1x1 convolution, stride 1, no padding. `weight`: `[out_channels, in_channels]`.
+pub(crate) fn pointwise(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    epilogue: Epilogue,
+) -> Vec<f32> {
+    let (in_channels, out_channels) = (geometry.in_channels, geometry.out_channels);
+    let pixels = geometry.in_pixels();
+    let mut output = vec![0.0f32; batch * out_channels * pixels];
+    for_each_image(&mut output, batch, |image, out, threads| {
+        let input = &x[image * in_channels * pixels..(image + 1) * in_channels * pixels];
+        matmul(
+            out,
+            weight,
+            input,
+            out_channels,
+            in_channels,
+            pixels,
+            threads,
+        );
+        let residual = epilogue
+            .residual
+            .map(|residual| &residual[image * out.len()..(image + 1) * out.len()]);
+        let epilogue = Epilogue {
+            residual,
+            ..epilogue
+        };
+        if threads {
+            finish_image(out, pixels, epilogue);
+        } else {
+            dispatch!(epilogue_rows(out, pixels, 0, epilogue));
+        }
+    });
+    output
+}
+
+/// Any convolution with `groups == 1`, through im2col. `weight`: `[out, in, kh, kw]`.
+pub(crate) fn dense(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    epilogue: Epilogue,
+) -> Vec<f32> {
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let depth = geometry.in_channels * kernel_h * kernel_w;
+    let (in_len, out_pixels) = (
+        geometry.in_channels * geometry.in_pixels(),
+        geometry.out_pixels(),
+    );
+    let mut output = vec![0.0f32; batch * geometry.out_channels * out_pixels];
+    for_each_image(&mut output, batch, |image, out, threads| {
+        let mut columns = vec![0.0f32; depth * out_pixels];
+        im2col(
+            &x[image * in_len..(image + 1) * in_len],
+            &mut columns,
+            geometry,
+        );
+        matmul(
+            out,
+            weight,
+            &columns,
+            geometry.out_channels,
+            depth,
+            out_pixels,
+            threads,
+        );
+        if threads {
+            finish_image(out, out_pixels, epilogue);
+        } else {
+            dispatch!(epilogue_rows(out, out_pixels, 0, epilogue));
+        }
+    });
+    output
+}
+
+/// `columns[(channel, ky, kx), (oy, ox)]` = the input pixel under that tap, or 0 in the padding.
+fn im2col(image: &[f32], columns: &mut [f32], geometry: &ConvGeometry) {
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let out_pixels = geometry.out_pixels();
+    columns
+        .par_chunks_mut(out_pixels)
+        .enumerate()
+        .for_each(|(row, column_row)| {
+            let (channel, tap) = (row / (kernel_h * kernel_w), row % (kernel_h * kernel_w));
+            let plane =
+                &image[channel * geometry.in_pixels()..(channel + 1) * geometry.in_pixels()];
+            let (ky, kx) = (tap / kernel_w, tap % kernel_w);
+            for (oy, out_row) in column_row.chunks_exact_mut(geometry.out_width).enumerate() {
+                let iy = (oy * geometry.stride[0] + ky * geometry.dilation[0]) as isize
+                    - geometry.padding[0] as isize;
+                if iy < 0 || iy >= geometry.in_height as isize {
+                    out_row.fill(0.0);
+                    continue;
+                }
+                let in_row = &plane[iy as usize * geometry.in_width..][..geometry.in_width];
+                for (ox, value) in out_row.iter_mut().enumerate() {
+                    let ix = (ox * geometry.stride[1] + kx * geometry.dilation[1]) as isize
+                        - geometry.padding[1] as isize;
+                    *value = if ix >= 0 && (ix as usize) < geometry.in_width {
+                        in_row[ix as usize]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        });
+}
+
+/// Depthwise convolution (`groups == in_channels == out_channels`). `weight`: `[c, 1, kh, kw]`.
+pub(crate) fn depthwise(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    epilogue: Epilogue,
+) -> Vec<f32> {
+    let channels = geometry.in_channels;
+    let (in_pixels, out_pixels) = (geometry.in_pixels(), geometry.out_pixels());
+    let taps = geometry.kernel[0] * geometry.kernel[1];
+    let mut output = vec![0.0f32; batch * channels * out_pixels];
+    output
+        .par_chunks_mut(out_pixels)
+        .enumerate()
+        .with_min_len((DEPTHWISE_TASK_ELEMENTS / out_pixels.max(1)).max(1))
+        .for_each_init(DepthwiseScratch::default, |scratch, (plane, out)| {
+            let channel = plane % channels;
+            let input = &x[plane * in_pixels..(plane + 1) * in_pixels];
+            let filter = &weight[channel * taps..(channel + 1) * taps];
+            let bias = epilogue.bias.map_or(0.0, |bias| bias[channel]);
+            if taps <= MAX_TAPS && geometry.out_height > 0 && geometry.out_width > 0 {
+                dispatch!(depthwise_plane(
+                    input,
+                    out,
+                    filter,
+                    bias,
+                    geometry,
+                    scratch,
+                    epilogue.activation
+                ));
+            } else {
+                dispatch!(depthwise_plane_generic(
+                    input,
+                    out,
+                    filter,
+                    bias,
+                    geometry,
+                    epilogue.activation
+                ));
+            }
+        });
+    output
+}
+
+/// Scratch buffers reused by one rayon worker across depthwise planes.
+#[derive(Default)]
+struct DepthwiseScratch {
+    /// The zero-padded input plane, split into `stride_h * stride_w` phase planes.
+    phases: Vec<f32>,
+    /// Output rows `phase_width` wide, before the columns past `out_width` are dropped.
+    wide: Vec<f32>,
+}
+
+/// Most taps a depthwise filter may have for the blocked kernel (7x7).
+const MAX_TAPS: usize = 49;
+
+/// One channel of a depthwise convolution: `out = activation(bias + Σ_taps w · shifted input)`.
+///
+/// The input plane is zero-padded and split into `stride_h * stride_w` phase planes (rows
+/// `py, py + s, ...`, columns `px, px + s, ...`), each `phase_width` wide. In phase coordinates
+/// every tap is one constant offset, so with output rows laid `phase_width` apart the whole plane
+/// is a 1-D convolution over one flat index: each output is written once from register
+/// accumulators (32 at a time), every tap a contiguous load. The extra columns are dropped when
+/// the rows are copied out.
+#[inline(always)]
+fn depthwise_plane<M: MulAdd>(
+    input: &[f32],
+    out: &mut [f32],
+    filter: &[f32],
+    bias: f32,
+    geometry: &ConvGeometry,
+    scratch: &mut DepthwiseScratch,
+    activation: Activation,
+) {
+    let (in_height, in_width) = (geometry.in_height, geometry.in_width);
+    let (out_height, out_width) = (geometry.out_height, geometry.out_width);
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let [stride_h, stride_w] = geometry.stride;
+    let [dilation_h, dilation_w] = geometry.dilation;
+    let [pad_top, pad_left] = geometry.padding;
+    // The padded plane covers every row and column a tap reaches.
+    let padded_h =
+        (in_height + pad_top).max((out_height - 1) * stride_h + (kernel_h - 1) * dilation_h + 1);
+    let padded_w =
+        (in_width + pad_left).max((out_width - 1) * stride_w + (kernel_w - 1) * dilation_w + 1);
+    let (phase_h, phase_w) = (padded_h.div_ceil(stride_h), padded_w.div_ceil(stride_w));
+    let phase_len = phase_h * phase_w;
+    let phases = &mut scratch.phases;
+    phases.clear();
+    phases.resize(stride_h * stride_w * phase_len, 0.0);
+    for (y, row) in input.chunks_exact(in_width).enumerate() {
+        let padded_y = y + pad_top;
+        let (phase_y, phase_row) = (padded_y % stride_h, padded_y / stride_h);
+        for phase_x in 0..stride_w {
+            // The first input column whose padded column falls in this phase.
+            let first = (phase_x + stride_w - pad_left % stride_w) % stride_w;
+            if first >= in_width {
+                continue;
+            }
+            let start = (phase_y * stride_w + phase_x) * phase_len
+                + phase_row * phase_w
+                + (first + pad_left) / stride_w;
+            for (slot, &value) in phases[start..]
+                .iter_mut()
+                .zip(row[first..].iter().step_by(stride_w))
+            {
+                *slot = value;
+            }
+        }
+    }
+    let taps = kernel_h * kernel_w;
+    let mut offsets = [0usize; MAX_TAPS];
+    for ky in 0..kernel_h {
+        for kx in 0..kernel_w {
+            let (row, column) = (ky * dilation_h, kx * dilation_w);
+            let phase = (row % stride_h) * stride_w + column % stride_w;
+            offsets[ky * kernel_w + kx] =
+                phase * phase_len + (row / stride_h) * phase_w + column / stride_w;
+        }
+    }
+    let offsets = &offsets[..taps];
+    let len = (out_height - 1) * phase_w + out_width;
+    let wide = &mut scratch.wide;
+    wide.clear();
+    wide.resize(len, 0.0);
+    let phases = &scratch.phases;
+    let mut start = 0;
+    while start + 32 <= len {
+        let mut acc = [bias; 32];
+        for (&weight, &offset) in filter.iter().zip(offsets) {
+            let source = &phases[start + offset..][..32];
+            for (acc, &value) in acc.iter_mut().zip(source) {
+                *acc = M::mul_add(*acc, weight, value);
+            }
+        }
+        wide[start..start + 32].copy_from_slice(&acc);
+        start += 32;
+    }
+    while start + 8 <= len {
+        let mut acc = [bias; 8];
+        for (&weight, &offset) in filter.iter().zip(offsets) {
+            let source = &phases[start + offset..][..8];
+            for (acc, &value) in acc.iter_mut().zip(source) {
+                *acc = M::mul_add(*acc, weight, value);
+            }
+        }
+        wide[start..start + 8].copy_from_slice(&acc);
+        start += 8;
+    }
+    for (index, slot) in wide.iter_mut().enumerate().skip(start) {
+        *slot = filter
+            .iter()
+            .zip(offsets)
+            .fold(bias, |acc, (&weight, &offset)| {
+                M::mul_add(acc, weight, phases[index + offset])
+            });
+    }
+    for (oy, out_row) in out.chunks_exact_mut(out_width).enumerate() {
+        out_row.copy_from_slice(&wide[oy * phase_w..oy * phase_w + out_width]);
+    }
+    activate_slice::<M>(out, activation);
+}
+
+/// Any kernel width: the reference loop, one output at a time.
+#[inline(always)]
+fn depthwise_plane_generic<M: MulAdd>(
+    input: &[f32],
+    out: &mut [f32],
+    filter: &[f32],
+    bias: f32,
+    geometry: &ConvGeometry,
+    activation: Activation,
+) {
+    let [kernel_h, kernel_w] = geometry.kernel;
+    for (oy, out_row) in out.chunks_exact_mut(geometry.out_width).enumerate() {
+        for (ox, value) in out_row.iter_mut().enumerate() {
+            let mut acc = bias;
+            for ky in 0..kernel_h {
+                let iy = (oy * geometry.stride[0] + ky * geometry.dilation[0]) as isize
+                    - geometry.padding[0] as isize;
+                if iy < 0 || iy >= geometry.in_height as isize {
+                    continue;
+                }
+                for kx in 0..kernel_w {
+                    let ix = (ox * geometry.stride[1] + kx * geometry.dilation[1]) as isize
+                        - geometry.padding[1] as isize;
+                    if ix >= 0 && (ix as usize) < geometry.in_width {
+                        let pixel = input[iy as usize * geometry.in_width + ix as usize];
+                        acc = M::mul_add(acc, filter[ky * kernel_w + kx], pixel);
+                    }
+                }
+            }
+            *value = acc;
+        }
+    }
+    activate_slice::<M>(out, activation);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+                (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn geometry(
+        channels: [usize; 2],
+        size: [usize; 2],
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+    ) -> ConvGeometry {
+        let padding = (kernel - 1) / 2 * dilation;
+        let out = |size: usize| (size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1;
+        ConvGeometry {
+            in_channels: channels[0],
+            out_channels: channels[1],
+            in_height: size[0],
+            in_width: size[1],
+            kernel: [kernel, kernel],
+            stride: [stride, stride],
+            padding: [padding, padding],
+            dilation: [dilation, dilation],
+            out_height: out(size[0]),
+            out_width: out(size[1]),
+        }
+    }
+
+    /// The definition: every output a sum over its input channels (one, if depthwise) and taps.
+    fn reference(
+        x: &[f32],
+        batch: usize,
+        g: &ConvGeometry,
+        weight: &[f32],
+        depthwise: bool,
+        epilogue: Epilogue,
+    ) -> Vec<f32> {
+        let [kernel_h, kernel_w] = g.kernel;
+        let per_output = if depthwise { 1 } else { g.in_channels };
+        let mut out = Vec::new();
+        for n in 0..batch {
+            for co in 0..g.out_channels {
+                for oy in 0..g.out_height {
+                    for ox in 0..g.out_width {
+                        let mut acc = epilogue.bias.map_or(0.0, |bias| bias[co]);
+                        for i in 0..per_output {
+                            let ci = if depthwise { co } else { i };
+                            for ky in 0..kernel_h {
+                                for kx in 0..kernel_w {
+                                    let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize
+                                        - g.padding[0] as isize;
+                                    let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize
+                                        - g.padding[1] as isize;
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy >= g.in_height as isize
+                                        || ix >= g.in_width as isize
+                                    {
+                                        continue;
+                                    }
+                                    let pixel = x[((n * g.in_channels + ci) * g.in_height
+                                        + iy as usize)
+                                        * g.in_width
+                                        + ix as usize];
+                                    let w = weight
+                                        [((co * per_output + i) * kernel_h + ky) * kernel_w + kx];
+                                    acc += w * pixel;
+                                }
+                            }
+                        }
+                        out.push(acc);
+                    }
+                }
+            }
+        }
+        if let Some(residual) = epilogue.residual {
+            out.iter_mut().zip(residual).for_each(|(o, r)| *o += r);
+        }
+        activate_slice::<super::super::simd::Plain>(&mut out, epilogue.activation);
+        out
+    }
+
+    fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
+        assert_eq!(actual.len(), expected.len(), "{what}: length");
+        for (index, (a, e)) in actual.iter().zip(expected).enumerate() {
+            assert!(
+                (a - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                "{what}[{index}]: {a} vs {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn depthwise_matches_the_definition() {
+        // MobileNet's shapes (3x3 and 5x5, stride 1 and 2, dilation 2) and awkward ones:
+        // 1-pixel planes, odd sizes, planes narrower than the kernel, wide rows.
+        let cases = [
+            (4, [7, 7], 3, 1, 1),
+            (3, [9, 8], 3, 2, 1),
+            (5, [13, 11], 5, 2, 1),
+            (2, [14, 14], 5, 1, 1),
+            (3, [10, 9], 3, 1, 2),
+            (2, [9, 12], 5, 1, 2),
+            (3, [1, 1], 3, 2, 1),
+            (2, [2, 3], 5, 1, 1),
+            (2, [3, 70], 3, 2, 1),
+            (1, [5, 40], 3, 1, 1),
+        ];
+        for (index, (channels, size, kernel, stride, dilation)) in cases.into_iter().enumerate() {
+            let g = geometry([channels, channels], size, kernel, stride, dilation);
+            let batch = 2;
+            let x = values(batch * channels * size[0] * size[1], index as u32);
+            let weight = values(channels * kernel * kernel, 100 + index as u32);
+            let bias = values(channels, 200 + index as u32);
+            for activation in [
+                Activation::Identity,
+                Activation::ReLU6,
+                Activation::HardSwish,
+            ] {
+                let epilogue = Epilogue {
+                    bias: Some(&bias),
+                    residual: None,
+                    activation,
+                };
+                let expected = reference(&x, batch, &g, &weight, true, epilogue);
+                let actual = depthwise(&x, batch, &g, &weight, epilogue);
+                assert_close(
+                    &actual,
+                    &expected,
+                    &format!("depthwise case {index} {activation:?}"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pointwise_and_dense_match_the_definition() {
+        for (index, batch) in [1, 3].into_iter().enumerate() {
+            // Pointwise with bias and residual, as a projection; then without bias.
+            let g = geometry([24, 40], [9, 7], 1, 1, 1);
+            let x = values(batch * 24 * 63, 300 + index as u32);
+            let weight = values(40 * 24, 301);
+            let bias = values(40, 302);
+            let residual = values(batch * 40 * 63, 303);
+            for epilogue in [
+                Epilogue {
+                    bias: Some(&bias),
+                    residual: Some(&residual),
+                    activation: Activation::Identity,
+                },
+                Epilogue {
+                    bias: None,
+                    residual: None,
+                    activation: Activation::ReLU,
+                },
+            ] {
+                let expected = reference(&x, batch, &g, &weight, false, epilogue);
+                assert_close(
+                    &pointwise(&x, batch, &g, &weight, epilogue),
+                    &expected,
+                    "pointwise",
+                );
+            }
+            // The stem: 3 channels, 3x3, stride 2, on odd sizes.
+            let g = geometry([3, 16], [15, 11], 3, 2, 1);
+            let x = values(batch * 3 * 165, 400 + index as u32);
+            let weight = values(16 * 27, 401);
+            let epilogue = Epilogue {
+                bias: Some(&bias[..16]),
+                residual: None,
+                activation: Activation::HardSwish,
+            };
+            let expected = reference(&x, batch, &g, &weight, false, epilogue);
+            assert_close(&dense(&x, batch, &g, &weight, epilogue), &expected, "dense");
+        }
+    }
+}

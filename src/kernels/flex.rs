@@ -1,0 +1,203 @@
+//! The bridge between burn tensors and the kernels: borrow burn-flex's `f32` buffers, check that
+//! a layer fits a kernel, wrap the result back into a tensor. Every check happens before the
+//! input is given up, so a layer that does not fit gets its input back unchanged.
+
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{DType, Tensor, TensorData};
+
+use super::conv::{ConvGeometry, Epilogue, dense, depthwise, pointwise};
+use super::elementwise::{SqueezeExcitationWeights, squeeze_excitation as se_in_place};
+use crate::{Activation, SqueezeExcitation};
+
+/// The tensor's burn-flex buffer, contiguous, if it lives on burn-flex as `f32` without autodiff.
+fn flex_f32<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {
+    let primitive = tensor.clone().try_into_primitive::<Flex>().ok()?;
+    if primitive.dtype() != DType::F32 {
+        return None;
+    }
+    Some(if primitive.as_slice::<f32>().is_some() {
+        primitive
+    } else {
+        primitive.to_contiguous()
+    })
+}
+
+fn values(tensor: &FlexTensor) -> &[f32] {
+    // `flex_f32` returned only contiguous f32 tensors.
+    tensor.as_slice::<f32>().unwrap_or(&[])
+}
+
+fn into_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
+    Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(values, shape)))
+}
+
+/// The geometry of `conv` on an input of `dims`, if its padding is explicit or none.
+fn geometry(conv: &Conv2d, dims: [usize; 4]) -> Option<ConvGeometry> {
+    let [_, in_channels, in_height, in_width] = dims;
+    let weight_dims = conv.weight.dims();
+    let (top, left, bottom, right) = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => (top, left, bottom, right),
+        PaddingConfig2d::Valid => (0, 0, 0, 0),
+        PaddingConfig2d::Same => return None,
+    };
+    let out_size = |size: usize, before: usize, after: usize, axis: usize| {
+        let span = conv.dilation[axis] * (conv.kernel_size[axis] - 1) + 1;
+        (size + before + after)
+            .checked_sub(span)
+            .map(|room| room / conv.stride[axis] + 1)
+    };
+    Some(ConvGeometry {
+        in_channels,
+        out_channels: weight_dims[0],
+        in_height,
+        in_width,
+        kernel: conv.kernel_size,
+        stride: conv.stride,
+        padding: [top, left],
+        dilation: conv.dilation,
+        out_height: out_size(in_height, top, bottom, 0)?,
+        out_width: out_size(in_width, left, right, 1)?,
+    })
+}
+
+/// `activation(conv(x) + residual)` with a native kernel, or `Err(x)` when one does not apply
+/// (not on burn-flex, kernels off, a grouped convolution that is not depthwise, `Same` padding,
+/// a shape burn itself would reject).
+// `Err` hands the caller's input back (moved, not copied) for burn's path.
+#[allow(clippy::result_large_err)]
+pub(crate) fn conv2d(
+    conv: &Conv2d,
+    activation: Activation,
+    x: Tensor<4>,
+    residual: Option<&Tensor<4>>,
+) -> Result<Tensor<4>, Tensor<4>> {
+    if !super::enabled() {
+        return Err(x);
+    }
+    let dims = x.dims();
+    let Some(geometry) = geometry(conv, dims) else {
+        return Err(x);
+    };
+    let weight_dims = conv.weight.dims();
+    let is_pointwise = conv.kernel_size == [1, 1]
+        && conv.stride == [1, 1]
+        && geometry.padding == [0, 0]
+        && geometry.out_height == geometry.in_height
+        && geometry.out_width == geometry.in_width
+        && conv.groups == 1;
+    let is_depthwise = conv.groups == geometry.in_channels
+        && weight_dims[0] == geometry.in_channels
+        && weight_dims[1] == 1;
+    let is_dense = conv.groups == 1 && weight_dims[1] == geometry.in_channels;
+    let is_pointwise = is_pointwise && weight_dims[1] == geometry.in_channels;
+    let out_shape = [
+        dims[0],
+        geometry.out_channels,
+        geometry.out_height,
+        geometry.out_width,
+    ];
+    let residual_fits = residual.is_none_or(|residual| residual.dims() == out_shape);
+    if !(is_pointwise || is_depthwise || is_dense) || !residual_fits {
+        return Err(x);
+    }
+    if residual.is_some() && !is_pointwise {
+        return Err(x);
+    }
+    let (Some(input), Some(weight)) = (flex_f32(&x), flex_f32(&conv.weight.val())) else {
+        return Err(x);
+    };
+    let bias = match &conv.bias {
+        Some(bias) => match flex_f32(&bias.val()) {
+            Some(bias) => Some(bias),
+            None => return Err(x),
+        },
+        None => None,
+    };
+    let residual = match residual {
+        Some(residual) => match flex_f32(residual) {
+            Some(residual) => Some(residual),
+            None => return Err(x),
+        },
+        None => None,
+    };
+    let epilogue = Epilogue {
+        bias: bias.as_ref().map(values),
+        residual: residual.as_ref().map(values),
+        activation,
+    };
+    let kernel = if is_pointwise {
+        pointwise
+    } else if is_depthwise {
+        depthwise
+    } else {
+        dense
+    };
+    let output = kernel(
+        values(&input),
+        dims[0],
+        &geometry,
+        values(&weight),
+        epilogue,
+    );
+    super::count_layer();
+    Ok(into_tensor(output, out_shape))
+}
+
+/// Squeeze-and-excitation with the native kernel, in place when `x` is not shared, or `Err(x)`.
+#[allow(clippy::result_large_err)]
+pub(crate) fn squeeze_excitation(
+    se: &SqueezeExcitation,
+    x: Tensor<4>,
+) -> Result<Tensor<4>, Tensor<4>> {
+    if !super::enabled() {
+        return Err(x);
+    }
+    let dims = x.dims();
+    let channels = dims[1];
+    let [squeeze, fc1_in, ..] = se.fc1.weight.dims();
+    let [fc2_out, fc2_in, ..] = se.fc2.weight.dims();
+    let is_linear = |conv: &Conv2d| conv.kernel_size == [1, 1] && conv.groups == 1;
+    if fc1_in != channels || fc2_out != channels || fc2_in != squeeze {
+        return Err(x);
+    }
+    if !is_linear(&se.fc1) || !is_linear(&se.fc2) || dims[2] * dims[3] == 0 {
+        return Err(x);
+    }
+    let tensors = (
+        flex_f32(&se.fc1.weight.val()),
+        se.fc1.bias.as_ref().and_then(|bias| flex_f32(&bias.val())),
+        flex_f32(&se.fc2.weight.val()),
+        se.fc2.bias.as_ref().and_then(|bias| flex_f32(&bias.val())),
+    );
+    let (Some(fc1_weight), Some(fc1_bias), Some(fc2_weight), Some(fc2_bias)) = tensors else {
+        return Err(x);
+    };
+    let Some(mut input) = flex_f32(&x) else {
+        return Err(x);
+    };
+    // Drop our handle so that, unless the caller kept a clone, the buffer is ours to scale.
+    drop(x);
+    let weights = SqueezeExcitationWeights {
+        fc1_weight: values(&fc1_weight),
+        fc1_bias: values(&fc1_bias),
+        fc2_weight: values(&fc2_weight),
+        fc2_bias: values(&fc2_bias),
+        slope: se.scale_activation.slope as f32,
+        offset: se.scale_activation.offset as f32,
+    };
+    let image_len = channels * dims[2] * dims[3];
+    let (start, end) = input
+        .layout()
+        .contiguous_offsets()
+        .unwrap_or((0, dims[0] * image_len));
+    // Copy-on-write: copies only when the buffer is shared.
+    let buffer = &mut input.storage_mut::<f32>()[start..end];
+    for image in buffer.chunks_exact_mut(image_len) {
+        se_in_place(image, channels, &weights);
+    }
+    super::count_layer();
+    Ok(Tensor::from_primitive::<Flex>(input))
+}

@@ -1,0 +1,115 @@
+//! Native CPU kernels for inference on burn-flex: the layers of this crate hand their tensors
+//! here first, and fall back to burn's operations when a kernel does not apply.
+//!
+//! burn-flex runs each operation of a layer as its own pass with its own output buffer: a
+//! convolution, then the bias, then `relu` and `clamp_max`, each reading and writing the whole
+//! feature map, and its depthwise convolution reads strided columns one at a time. These kernels
+//! compute a whole [`Conv2dNormActivation`](crate::Conv2dNormActivation) (once its BatchNorm is
+//! folded by `fuse`), the projection with its residual add, and squeeze-and-excitation, each in
+//! one pass over the output, on burn-flex's own buffers (no copy in or out). See
+//! `docs/performance.md` for what each step gained.
+//!
+//! They apply when the input lives on burn-flex as `f32` without autodiff and the layer has no
+//! BatchNorm left; everything else (ndarray, wgpu, training, unfused models) takes burn's path, so
+//! results never depend on which ran beyond float rounding (the tests compare both).
+//! [`set_enabled`]`(false)`, or the environment variable `MOBILENET_BURN_KERNELS=burn`, turns them
+//! off to measure burn's own operations.
+
+#[cfg(feature = "flex")]
+mod conv;
+#[cfg(feature = "flex")]
+mod elementwise;
+#[cfg(feature = "flex")]
+mod flex;
+#[cfg(feature = "flex")]
+pub(crate) mod simd;
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+/// Environment variable read once: `burn` turns the native kernels off, anything else leaves them on.
+pub const KERNELS_ENV: &str = "MOBILENET_BURN_KERNELS";
+
+const UNSET: u8 = 0;
+const ON: u8 = 1;
+const OFF: u8 = 2;
+static STATE: AtomicU8 = AtomicU8::new(UNSET);
+
+/// Turns the native CPU kernels on or off for the whole process (default: on, unless
+/// `MOBILENET_BURN_KERNELS=burn`). Off, every layer runs burn's own operations; outputs agree
+/// within float rounding either way.
+pub fn set_enabled(enabled: bool) {
+    STATE.store(if enabled { ON } else { OFF }, Ordering::Relaxed);
+}
+
+/// Whether the native CPU kernels are used where they apply. Always `false` without the `flex`
+/// feature.
+pub fn enabled() -> bool {
+    if !cfg!(feature = "flex") {
+        return false;
+    }
+    match STATE.load(Ordering::Relaxed) {
+        ON => true,
+        OFF => false,
+        _ => {
+            let enabled = std::env::var(KERNELS_ENV).map_or(true, |value| value != "burn");
+            set_enabled(enabled);
+            enabled
+        }
+    }
+}
+
+/// Runs `op`, the forward pass of a whole network, on a worker of rayon's global thread pool when
+/// the native kernels are on and the caller is not a worker already.
+///
+/// Every layer splits its work over that pool. Called from outside it, each of the ~100 layers
+/// would hand its work to the pool and put the calling thread to sleep until it is done: two
+/// context switches per layer, and on two cores a third thread competing with the two workers.
+/// From inside, a layer's work is split between the running worker and the one that steals it.
+/// This alone took MobileNetV2 at batch 1 from about 11 to 9 ms on a 2-core machine.
+pub(crate) fn on_thread_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
+    #[cfg(feature = "flex")]
+    if enabled() && rayon::current_thread_index().is_none() {
+        return rayon::scope(|_| op());
+    }
+    op()
+}
+
+static LAYERS_RUN: AtomicU64 = AtomicU64::new(0);
+
+/// How many layers the native kernels have computed in this process, so far: a way to check
+/// that a model takes the fast path (a fused model on burn-flex runs every convolution and
+/// squeeze-and-excitation here).
+pub fn layers_run() -> u64 {
+    LAYERS_RUN.load(Ordering::Relaxed)
+}
+
+#[cfg(feature = "flex")]
+fn count_layer() {
+    LAYERS_RUN.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(feature = "flex")]
+pub(crate) use flex::{conv2d, squeeze_excitation};
+
+/// Without burn-flex there is nothing to accelerate: every layer takes burn's path.
+#[cfg(not(feature = "flex"))]
+// `Err` hands the caller's input back (moved, not copied) for burn's path.
+#[allow(clippy::result_large_err)]
+pub(crate) fn conv2d(
+    _conv: &burn::nn::conv::Conv2d,
+    _activation: crate::Activation,
+    x: burn::tensor::Tensor<4>,
+    _residual: Option<&burn::tensor::Tensor<4>>,
+) -> Result<burn::tensor::Tensor<4>, burn::tensor::Tensor<4>> {
+    Err(x)
+}
+
+/// Without burn-flex there is nothing to accelerate: every layer takes burn's path.
+#[cfg(not(feature = "flex"))]
+#[allow(clippy::result_large_err)]
+pub(crate) fn squeeze_excitation(
+    _se: &crate::SqueezeExcitation,
+    x: burn::tensor::Tensor<4>,
+) -> Result<burn::tensor::Tensor<4>, burn::tensor::Tensor<4>> {
+    Err(x)
+}
