@@ -1,0 +1,166 @@
+//! Times one model's forward pass and prints one JSON line per model: the measurement that
+//! `scripts/compare_peers.py` sets beside ONNX Runtime, PyTorch and tract, and the loop to run
+//! under a profiler.
+//!
+//! ```text
+//! cargo run --release --all-features --example latency -- \
+//!     [--model v2|v3l|v3s|all] [--batch 1] [--size 224] [--runs 50] [--warmup 5] \
+//!     [--backend flex|ndarray|wgpu] [--unfused] [--seconds S]
+//! ```
+//!
+//! Weights are random (speed does not depend on their values); BatchNorm is folded into the
+//! convolutions unless `--unfused`. `--seconds S` keeps running forward passes for S seconds
+//! after the timed runs, for `perf record`. Progress goes to stderr, results to stdout.
+
+#[path = "common/backend.rs"]
+mod backend;
+
+use std::time::{Duration, Instant};
+
+use burn::tensor::{Distribution, Tensor};
+use mobilenet_burn::{MobileNetV2Config, MobileNetV3Config};
+
+struct Args {
+    models: Vec<String>,
+    batch: usize,
+    size: usize,
+    runs: usize,
+    warmup: usize,
+    backend: String,
+    fused: bool,
+    seconds: f64,
+}
+
+const USAGE: &str = "usage: latency [--model v2|v3l|v3s|all] [--batch N] [--size N] [--runs N] \
+                     [--warmup N] [--backend flex|ndarray|wgpu] [--unfused] [--seconds S]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut parsed = Args {
+        models: vec!["v2".into(), "v3l".into(), "v3s".into()],
+        batch: 1,
+        size: 224,
+        runs: 50,
+        warmup: 5,
+        backend: "flex".into(),
+        fused: true,
+        seconds: 0.0,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        let number = |text: String| -> Result<usize, String> {
+            text.parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or(format!("{arg} needs a positive number, got `{text}`"))
+        };
+        match arg.as_str() {
+            "--model" => {
+                let model = value()?;
+                parsed.models = match model.as_str() {
+                    "all" => parsed.models,
+                    "v2" | "v3l" | "v3s" => vec![model],
+                    other => {
+                        return Err(format!("unknown model `{other}`; use v2, v3l, v3s or all"));
+                    }
+                }
+            }
+            "--batch" => parsed.batch = number(value()?)?,
+            "--size" => parsed.size = number(value()?)?,
+            "--runs" => parsed.runs = number(value()?)?,
+            "--warmup" => {
+                parsed.warmup = value()?.parse().map_err(|_| "--warmup needs a number")?
+            }
+            "--backend" => parsed.backend = value()?,
+            "--unfused" => parsed.fused = false,
+            "--seconds" => {
+                parsed.seconds = value()?
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                    .ok_or("--seconds needs a number of seconds")?
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unexpected argument `{other}`")),
+        }
+    }
+    Ok(parsed)
+}
+
+/// The `p`-th quantile (0..=1) of sorted durations, in milliseconds.
+fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index].as_secs_f64() * 1e3
+}
+
+fn main() {
+    let args = parse_args().unwrap_or_else(|error| {
+        eprintln!("error: {error}\n{USAGE}");
+        std::process::exit(2);
+    });
+    let device = backend::device(&args.backend).unwrap_or_else(|error| {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    });
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
+    let shape = [args.batch, 3, args.size, args.size];
+    let input = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    for name in &args.models {
+        let forward: Box<dyn Fn(Tensor<4>) -> Tensor<2>> = match name.as_str() {
+            "v2" => {
+                let model = MobileNetV2Config::new().init(&device);
+                let model = if args.fused { model.fuse() } else { model };
+                Box::new(move |x| model.forward(x))
+            }
+            _ => {
+                let config = if name == "v3l" {
+                    MobileNetV3Config::large()
+                } else {
+                    MobileNetV3Config::small()
+                };
+                let model = config.init(&device);
+                let model = if args.fused { model.fuse() } else { model };
+                Box::new(move |x| model.forward(x))
+            }
+        };
+        // `into_data` waits for the result, so asynchronous backends are timed to completion.
+        let run = || {
+            let start = Instant::now();
+            forward(input.clone()).into_data();
+            start.elapsed()
+        };
+        eprintln!(
+            "{name}: {} warm-up and {} timed runs...",
+            args.warmup, args.runs
+        );
+        for _ in 0..args.warmup {
+            run();
+        }
+        let mut times: Vec<Duration> = (0..args.runs).map(|_| run()).collect();
+        times.sort();
+        println!(
+            "{{\"model\": \"{name}\", \"backend\": \"{}\", \"threads\": \"{threads}\", \
+             \"batch\": {}, \"size\": {}, \"fused\": {}, \"runs\": {}, \"median_ms\": {:.3}, \
+             \"p10_ms\": {:.3}, \"p90_ms\": {:.3}, \"min_ms\": {:.3}}}",
+            args.backend,
+            args.batch,
+            args.size,
+            args.fused,
+            args.runs,
+            quantile_ms(&times, 0.5),
+            quantile_ms(&times, 0.1),
+            quantile_ms(&times, 0.9),
+            quantile_ms(&times, 0.0),
+        );
+        if args.seconds > 0.0 {
+            eprintln!("{name}: running for {} s more (profiling)...", args.seconds);
+            let start = Instant::now();
+            while start.elapsed().as_secs_f64() < args.seconds {
+                run();
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Times mobilenet-burn beside PyTorch eager, ONNX Runtime and tract on the same models, shapes
+and thread count, in one run, and prints a markdown table of medians and ratios ours/theirs.
+
+    python3 scripts/compare_peers.py [--threads 2] [--batch 1] [--runs 50] [--models v2,v3l,v3s]
+
+Needs (pip): torch, torchvision, onnx, onnxscript, onnxruntime, tract (the Python bindings of
+tract, the Rust ONNX runtime). Ours is `examples/latency.rs`, built here with
+`cargo build --release --all-features --example latency` unless --no-build; it runs with
+RAYON_NUM_THREADS=threads, once with the native CPU kernels (the default) and once with burn's
+own operations (MOBILENET_BURN_KERNELS=burn). Every model has torchvision's architecture with
+random weights (speed does not depend on the values), BatchNorm folded for inference: ours
+with `fuse()`, ONNX Runtime and tract by their graph optimizers, PyTorch eager as it is (eval
+mode; torch has no folding in eager).
+
+Versions used for docs/performance.md: torch 2.15.0, torchvision 0.29.2, onnxruntime 1.32.0,
+tract 0.23.9, onnx 1.23.2, onnxscript 0.7.2.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = {
+    "v2": "mobilenet_v2",
+    "v3l": "mobilenet_v3_large",
+    "v3s": "mobilenet_v3_small",
+}
+
+
+def median_ms(run, runs, warmup):
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def ours(model, args, kernels):
+    binary = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release/examples/latency"
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), MOBILENET_BURN_KERNELS=kernels)
+    command = [str(binary), "--model", model, "--batch", str(args.batch), "--size",
+               str(args.size), "--runs", str(args.runs), "--warmup", str(args.warmup)]
+    output = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])["median_ms"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--models", default="v2,v3l,v3s")
+    parser.add_argument("--no-build", action="store_true")
+    args = parser.parse_args()
+
+    import numpy as np
+    import onnxruntime
+    import torch
+    import torchvision
+    import tract
+
+    torch.set_num_threads(args.threads)
+    if not args.no_build:
+        print("building examples/latency (release)...", file=sys.stderr)
+        subprocess.run(["cargo", "build", "--release", "--all-features", "--example", "latency"],
+                       cwd=ROOT, check=True)
+
+    shape = (args.batch, 3, args.size, args.size)
+    x = torch.randn(shape)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in args.models.split(","):
+            name = MODELS[key]
+            print(f"{name}: exporting and timing...", file=sys.stderr)
+            model = getattr(torchvision.models, name)(weights=None).eval()
+            onnx_path = Path(tmp) / f"{name}.onnx"
+            with torch.inference_mode():
+                torch.onnx.export(model, (x,), str(onnx_path), input_names=["input"],
+                                  output_names=["logits"], dynamo=False)
+
+                eager = median_ms(lambda: model(x), args.runs, args.warmup)
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = args.threads
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+            session = onnxruntime.InferenceSession(str(onnx_path), options,
+                                                   providers=["CPUExecutionProvider"])
+            feed = {"input": x.numpy()}
+            ort = median_ms(lambda: session.run(None, feed), args.runs, args.warmup)
+
+            # `into_runnable` declutters and optimizes the typed model (BatchNorm folded).
+            runnable = tract.onnx().load(str(onnx_path)).into_model().into_runnable()
+            tract_input = x.numpy().astype(np.float32)
+            tract_ms = median_ms(lambda: runnable.run([tract_input]), args.runs, args.warmup)
+
+            native = ours(key, args, "native")
+            burn_ops = ours(key, args, "burn")
+            rows.append((name, native, burn_ops, eager, ort, tract_ms))
+
+    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
+          f"{args.threads} threads; batch {args.batch}, {args.size}x{args.size}; "
+          f"median of {args.runs} runs after {args.warmup} warm-up; "
+          f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+          f"tract {tract.version()}\n")
+    print("| model | ours (flex + native kernels) | ours (burn ops) | PyTorch eager | "
+          "ONNX Runtime | tract | ours / ORT | ours / PyTorch | ours / tract |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, native, burn_ops, eager, ort, tract_ms in rows:
+        print(f"| {name} | {native:.2f} ms | {burn_ops:.2f} ms | {eager:.2f} ms | {ort:.2f} ms | "
+              f"{tract_ms:.2f} ms | {native / ort:.2f}x | {native / eager:.2f}x | "
+              f"{native / tract_ms:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
