@@ -4,10 +4,11 @@
 //! - [`pointwise`]: 1x1, stride 1 (expansion, projection, head): one matrix multiply per image,
 //!   `out[c_out, pixels] = weight[c_out, c_in] · x[c_in, pixels]`, with the `gemm` crate that
 //!   burn-flex itself uses.
-//! - [`depthwise`]: one filter per channel; each output row stays in L1 while every kernel tap
-//!   accumulates into it. Strided convolutions first split each input plane by column phase
-//!   so that every tap reads contiguous memory and vectorizes.
-//! - [`dense`]: the stem (3 input channels, 3x3, stride 2): im2col, then one matrix multiply.
+//! - [`dense`]: any other convolution with `groups == 1`: im2col, then one matrix multiply.
+//!
+//! Depthwise convolutions and the stem are direct convolutions, in `direct.rs`.
+
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -19,11 +20,11 @@ use crate::Activation;
 /// over rayon's threads.
 const PARALLEL_MIN_MACS: usize = 1 << 19;
 
-/// Output elements per rayon task in the depthwise convolution (planes are grouped up to this).
-const DEPTHWISE_TASK_ELEMENTS: usize = 1 << 13;
+/// Output elements per rayon task of an epilogue pass.
+const EPILOGUE_TASK_ELEMENTS: usize = 1 << 15;
 
 /// Sizes of one convolution on one image, all validated by the caller.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct ConvGeometry {
     pub in_channels: usize,
     pub out_channels: usize,
@@ -39,11 +40,11 @@ pub(crate) struct ConvGeometry {
 }
 
 impl ConvGeometry {
-    fn in_pixels(&self) -> usize {
+    pub(crate) fn in_pixels(&self) -> usize {
         self.in_height * self.in_width
     }
 
-    fn out_pixels(&self) -> usize {
+    pub(crate) fn out_pixels(&self) -> usize {
         self.out_height * self.out_width
     }
 }
@@ -60,7 +61,7 @@ pub(crate) struct Epilogue<'a> {
 
 /// `rows[channel, pixel] = activation(rows + bias[channel] + residual[channel, pixel])`.
 #[inline(always)]
-fn epilogue_rows<M: MulAdd>(
+pub(crate) fn epilogue_rows<M: MulAdd>(
     rows: &mut [f32],
     pixels: usize,
     first_channel: usize,
@@ -86,8 +87,8 @@ fn epilogue_rows<M: MulAdd>(
 
 /// Applies the epilogue to one image `[channels, pixels]`, in parallel over channel blocks when
 /// the image is large.
-fn finish_image(image: &mut [f32], pixels: usize, epilogue: Epilogue) {
-    let rows_per_task = (DEPTHWISE_TASK_ELEMENTS * 4 / pixels.max(1)).max(1);
+pub(crate) fn finish_image(image: &mut [f32], pixels: usize, epilogue: Epilogue) {
+    let rows_per_task = (EPILOGUE_TASK_ELEMENTS / pixels.max(1)).max(1);
     if image.len() <= rows_per_task * pixels {
         dispatch!(epilogue_rows(image, pixels, 0, epilogue));
     } else {
@@ -100,21 +101,32 @@ fn finish_image(image: &mut [f32], pixels: usize, epilogue: Epilogue) {
     }
 }
 
-/// `dst[m, n] = lhs[m, k] · rhs[k, n]`, row-major and contiguous.
-fn matmul(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, threads: bool) {
+/// `dst[m, n] = lhs[m, k] · rhs[k, n]`, row-major and contiguous, written in full (so `dst` needs
+/// no zeroing first); returns `dst`, initialized.
+fn matmul<'a>(
+    dst: &'a mut [MaybeUninit<f32>],
+    lhs: &[f32],
+    rhs: &[f32],
+    [m, k, n]: [usize; 3],
+    threads: bool,
+) -> &'a mut [f32] {
     assert!(dst.len() == m * n && lhs.len() == m * k && rhs.len() == k * n);
+    if k == 0 {
+        dst.fill(MaybeUninit::new(0.0));
+    }
     let parallelism = if threads && m * n * k >= PARALLEL_MIN_MACS {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the three slices were checked to hold exactly the matrices the strides describe.
+    // SAFETY: the three slices were checked to hold exactly the matrices the strides describe;
+    // with `read_dst` false, gemm writes every element of `dst` and reads none.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<f32>(),
             1,
             n as isize,
             false,
@@ -131,16 +143,36 @@ fn matmul(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usiz
             false,
             parallelism,
         );
+        initialized(dst)
     }
+}
+
+/// `slice`, which the caller has just written in full, as initialized values.
+///
+/// # Safety
+/// Every element of `slice` must have been written.
+pub(crate) unsafe fn initialized(slice: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller wrote every element.
+    unsafe { std::slice::from_raw_parts_mut(slice.as_mut_ptr().cast::<f32>(), slice.len()) }
+}
+
+/// A buffer of `len` values for a kernel that writes each one before anything reads it:
+/// `fill` gets the uninitialized values and must write them all.
+pub(crate) fn filled_by(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut values = Vec::with_capacity(len);
+    fill(&mut values.spare_capacity_mut()[..len]);
+    // SAFETY: `fill` wrote all `len` values (the contract of every caller in this module).
+    unsafe { values.set_len(len) };
+    values
 }
 
 /// Runs `per_image(image_index, output_image, threads_inside)` for each image of the batch:
 /// one image at a time with threads inside each, or, when the batch can keep every thread busy,
 /// images in parallel with none inside.
-fn for_each_image(
-    output: &mut [f32],
+pub(crate) fn for_each_image(
+    output: &mut [MaybeUninit<f32>],
     batch: usize,
-    per_image: impl Fn(usize, &mut [f32], bool) + Sync,
+    per_image: impl Fn(usize, &mut [MaybeUninit<f32>], bool) + Sync,
 ) {
     let image_len = output.len() / batch.max(1);
     if batch >= rayon::current_num_threads() && batch > 1 {
@@ -165,32 +197,30 @@ pub(crate) fn pointwise(
 ) -> Vec<f32> {
     let (in_channels, out_channels) = (geometry.in_channels, geometry.out_channels);
     let pixels = geometry.in_pixels();
-    let mut output = vec![0.0f32; batch * out_channels * pixels];
-    for_each_image(&mut output, batch, |image, out, threads| {
-        let input = &x[image * in_channels * pixels..(image + 1) * in_channels * pixels];
-        matmul(
-            out,
-            weight,
-            input,
-            out_channels,
-            in_channels,
-            pixels,
-            threads,
-        );
-        let residual = epilogue
-            .residual
-            .map(|residual| &residual[image * out.len()..(image + 1) * out.len()]);
-        let epilogue = Epilogue {
-            residual,
-            ..epilogue
-        };
-        if threads {
-            finish_image(out, pixels, epilogue);
-        } else {
-            dispatch!(epilogue_rows(out, pixels, 0, epilogue));
-        }
-    });
-    output
+    filled_by(batch * out_channels * pixels, |output| {
+        for_each_image(output, batch, |image, out, threads| {
+            let input = &x[image * in_channels * pixels..(image + 1) * in_channels * pixels];
+            let out = matmul(
+                out,
+                weight,
+                input,
+                [out_channels, in_channels, pixels],
+                threads,
+            );
+            let residual = epilogue
+                .residual
+                .map(|residual| &residual[image * out.len()..(image + 1) * out.len()]);
+            let epilogue = Epilogue {
+                residual,
+                ..epilogue
+            };
+            if threads {
+                finish_image(out, pixels, epilogue);
+            } else {
+                dispatch!(epilogue_rows(out, pixels, 0, epilogue));
+            }
+        })
+    })
 }
 
 /// Any convolution with `groups == 1`, through im2col. `weight`: `[out, in, kh, kw]`.
@@ -207,30 +237,28 @@ pub(crate) fn dense(
         geometry.in_channels * geometry.in_pixels(),
         geometry.out_pixels(),
     );
-    let mut output = vec![0.0f32; batch * geometry.out_channels * out_pixels];
-    for_each_image(&mut output, batch, |image, out, threads| {
-        let mut columns = vec![0.0f32; depth * out_pixels];
-        im2col(
-            &x[image * in_len..(image + 1) * in_len],
-            &mut columns,
-            geometry,
-        );
-        matmul(
-            out,
-            weight,
-            &columns,
-            geometry.out_channels,
-            depth,
-            out_pixels,
-            threads,
-        );
-        if threads {
-            finish_image(out, out_pixels, epilogue);
-        } else {
-            dispatch!(epilogue_rows(out, out_pixels, 0, epilogue));
-        }
-    });
-    output
+    filled_by(batch * geometry.out_channels * out_pixels, |output| {
+        for_each_image(output, batch, |image, out, threads| {
+            let mut columns = vec![0.0f32; depth * out_pixels];
+            im2col(
+                &x[image * in_len..(image + 1) * in_len],
+                &mut columns,
+                geometry,
+            );
+            let out = matmul(
+                out,
+                weight,
+                &columns,
+                [geometry.out_channels, depth, out_pixels],
+                threads,
+            );
+            if threads {
+                finish_image(out, out_pixels, epilogue);
+            } else {
+                dispatch!(epilogue_rows(out, out_pixels, 0, epilogue));
+            }
+        })
+    })
 }
 
 /// `columns[(channel, ky, kx), (oy, ox)]` = the input pixel under that tap, or 0 in the padding.
@@ -266,208 +294,10 @@ fn im2col(image: &[f32], columns: &mut [f32], geometry: &ConvGeometry) {
         });
 }
 
-/// Depthwise convolution (`groups == in_channels == out_channels`). `weight`: `[c, 1, kh, kw]`.
-pub(crate) fn depthwise(
-    x: &[f32],
-    batch: usize,
-    geometry: &ConvGeometry,
-    weight: &[f32],
-    epilogue: Epilogue,
-) -> Vec<f32> {
-    let channels = geometry.in_channels;
-    let (in_pixels, out_pixels) = (geometry.in_pixels(), geometry.out_pixels());
-    let taps = geometry.kernel[0] * geometry.kernel[1];
-    let mut output = vec![0.0f32; batch * channels * out_pixels];
-    output
-        .par_chunks_mut(out_pixels)
-        .enumerate()
-        .with_min_len((DEPTHWISE_TASK_ELEMENTS / out_pixels.max(1)).max(1))
-        .for_each_init(DepthwiseScratch::default, |scratch, (plane, out)| {
-            let channel = plane % channels;
-            let input = &x[plane * in_pixels..(plane + 1) * in_pixels];
-            let filter = &weight[channel * taps..(channel + 1) * taps];
-            let bias = epilogue.bias.map_or(0.0, |bias| bias[channel]);
-            if taps <= MAX_TAPS && geometry.out_height > 0 && geometry.out_width > 0 {
-                dispatch!(depthwise_plane(
-                    input,
-                    out,
-                    filter,
-                    bias,
-                    geometry,
-                    scratch,
-                    epilogue.activation
-                ));
-            } else {
-                dispatch!(depthwise_plane_generic(
-                    input,
-                    out,
-                    filter,
-                    bias,
-                    geometry,
-                    epilogue.activation
-                ));
-            }
-        });
-    output
-}
-
-/// Scratch buffers reused by one rayon worker across depthwise planes.
-#[derive(Default)]
-struct DepthwiseScratch {
-    /// The zero-padded input plane, split into `stride_h * stride_w` phase planes.
-    phases: Vec<f32>,
-    /// Output rows `phase_width` wide, before the columns past `out_width` are dropped.
-    wide: Vec<f32>,
-}
-
-/// Most taps a depthwise filter may have for the blocked kernel (7x7).
-const MAX_TAPS: usize = 49;
-
-/// One channel of a depthwise convolution: `out = activation(bias + Σ_taps w · shifted input)`.
-///
-/// The input plane is zero-padded and split into `stride_h * stride_w` phase planes (rows
-/// `py, py + s, ...`, columns `px, px + s, ...`), each `phase_width` wide. In phase coordinates
-/// every tap is one constant offset, so with output rows laid `phase_width` apart the whole plane
-/// is a 1-D convolution over one flat index: each output is written once from register
-/// accumulators (32 at a time), every tap a contiguous load. The extra columns are dropped when
-/// the rows are copied out.
-#[inline(always)]
-fn depthwise_plane<M: MulAdd>(
-    input: &[f32],
-    out: &mut [f32],
-    filter: &[f32],
-    bias: f32,
-    geometry: &ConvGeometry,
-    scratch: &mut DepthwiseScratch,
-    activation: Activation,
-) {
-    let (in_height, in_width) = (geometry.in_height, geometry.in_width);
-    let (out_height, out_width) = (geometry.out_height, geometry.out_width);
-    let [kernel_h, kernel_w] = geometry.kernel;
-    let [stride_h, stride_w] = geometry.stride;
-    let [dilation_h, dilation_w] = geometry.dilation;
-    let [pad_top, pad_left] = geometry.padding;
-    // The padded plane covers every row and column a tap reaches.
-    let padded_h =
-        (in_height + pad_top).max((out_height - 1) * stride_h + (kernel_h - 1) * dilation_h + 1);
-    let padded_w =
-        (in_width + pad_left).max((out_width - 1) * stride_w + (kernel_w - 1) * dilation_w + 1);
-    let (phase_h, phase_w) = (padded_h.div_ceil(stride_h), padded_w.div_ceil(stride_w));
-    let phase_len = phase_h * phase_w;
-    let phases = &mut scratch.phases;
-    phases.clear();
-    phases.resize(stride_h * stride_w * phase_len, 0.0);
-    for (y, row) in input.chunks_exact(in_width).enumerate() {
-        let padded_y = y + pad_top;
-        let (phase_y, phase_row) = (padded_y % stride_h, padded_y / stride_h);
-        for phase_x in 0..stride_w {
-            // The first input column whose padded column falls in this phase.
-            let first = (phase_x + stride_w - pad_left % stride_w) % stride_w;
-            if first >= in_width {
-                continue;
-            }
-            let start = (phase_y * stride_w + phase_x) * phase_len
-                + phase_row * phase_w
-                + (first + pad_left) / stride_w;
-            for (slot, &value) in phases[start..]
-                .iter_mut()
-                .zip(row[first..].iter().step_by(stride_w))
-            {
-                *slot = value;
-            }
-        }
-    }
-    let taps = kernel_h * kernel_w;
-    let mut offsets = [0usize; MAX_TAPS];
-    for ky in 0..kernel_h {
-        for kx in 0..kernel_w {
-            let (row, column) = (ky * dilation_h, kx * dilation_w);
-            let phase = (row % stride_h) * stride_w + column % stride_w;
-            offsets[ky * kernel_w + kx] =
-                phase * phase_len + (row / stride_h) * phase_w + column / stride_w;
-        }
-    }
-    let offsets = &offsets[..taps];
-    let len = (out_height - 1) * phase_w + out_width;
-    let wide = &mut scratch.wide;
-    wide.clear();
-    wide.resize(len, 0.0);
-    let phases = &scratch.phases;
-    let mut start = 0;
-    while start + 32 <= len {
-        let mut acc = [bias; 32];
-        for (&weight, &offset) in filter.iter().zip(offsets) {
-            let source = &phases[start + offset..][..32];
-            for (acc, &value) in acc.iter_mut().zip(source) {
-                *acc = M::mul_add(*acc, weight, value);
-            }
-        }
-        wide[start..start + 32].copy_from_slice(&acc);
-        start += 32;
-    }
-    while start + 8 <= len {
-        let mut acc = [bias; 8];
-        for (&weight, &offset) in filter.iter().zip(offsets) {
-            let source = &phases[start + offset..][..8];
-            for (acc, &value) in acc.iter_mut().zip(source) {
-                *acc = M::mul_add(*acc, weight, value);
-            }
-        }
-        wide[start..start + 8].copy_from_slice(&acc);
-        start += 8;
-    }
-    for (index, slot) in wide.iter_mut().enumerate().skip(start) {
-        *slot = filter
-            .iter()
-            .zip(offsets)
-            .fold(bias, |acc, (&weight, &offset)| {
-                M::mul_add(acc, weight, phases[index + offset])
-            });
-    }
-    for (oy, out_row) in out.chunks_exact_mut(out_width).enumerate() {
-        out_row.copy_from_slice(&wide[oy * phase_w..oy * phase_w + out_width]);
-    }
-    activate_slice::<M>(out, activation);
-}
-
-/// Any kernel width: the reference loop, one output at a time.
-#[inline(always)]
-fn depthwise_plane_generic<M: MulAdd>(
-    input: &[f32],
-    out: &mut [f32],
-    filter: &[f32],
-    bias: f32,
-    geometry: &ConvGeometry,
-    activation: Activation,
-) {
-    let [kernel_h, kernel_w] = geometry.kernel;
-    for (oy, out_row) in out.chunks_exact_mut(geometry.out_width).enumerate() {
-        for (ox, value) in out_row.iter_mut().enumerate() {
-            let mut acc = bias;
-            for ky in 0..kernel_h {
-                let iy = (oy * geometry.stride[0] + ky * geometry.dilation[0]) as isize
-                    - geometry.padding[0] as isize;
-                if iy < 0 || iy >= geometry.in_height as isize {
-                    continue;
-                }
-                for kx in 0..kernel_w {
-                    let ix = (ox * geometry.stride[1] + kx * geometry.dilation[1]) as isize
-                        - geometry.padding[1] as isize;
-                    if ix >= 0 && (ix as usize) < geometry.in_width {
-                        let pixel = input[iy as usize * geometry.in_width + ix as usize];
-                        acc = M::mul_add(acc, filter[ky * kernel_w + kx], pixel);
-                    }
-                }
-            }
-            *value = acc;
-        }
-    }
-    activate_slice::<M>(out, activation);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::direct::{depthwise, direct};
 
     /// Deterministic values in [-1, 1).
     fn values(len: usize, seed: u32) -> Vec<f32> {
@@ -649,6 +479,11 @@ mod tests {
             };
             let expected = reference(&x, batch, &g, &weight, false, epilogue);
             assert_close(&dense(&x, batch, &g, &weight, epilogue), &expected, "dense");
+            assert_close(
+                &direct(&x, batch, &g, &weight, epilogue),
+                &expected,
+                "direct",
+            );
         }
     }
 }

@@ -2,7 +2,9 @@
 //! burn runs as separate tensor operations (each with its own output buffer), done here on the
 //! buffer the preceding convolution just wrote.
 
-use super::simd::MulAdd;
+use rayon::prelude::*;
+
+use super::simd::{MulAdd, dispatch};
 use crate::Activation;
 
 /// Applies `activation` to every element, in place, with PyTorch's formulas.
@@ -35,6 +37,47 @@ pub(crate) struct SqueezeExcitationWeights<'a> {
     pub offset: f32,
 }
 
+/// Feature maps at least this large are averaged and scaled in parallel.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
+
+/// `Σ values`, in 8 running sums so that it vectorizes.
+#[inline(always)]
+fn sum<M: MulAdd>(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        lanes
+            .iter_mut()
+            .zip(chunk)
+            .for_each(|(lane, &x)| *lane += x);
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `Σ a·b`, in 8 running sums so that it vectorizes.
+#[inline(always)]
+fn dot<M: MulAdd>(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .fold(0.0, |acc, (&x, &y)| M::mul_add(acc, x, y));
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(a).zip(b) {
+            *lane = M::mul_add(*lane, x, y);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn scale_plane<M: MulAdd>(plane: &mut [f32], scale: f32) {
+    plane.iter_mut().for_each(|x| *x *= scale);
+}
+
 /// Squeeze-and-excitation on one image `[channels, pixels]`, in place: average each channel,
 /// `fc1` + ReLU, `fc2` + hard-sigmoid, scale each channel.
 pub(crate) fn squeeze_excitation(
@@ -44,27 +87,37 @@ pub(crate) fn squeeze_excitation(
 ) {
     let pixels = image.len() / channels;
     let squeeze = weights.fc1_bias.len();
-    let mut means = vec![0.0f32; channels];
-    for (mean, plane) in means.iter_mut().zip(image.chunks_exact(pixels)) {
-        *mean = plane.iter().sum::<f32>() / pixels as f32;
-    }
-    let hidden: Vec<f32> = (0..squeeze)
-        .map(|row| {
-            let weight_row = &weights.fc1_weight[row * channels..(row + 1) * channels];
-            let dot: f32 = weight_row.iter().zip(&means).map(|(w, m)| w * m).sum();
-            (dot + weights.fc1_bias[row]).max(0.0)
+    let parallel = image.len() >= PARALLEL_MIN_ELEMENTS;
+    let mean = |plane: &[f32]| dispatch!(sum(plane)) / pixels as f32;
+    let means: Vec<f32> = if parallel {
+        image.par_chunks_exact(pixels).map(mean).collect()
+    } else {
+        image.chunks_exact(pixels).map(mean).collect()
+    };
+    let hidden: Vec<f32> = weights
+        .fc1_weight
+        .chunks_exact(channels)
+        .zip(weights.fc1_bias)
+        .map(|(row, bias)| (dispatch!(dot(row, &means)) + bias).max(0.0))
+        .collect();
+    let scales: Vec<f32> = weights
+        .fc2_weight
+        .chunks_exact(squeeze)
+        .zip(weights.fc2_bias)
+        .map(|(row, bias)| {
+            let gate = dispatch!(dot(row, &hidden)) + bias;
+            (gate * weights.slope + weights.offset).clamp(0.0, 1.0)
         })
         .collect();
-    image
-        .chunks_exact_mut(pixels)
-        .enumerate()
-        .for_each(|(channel, plane)| {
-            let weight_row = &weights.fc2_weight[channel * squeeze..(channel + 1) * squeeze];
-            let dot: f32 = weight_row.iter().zip(&hidden).map(|(w, h)| w * h).sum();
-            let gate = dot + weights.fc2_bias[channel];
-            let scale = (gate * weights.slope + weights.offset).clamp(0.0, 1.0);
-            plane.iter_mut().for_each(|x| *x *= scale);
-        });
+    let scale = |(plane, &scale): (&mut [f32], &f32)| dispatch!(scale_plane(plane, scale));
+    if parallel {
+        image
+            .par_chunks_exact_mut(pixels)
+            .zip(&scales)
+            .for_each(scale);
+    } else {
+        image.chunks_exact_mut(pixels).zip(&scales).for_each(scale);
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, TensorData};
 
-use super::conv::{ConvGeometry, Epilogue, dense, depthwise, pointwise};
+use super::conv::{ConvGeometry, Epilogue, dense, pointwise};
+use super::direct::{self, DIRECT_MAX_TAPS, depthwise};
 use super::elementwise::{SqueezeExcitationWeights, squeeze_excitation as se_in_place};
 use crate::{Activation, SqueezeExcitation};
 
@@ -128,10 +129,15 @@ pub(crate) fn conv2d(
         residual: residual.as_ref().map(values),
         activation,
     };
+    let taps = geometry.in_channels * geometry.kernel[0] * geometry.kernel[1];
     let kernel = if is_pointwise {
         pointwise
-    } else if is_depthwise {
+    } else if is_depthwise && direct::supports(&geometry) {
         depthwise
+    } else if is_depthwise {
+        return Err(x);
+    } else if taps <= DIRECT_MAX_TAPS && direct::supports(&geometry) {
+        direct::direct
     } else {
         dense
     };

@@ -18,6 +18,8 @@
 #[cfg(feature = "flex")]
 mod conv;
 #[cfg(feature = "flex")]
+mod direct;
+#[cfg(feature = "flex")]
 mod elementwise;
 #[cfg(feature = "flex")]
 mod flex;

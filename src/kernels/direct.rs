@@ -1,0 +1,316 @@
+//! Direct convolutions for the layers where a matrix multiply wastes its time: depthwise
+//! convolutions (one filter per channel) and the stem (3 input channels).
+//!
+//! Each input plane is zero-padded and split into `stride_h * stride_w` phase planes (rows
+//! `py, py + s, ...`, columns `px, px + s, ...`), each `phase_width` wide. In phase coordinates
+//! every kernel tap is one constant offset, so with output rows laid `phase_width` apart a whole
+//! output plane is a 1-D convolution over one flat index: each output is written once from
+//! register accumulators (32 at a time) and every tap is a contiguous load, whatever the stride
+//! or dilation. The columns past `out_width` are dropped when the rows are copied out.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::conv::{ConvGeometry, Epilogue, filled_by, initialized};
+use super::elementwise::activate_slice;
+use super::simd::{MulAdd, dispatch};
+use crate::Activation;
+
+/// Output elements per rayon task (planes are grouped up to this).
+const TASK_ELEMENTS: usize = 1 << 13;
+
+/// The phase planes of one padded input plane.
+#[derive(Debug, Clone, Copy)]
+struct PhaseLayout {
+    /// Rows of each phase plane.
+    height: usize,
+    /// Columns of each phase plane; also the distance between output rows in the flat index.
+    width: usize,
+    /// `stride_h * stride_w` planes of `height * width`.
+    total: usize,
+}
+
+impl PhaseLayout {
+    fn new(geometry: &ConvGeometry) -> Self {
+        let [kernel_h, kernel_w] = geometry.kernel;
+        let [stride_h, stride_w] = geometry.stride;
+        let [dilation_h, dilation_w] = geometry.dilation;
+        // The padded plane covers every row and column a tap reaches.
+        let padded_h = (geometry.in_height + geometry.padding[0])
+            .max((geometry.out_height - 1) * stride_h + (kernel_h - 1) * dilation_h + 1);
+        let padded_w = (geometry.in_width + geometry.padding[1])
+            .max((geometry.out_width - 1) * stride_w + (kernel_w - 1) * dilation_w + 1);
+        let (height, width) = (padded_h.div_ceil(stride_h), padded_w.div_ceil(stride_w));
+        Self {
+            height,
+            width,
+            total: stride_h * stride_w * height * width,
+        }
+    }
+
+    /// Where tap `(ky, kx)` of output 0 reads, in the phase planes.
+    fn tap_offsets(&self, geometry: &ConvGeometry) -> Vec<usize> {
+        let [kernel_h, kernel_w] = geometry.kernel;
+        let [stride_h, stride_w] = geometry.stride;
+        let mut offsets = Vec::with_capacity(kernel_h * kernel_w);
+        for ky in 0..kernel_h {
+            for kx in 0..kernel_w {
+                let (row, column) = (ky * geometry.dilation[0], kx * geometry.dilation[1]);
+                let phase = (row % stride_h) * stride_w + column % stride_w;
+                offsets.push(
+                    phase * self.height * self.width
+                        + (row / stride_h) * self.width
+                        + column / stride_w,
+                );
+            }
+        }
+        offsets
+    }
+
+    /// Length of the flat output index: `out_height` rows `width` apart, the last one cut.
+    fn flat_len(&self, geometry: &ConvGeometry) -> usize {
+        (geometry.out_height - 1) * self.width + geometry.out_width
+    }
+}
+
+/// Whether the direct kernels handle this geometry (MobileNet's always do).
+pub(crate) fn supports(geometry: &ConvGeometry) -> bool {
+    geometry.out_height > 0 && geometry.out_width > 0 && geometry.stride[1] <= 8
+}
+
+/// Writes one input plane into its zero-padded phase planes (`phases`, already zeroed in the
+/// padding).
+#[inline(always)]
+fn split_into_phases(
+    input: &[f32],
+    geometry: &ConvGeometry,
+    layout: &PhaseLayout,
+    phases: &mut [f32],
+) {
+    let [stride_h, stride_w] = geometry.stride;
+    let [pad_top, pad_left] = geometry.padding;
+    let in_width = geometry.in_width;
+    let phase_len = layout.height * layout.width;
+    // Per column phase: its first input column, and that column's index in the phase plane.
+    let mut column_phases = [(0usize, 0usize); 8];
+    for (phase_x, entry) in column_phases.iter_mut().enumerate().take(stride_w) {
+        let first = (phase_x + stride_w - pad_left % stride_w) % stride_w;
+        *entry = (first, (first + pad_left) / stride_w);
+    }
+    let (mut phase_y, mut phase_row) = (pad_top % stride_h, pad_top / stride_h);
+    for row in input.chunks_exact(in_width) {
+        let row_start = phase_y * stride_w * phase_len + phase_row * layout.width;
+        if stride_w == 1 {
+            let start = row_start + pad_left;
+            phases[start..start + in_width].copy_from_slice(row);
+        } else {
+            for (phase_x, &(first, index)) in column_phases[..stride_w].iter().enumerate() {
+                if first >= in_width {
+                    continue;
+                }
+                let count = (in_width - first).div_ceil(stride_w);
+                let start = row_start + phase_x * phase_len + index;
+                let source = &row[first..];
+                for (j, slot) in phases[start..start + count].iter_mut().enumerate() {
+                    *slot = source[j * stride_w];
+                }
+            }
+        }
+        phase_y += 1;
+        if phase_y == stride_h {
+            phase_y = 0;
+            phase_row += 1;
+        }
+    }
+}
+
+/// `wide[i] = bias + Σ_t weights[t] · source[i + offsets[t]]`, 32 then 8 outputs at a time in
+/// registers.
+#[inline(always)]
+fn flat_conv<M: MulAdd>(
+    source: &[f32],
+    offsets: &[usize],
+    weights: &[f32],
+    bias: f32,
+    wide: &mut [f32],
+) {
+    let len = wide.len();
+    let mut start = 0;
+    while start + 32 <= len {
+        let mut acc = [bias; 32];
+        for (&weight, &offset) in weights.iter().zip(offsets) {
+            let inputs = &source[start + offset..][..32];
+            for (acc, &value) in acc.iter_mut().zip(inputs) {
+                *acc = M::mul_add(*acc, weight, value);
+            }
+        }
+        wide[start..start + 32].copy_from_slice(&acc);
+        start += 32;
+    }
+    while start + 8 <= len {
+        let mut acc = [bias; 8];
+        for (&weight, &offset) in weights.iter().zip(offsets) {
+            let inputs = &source[start + offset..][..8];
+            for (acc, &value) in acc.iter_mut().zip(inputs) {
+                *acc = M::mul_add(*acc, weight, value);
+            }
+        }
+        wide[start..start + 8].copy_from_slice(&acc);
+        start += 8;
+    }
+    for (index, slot) in wide.iter_mut().enumerate().skip(start) {
+        *slot = weights
+            .iter()
+            .zip(offsets)
+            .fold(bias, |acc, (&weight, &offset)| {
+                M::mul_add(acc, weight, source[index + offset])
+            });
+    }
+}
+
+/// Copies the `out_width` valid columns of each flat row into the output plane, writing all of
+/// it; returns the plane, initialized.
+#[inline(always)]
+fn compact_rows<'a>(
+    wide: &[f32],
+    out: &'a mut [MaybeUninit<f32>],
+    row_distance: usize,
+    out_width: usize,
+) -> &'a mut [f32] {
+    for (oy, out_row) in out.chunks_exact_mut(out_width).enumerate() {
+        let row = &wide[oy * row_distance..oy * row_distance + out_width];
+        out_row.iter_mut().zip(row).for_each(|(slot, &value)| {
+            slot.write(value);
+        });
+    }
+    // SAFETY: the rows above cover the plane (`out.len() == out_height * out_width`).
+    unsafe { initialized(out) }
+}
+
+/// Scratch buffers reused by one rayon task across planes.
+#[derive(Default)]
+struct Scratch {
+    phases: Vec<f32>,
+    wide: Vec<f32>,
+    /// The geometry `phases` was zeroed for: planes of the same geometry write the same
+    /// positions, so the padding stays zero and needs no clearing.
+    zeroed_for: Option<ConvGeometry>,
+}
+
+/// One depthwise plane: phases, flat convolution, rows out, activation.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn depthwise_plane<M: MulAdd>(
+    input: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    filter: &[f32],
+    bias: f32,
+    geometry: &ConvGeometry,
+    layout: &PhaseLayout,
+    offsets: &[usize],
+    scratch: &mut Scratch,
+    activation: Activation,
+) {
+    if scratch.zeroed_for != Some(*geometry) {
+        scratch.phases.clear();
+        scratch.phases.resize(layout.total, 0.0);
+        scratch.zeroed_for = Some(*geometry);
+    }
+    split_into_phases(input, geometry, layout, &mut scratch.phases);
+    // Every element of `wide` is overwritten: no clearing.
+    scratch.wide.resize(layout.flat_len(geometry), 0.0);
+    flat_conv::<M>(&scratch.phases, offsets, filter, bias, &mut scratch.wide);
+    let out = compact_rows(&scratch.wide, out, layout.width, geometry.out_width);
+    activate_slice::<M>(out, activation);
+}
+
+/// Depthwise convolution (`groups == in_channels == out_channels`). `weight`: `[c, 1, kh, kw]`.
+/// Needs [`supports`].
+pub(crate) fn depthwise(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    epilogue: Epilogue,
+) -> Vec<f32> {
+    let channels = geometry.in_channels;
+    let (in_pixels, out_pixels) = (geometry.in_pixels(), geometry.out_pixels());
+    let taps = geometry.kernel[0] * geometry.kernel[1];
+    let layout = PhaseLayout::new(geometry);
+    let offsets = layout.tap_offsets(geometry);
+    filled_by(batch * channels * out_pixels, |output| {
+        output
+            .par_chunks_mut(out_pixels)
+            .enumerate()
+            .with_min_len((TASK_ELEMENTS / out_pixels).max(1))
+            .for_each_init(Scratch::default, |scratch, (plane, out)| {
+                let channel = plane % channels;
+                dispatch!(depthwise_plane(
+                    &x[plane * in_pixels..(plane + 1) * in_pixels],
+                    out,
+                    &weight[channel * taps..(channel + 1) * taps],
+                    epilogue.bias.map_or(0.0, |bias| bias[channel]),
+                    geometry,
+                    &layout,
+                    &offsets,
+                    scratch,
+                    epilogue.activation
+                ));
+            })
+    })
+}
+
+/// Taps (input channels x kernel) above which a `groups == 1` convolution goes to im2col and
+/// a matrix multiply instead: the direct kernel suits the stem, 3 channels x 3x3 = 27.
+pub(crate) const DIRECT_MAX_TAPS: usize = 64;
+
+/// A `groups == 1` convolution with few taps (the stem), directly: the input channels' phase
+/// planes side by side, each output channel one flat convolution over all their taps.
+/// `weight`: `[out, in, kh, kw]`. Needs [`supports`] and `in * kh * kw <= DIRECT_MAX_TAPS`.
+pub(crate) fn direct(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    epilogue: Epilogue,
+) -> Vec<f32> {
+    let in_channels = geometry.in_channels;
+    let (in_pixels, out_pixels) = (geometry.in_pixels(), geometry.out_pixels());
+    let layout = PhaseLayout::new(geometry);
+    let kernel_offsets = layout.tap_offsets(geometry);
+    let offsets: Vec<usize> = (0..in_channels)
+        .flat_map(|channel| {
+            kernel_offsets
+                .iter()
+                .map(move |offset| channel * layout.total + offset)
+        })
+        .collect();
+    let taps = offsets.len();
+    let mut phases = vec![0.0f32; in_channels * layout.total];
+    let image_len = geometry.out_channels * out_pixels;
+    filled_by(batch * image_len, |output| {
+        for (image, out) in output.chunks_mut(image_len).enumerate() {
+            let input = &x[image * in_channels * in_pixels..(image + 1) * in_channels * in_pixels];
+            for (plane, phase_planes) in input
+                .chunks_exact(in_pixels)
+                .zip(phases.chunks_exact_mut(layout.total))
+            {
+                split_into_phases(plane, geometry, &layout, phase_planes);
+            }
+            let phases = &phases;
+            out.par_chunks_mut(out_pixels).enumerate().for_each_init(
+                Vec::new,
+                |wide, (channel, out)| {
+                    // Every element of `wide` is overwritten: no clearing.
+                    wide.resize(layout.flat_len(geometry), 0.0);
+                    let bias = epilogue.bias.map_or(0.0, |bias| bias[channel]);
+                    let filter = &weight[channel * taps..(channel + 1) * taps];
+                    dispatch!(flat_conv(phases, &offsets, filter, bias, wide));
+                    let out = compact_rows(wide, out, layout.width, geometry.out_width);
+                    dispatch!(activate_slice(out, epilogue.activation));
+                },
+            );
+        }
+    })
+}
