@@ -18,7 +18,9 @@ mod backend;
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use mobilenet_burn::{Activation, Features, MobileNetV2Config, MobileNetV3, MobileNetV3Config};
+use mobilenet_burn::{
+    Activation, Features, MobileNetV2Config, MobileNetV3, MobileNetV3Config, kernels,
+};
 
 /// Untimed passes before measuring.
 const WARM_UP: usize = 3;
@@ -128,10 +130,12 @@ fn stage_latencies(
 ) -> Vec<(String, f64)> {
     let sync4 = |x: Tensor<4>| drop(x.into_data());
     let mut stages = Vec::new();
-    let stem_out = features.stem.forward(input.clone());
+    // On the thread pool, as inside `forward` (see `kernels::run_on_thread_pool`).
+    let stem = |x: Tensor<4>| kernels::run_on_thread_pool(|| features.stem.forward(x));
+    let stem_out = stem(input.clone());
     stages.push((
         "stem".to_string(),
-        measure(runs, || sync4(features.stem.forward(input.clone()))).median,
+        measure(runs, || sync4(stem(input.clone()))).median,
     ));
     let mut x = stem_out;
     let mut stride = 2;
@@ -144,14 +148,17 @@ fn stage_latencies(
         }
         let group = &features.blocks[start..end];
         stride *= group[0].depthwise.conv.stride[0];
-        let run = |x: Tensor<4>| group.iter().fold(x, |x, block| block.forward(x));
+        let run = |x: Tensor<4>| {
+            kernels::run_on_thread_pool(|| group.iter().fold(x, |x, block| block.forward(x)))
+        };
         let latency = measure(runs, || sync4(run(x.clone()))).median;
         stages.push((format!("blocks @ stride {stride}"), latency));
         x = run(x);
         start = end;
     }
     let latency = measure(runs, || {
-        drop(head(features.last_conv.forward(x.clone())).into_data())
+        let last = kernels::run_on_thread_pool(|| features.last_conv.forward(x.clone()));
+        drop(head(last).into_data())
     })
     .median;
     stages.push(("last conv + head".to_string(), latency));

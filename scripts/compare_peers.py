@@ -2,7 +2,8 @@
 """Times mobilenet-burn beside PyTorch eager, ONNX Runtime and tract on the same models, shapes
 and thread count, in one run, and prints a markdown table of medians and ratios ours/theirs.
 
-    python3 scripts/compare_peers.py [--threads 2] [--batch 1] [--runs 50] [--models v2,v3l,v3s]
+    python3 scripts/compare_peers.py [--threads 2] [--batch 1] [--runs 50] [--rounds 3]
+                                     [--models v2,v3l,v3s]
 
 Needs (pip): torch, torchvision, onnx, onnxscript, onnxruntime, tract (the Python bindings of
 tract, the Rust ONNX runtime). Ours is `examples/latency.rs`, built here with
@@ -36,6 +37,16 @@ MODELS = {
 }
 
 
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def median_ms(run, runs, warmup):
     for _ in range(warmup):
         run()
@@ -63,6 +74,8 @@ def main():
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="time every runtime this many times; report each one's best median")
     parser.add_argument("--models", default="v2,v3l,v3s")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
@@ -92,8 +105,6 @@ def main():
                 torch.onnx.export(model, (x,), str(onnx_path), input_names=["input"],
                                   output_names=["logits"], dynamo=False)
 
-                eager = median_ms(lambda: model(x), args.runs, args.warmup)
-
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = args.threads
             options.inter_op_num_threads = 1
@@ -101,20 +112,31 @@ def main():
             session = onnxruntime.InferenceSession(str(onnx_path), options,
                                                    providers=["CPUExecutionProvider"])
             feed = {"input": x.numpy()}
-            ort = median_ms(lambda: session.run(None, feed), args.runs, args.warmup)
 
             # `into_runnable` declutters and optimizes the typed model (BatchNorm folded).
             runnable = tract.onnx().load(str(onnx_path)).into_model().into_runnable()
             tract_input = x.numpy().astype(np.float32)
-            tract_ms = median_ms(lambda: runnable.run([tract_input]), args.runs, args.warmup)
-
-            native = ours(key, args, "native")
-            burn_ops = ours(key, args, "burn")
+            # Rounds, each timing every runtime once; the best median of each runtime is kept
+            # (the round least disturbed by other work on the machine).
+            best = [float("inf")] * 5
+            for round_index in range(args.rounds):
+                with torch.inference_mode():
+                    eager = median_ms(lambda: model(x), args.runs, args.warmup)
+                ort = median_ms(lambda: session.run(None, feed), args.runs, args.warmup)
+                tract_ms = median_ms(lambda: runnable.run([tract_input]), args.runs, args.warmup)
+                native = ours(key, args, "native")
+                burn_ops = ours(key, args, "burn")
+                medians = [native, burn_ops, eager, ort, tract_ms]
+                print(f"  round {round_index + 1}: " + ", ".join(f"{m:.2f}" for m in medians),
+                      file=sys.stderr)
+                best = [min(b, m) for b, m in zip(best, medians)]
+            native, burn_ops, eager, ort, tract_ms = best
             rows.append((name, native, burn_ops, eager, ort, tract_ms))
 
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
+    print(f"\n{cpu_name()}, {os.cpu_count()} logical CPUs; "
           f"{args.threads} threads; batch {args.batch}, {args.size}x{args.size}; "
-          f"median of {args.runs} runs after {args.warmup} warm-up; "
+          f"best of {args.rounds} rounds of the median of {args.runs} runs "
+          f"after {args.warmup} warm-up; "
           f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
           f"tract {tract.version()}\n")
     print("| model | ours (flex + native kernels) | ours (burn ops) | PyTorch eager | "

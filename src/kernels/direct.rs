@@ -92,11 +92,13 @@ fn split_into_phases(
     let [pad_top, pad_left] = geometry.padding;
     let in_width = geometry.in_width;
     let phase_len = layout.height * layout.width;
-    // Per column phase: its first input column, and that column's index in the phase plane.
-    let mut column_phases = [(0usize, 0usize); 8];
+    // Per column phase: its first input column, that column's index in the phase plane, and
+    // how many input columns fall in the phase.
+    let mut column_phases = [(0usize, 0usize, 0usize); 8];
     for (phase_x, entry) in column_phases.iter_mut().enumerate().take(stride_w) {
         let first = (phase_x + stride_w - pad_left % stride_w) % stride_w;
-        *entry = (first, (first + pad_left) / stride_w);
+        let count = in_width.saturating_sub(first).div_ceil(stride_w);
+        *entry = (first, (first + pad_left) / stride_w, count);
     }
     let (mut phase_y, mut phase_row) = (pad_top % stride_h, pad_top / stride_h);
     for row in input.chunks_exact(in_width) {
@@ -104,16 +106,29 @@ fn split_into_phases(
         if stride_w == 1 {
             let start = row_start + pad_left;
             phases[start..start + in_width].copy_from_slice(row);
+        } else if stride_w == 2 {
+            // Even input columns go to one phase, odd ones to the other: a deinterleave.
+            let (even_phase, odd_phase) = if pad_left % 2 == 0 { (0, 1) } else { (1, 0) };
+            let even_at = row_start + even_phase * phase_len + pad_left / 2;
+            let odd_at = row_start + odd_phase * phase_len + pad_left.div_ceil(2);
+            let (even, odd) = two_ranges(
+                phases,
+                (even_at, in_width.div_ceil(2)),
+                (odd_at, in_width / 2),
+            );
+            for ((even, odd), pair) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2))
+            {
+                *even = pair[0];
+                *odd = pair[1];
+            }
+            if in_width % 2 == 1 {
+                even[in_width / 2] = row[in_width - 1];
+            }
         } else {
-            for (phase_x, &(first, index)) in column_phases[..stride_w].iter().enumerate() {
-                if first >= in_width {
-                    continue;
-                }
-                let count = (in_width - first).div_ceil(stride_w);
+            for (phase_x, &(first, index, count)) in column_phases[..stride_w].iter().enumerate() {
                 let start = row_start + phase_x * phase_len + index;
-                let source = &row[first..];
                 for (j, slot) in phases[start..start + count].iter_mut().enumerate() {
-                    *slot = source[j * stride_w];
+                    *slot = row[first + j * stride_w];
                 }
             }
         }
@@ -122,6 +137,22 @@ fn split_into_phases(
             phase_y = 0;
             phase_row += 1;
         }
+    }
+}
+
+/// Two disjoint ranges `(start, len)` of `values`, mutably.
+#[inline(always)]
+fn two_ranges(
+    values: &mut [f32],
+    (a, a_len): (usize, usize),
+    (b, b_len): (usize, usize),
+) -> (&mut [f32], &mut [f32]) {
+    if a < b {
+        let (low, high) = values.split_at_mut(b);
+        (&mut low[a..a + a_len], &mut high[..b_len])
+    } else {
+        let (low, high) = values.split_at_mut(a);
+        (&mut high[..a_len], &mut low[b..b + b_len])
     }
 }
 

@@ -160,4 +160,52 @@ mod tests {
         squeeze_excitation(&mut image, 2, &weights);
         assert_eq!(image, [0.75, 2.25, 0.0, 0.0]);
     }
+
+    #[test]
+    fn squeeze_excitation_on_large_maps_takes_the_parallel_path_and_matches_the_definition() {
+        let (channels, squeeze, pixels) = (40, 8, 1024);
+        assert!(channels * pixels >= PARALLEL_MIN_ELEMENTS);
+        let value = |i: usize, seed: usize| ((i * 7919 + seed * 104729) % 211) as f32 / 105.5 - 1.0;
+        let image: Vec<f32> = (0..channels * pixels).map(|i| value(i, 1)).collect();
+        let fc1_weight: Vec<f32> = (0..squeeze * channels).map(|i| value(i, 2)).collect();
+        let fc1_bias: Vec<f32> = (0..squeeze).map(|i| value(i, 3)).collect();
+        let fc2_weight: Vec<f32> = (0..channels * squeeze).map(|i| value(i, 4)).collect();
+        let fc2_bias: Vec<f32> = (0..channels).map(|i| value(i, 5)).collect();
+        let weights = SqueezeExcitationWeights {
+            fc1_weight: &fc1_weight,
+            fc1_bias: &fc1_bias,
+            fc2_weight: &fc2_weight,
+            fc2_bias: &fc2_bias,
+            slope: 1.0 / 6.0,
+            offset: 0.5,
+        };
+        // The definition, in f64.
+        let means: Vec<f64> = image
+            .chunks(pixels)
+            .map(|plane| plane.iter().map(|&x| x as f64).sum::<f64>() / pixels as f64)
+            .collect();
+        let hidden: Vec<f64> = (0..squeeze)
+            .map(|s| {
+                let dot: f64 = (0..channels)
+                    .map(|c| fc1_weight[s * channels + c] as f64 * means[c])
+                    .sum();
+                (dot + fc1_bias[s] as f64).max(0.0)
+            })
+            .collect();
+        let expected: Vec<f64> = (0..channels * pixels)
+            .map(|i| {
+                let c = i / pixels;
+                let dot: f64 = (0..squeeze)
+                    .map(|s| fc2_weight[c * squeeze + s] as f64 * hidden[s])
+                    .sum();
+                let gate = ((dot + fc2_bias[c] as f64) / 6.0 + 0.5).clamp(0.0, 1.0);
+                image[i] as f64 * gate
+            })
+            .collect();
+        let mut actual = image.clone();
+        squeeze_excitation(&mut actual, channels, &weights);
+        for (i, (a, e)) in actual.iter().zip(&expected).enumerate() {
+            assert!((*a as f64 - e).abs() < 1e-5, "[{i}]: {a} vs {e}");
+        }
+    }
 }

@@ -60,15 +60,28 @@ pub fn enabled() -> bool {
     }
 }
 
-/// Runs `op`, the forward pass of a whole network, on a worker of rayon's global thread pool when
-/// the native kernels are on and the caller is not a worker already.
+/// Runs `op` on a worker of rayon's global thread pool when the native kernels are on and the
+/// caller is not a worker already; otherwise just runs it. The models' `forward` and
+/// `forward_features` do this themselves; use it to run several layers by hand (timing stages,
+/// say) at the speed they run inside `forward`.
 ///
 /// Every layer splits its work over that pool. Called from outside it, each of the ~100 layers
-/// would hand its work to the pool and put the calling thread to sleep until it is done: two
-/// context switches per layer, and on two cores a third thread competing with the two workers.
-/// From inside, a layer's work is split between the running worker and the one that steals it.
-/// This alone took MobileNetV2 at batch 1 from about 11 to 9 ms on a 2-core machine.
-pub(crate) fn on_thread_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
+/// of a network hands its work to the pool and puts the calling thread to sleep until it is
+/// done: two context switches per layer, and on two cores a third thread competing with the two
+/// workers. From inside, a layer's work is shared between the running worker and one that
+/// steals it. This alone took MobileNetV2 at batch 1 from about 11 to 9 ms on a 2-core machine.
+///
+/// ```
+/// use burn::tensor::{Device, Distribution, Tensor};
+/// use mobilenet_burn::{MobileNetV3Config, kernels};
+///
+/// let device = Device::flex();
+/// let model = MobileNetV3Config::small().init(&device).fuse();
+/// let x = Tensor::<4>::random([1, 3, 64, 64], Distribution::Default, &device);
+/// let stem = kernels::run_on_thread_pool(|| model.features.stem.forward(x));
+/// assert_eq!(stem.dims(), [1, 16, 32, 32]);
+/// ```
+pub fn run_on_thread_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "flex")]
     if enabled() && rayon::current_thread_index().is_none() {
         return rayon::scope(|_| op());

@@ -92,7 +92,7 @@ impl Features {
         if let Err(error) = self.check_input(x.dims()) {
             panic!("{error}");
         }
-        kernels::on_thread_pool(|| {
+        kernels::run_on_thread_pool(|| {
             let x = self.stem.forward(x);
             let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
             self.last_conv.forward(x)
