@@ -59,6 +59,32 @@ pub(crate) struct Epilogue<'a> {
     pub activation: Activation,
 }
 
+/// `segment = activation(segment + bias[channel] + residual[channel, column..])`: part of one
+/// output row, starting at pixel `column` of a `pixels`-wide row.
+#[inline(always)]
+fn epilogue_segment<M: MulAdd>(
+    segment: &mut [f32],
+    channel: usize,
+    column: usize,
+    pixels: usize,
+    epilogue: Epilogue,
+) {
+    let bias = epilogue.bias.map_or(0.0, |bias| bias[channel]);
+    match epilogue.residual {
+        Some(residual) => {
+            let start = channel * pixels + column;
+            let residual = &residual[start..start + segment.len()];
+            segment
+                .iter_mut()
+                .zip(residual)
+                .for_each(|(x, r)| *x = *x + bias + r);
+        }
+        None if epilogue.bias.is_some() => segment.iter_mut().for_each(|x| *x += bias),
+        None => {}
+    }
+    activate_slice::<M>(segment, epilogue.activation);
+}
+
 /// `rows[channel, pixel] = activation(rows + bias[channel] + residual[channel, pixel])`.
 #[inline(always)]
 pub(crate) fn epilogue_rows<M: MulAdd>(
@@ -67,22 +93,9 @@ pub(crate) fn epilogue_rows<M: MulAdd>(
     first_channel: usize,
     epilogue: Epilogue,
 ) {
-    if epilogue.bias.is_some() || epilogue.residual.is_some() {
-        for (row_index, row) in rows.chunks_exact_mut(pixels).enumerate() {
-            let channel = first_channel + row_index;
-            let bias = epilogue.bias.map_or(0.0, |bias| bias[channel]);
-            match epilogue.residual {
-                Some(residual) => {
-                    let residual = &residual[channel * pixels..(channel + 1) * pixels];
-                    row.iter_mut()
-                        .zip(residual)
-                        .for_each(|(x, r)| *x = *x + bias + r);
-                }
-                None => row.iter_mut().for_each(|x| *x += bias),
-            }
-        }
+    for (row_index, row) in rows.chunks_exact_mut(pixels).enumerate() {
+        epilogue_segment::<M>(row, first_channel + row_index, 0, pixels, epilogue);
     }
-    activate_slice::<M>(rows, epilogue.activation);
 }
 
 /// Applies the epilogue to one image `[channels, pixels]`, in parallel over channel blocks when
@@ -200,13 +213,6 @@ pub(crate) fn pointwise(
     filled_by(batch * out_channels * pixels, |output| {
         for_each_image(output, batch, |image, out, threads| {
             let input = &x[image * in_channels * pixels..(image + 1) * in_channels * pixels];
-            let out = matmul(
-                out,
-                weight,
-                input,
-                [out_channels, in_channels, pixels],
-                threads,
-            );
             let residual = epilogue
                 .residual
                 .map(|residual| &residual[image * out.len()..(image + 1) * out.len()]);
@@ -214,13 +220,101 @@ pub(crate) fn pointwise(
                 residual,
                 ..epilogue
             };
-            if threads {
-                finish_image(out, pixels, epilogue);
-            } else {
-                dispatch!(epilogue_rows(out, pixels, 0, epilogue));
-            }
+            pointwise_image(
+                out,
+                weight,
+                input,
+                [out_channels, in_channels, pixels],
+                epilogue,
+                threads,
+            );
         })
     })
+}
+
+/// Below this many output rows per task, a pointwise convolution is split by columns: the
+/// matrix multiply's register tile is 16 rows.
+const MIN_ROWS_PER_TASK: usize = 32;
+
+/// A raw pointer that may cross threads: tasks write disjoint parts of one output.
+#[derive(Clone, Copy)]
+struct SharedOutput(*mut f32);
+// SAFETY: every task writes only its own rows or columns of the output (see `pointwise_image`).
+unsafe impl Send for SharedOutput {}
+unsafe impl Sync for SharedOutput {}
+
+/// `out = epilogue(weight · input)` for one image (`[m, k, n]`: output channels, input channels,
+/// pixels). Large products are split over rayon's threads by output rows when there are enough
+/// of them, else by columns; each task runs a one-thread matrix multiply and then its own part
+/// of the epilogue while that part is in cache: one parallel region per layer, not two.
+fn pointwise_image(
+    out: &mut [MaybeUninit<f32>],
+    weight: &[f32],
+    input: &[f32],
+    [m, k, n]: [usize; 3],
+    epilogue: Epilogue,
+    threads: bool,
+) {
+    let tasks = if threads && m * n * k >= PARALLEL_MIN_MACS {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    if tasks <= 1 {
+        let out = matmul(out, weight, input, [m, k, n], false);
+        dispatch!(epilogue_rows(out, n, 0, epilogue));
+    } else if m >= MIN_ROWS_PER_TASK * tasks {
+        let rows_per_task = m.div_ceil(tasks);
+        out.par_chunks_mut(rows_per_task * n)
+            .enumerate()
+            .for_each(|(task, block)| {
+                let (first, rows) = (task * rows_per_task, block.len() / n);
+                let lhs = &weight[first * k..(first + rows) * k];
+                let block = matmul(block, lhs, input, [rows, k, n], false);
+                dispatch!(epilogue_rows(block, n, first, epilogue));
+            });
+    } else {
+        assert!(out.len() == m * n && weight.len() == m * k && input.len() == k * n);
+        // Column blocks a multiple of 16 wide (whole SIMD registers).
+        let columns = n.div_ceil(tasks).next_multiple_of(16);
+        let output = SharedOutput(out.as_mut_ptr().cast::<f32>());
+        (0..n.div_ceil(columns)).into_par_iter().for_each(|task| {
+            let output = output;
+            let (first, last) = (task * columns, ((task + 1) * columns).min(n));
+            // SAFETY: rows of `n` at `output`, `weight` and `input` were checked above; this task
+            // writes columns `first..last` of every row and nothing else, every element of them.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    last - first,
+                    k,
+                    output.0.add(first),
+                    1,
+                    n as isize,
+                    false,
+                    weight.as_ptr(),
+                    1,
+                    k as isize,
+                    input.as_ptr().add(first),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for channel in 0..m {
+                // SAFETY: this task's columns of row `channel`, written in full just above.
+                let segment = unsafe {
+                    std::slice::from_raw_parts_mut(output.0.add(channel * n + first), last - first)
+                };
+                dispatch!(epilogue_segment(segment, channel, first, n, epilogue));
+            }
+        });
+    }
 }
 
 /// Any convolution with `groups == 1`, through im2col. `weight`: `[out, in, kh, kw]`.
@@ -437,6 +531,36 @@ mod tests {
                     &format!("depthwise case {index} {activation:?}"),
                 );
             }
+        }
+    }
+
+    #[test]
+    fn pointwise_split_by_rows_or_columns_matches_the_definition() {
+        // Large enough to be split over two threads: 80 output rows split by rows, 24 by columns
+        // (with a last column block narrower than the others).
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("thread pool");
+        for (index, out_channels) in [80, 24].into_iter().enumerate() {
+            let g = geometry([40, out_channels], [30, 31], 1, 1, 1);
+            assert!(out_channels * 40 * 930 >= PARALLEL_MIN_MACS);
+            let x = values(40 * 930, 500 + index as u32);
+            let weight = values(out_channels * 40, 501);
+            let bias = values(out_channels, 502);
+            let residual = values(out_channels * 930, 503);
+            let epilogue = Epilogue {
+                bias: Some(&bias),
+                residual: Some(&residual),
+                activation: Activation::HardSwish,
+            };
+            let expected = reference(&x, 1, &g, &weight, false, epilogue);
+            let actual = pool.install(|| pointwise(&x, 1, &g, &weight, epilogue));
+            assert_close(
+                &actual,
+                &expected,
+                &format!("pointwise split, {out_channels} rows"),
+            );
         }
     }
 
