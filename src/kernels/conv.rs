@@ -243,6 +243,14 @@ struct SharedOutput(*mut f32);
 unsafe impl Send for SharedOutput {}
 unsafe impl Sync for SharedOutput {}
 
+impl SharedOutput {
+    /// The element at `offset`. (A method, so that closures capture the `Send` wrapper rather
+    /// than its raw pointer field.)
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
 /// `out = epilogue(weight · input)` for one image (`[m, k, n]`: output channels, input channels,
 /// pixels). Large products are split over rayon's threads by output rows when there are enough
 /// of them, else by columns; each task runs a one-thread matrix multiply and then its own part
@@ -279,7 +287,6 @@ fn pointwise_image(
         let columns = n.div_ceil(tasks).next_multiple_of(16);
         let output = SharedOutput(out.as_mut_ptr().cast::<f32>());
         (0..n.div_ceil(columns)).into_par_iter().for_each(|task| {
-            let output = output;
             let (first, last) = (task * columns, ((task + 1) * columns).min(n));
             // SAFETY: rows of `n` at `output`, `weight` and `input` were checked above; this task
             // writes columns `first..last` of every row and nothing else, every element of them.
@@ -288,7 +295,7 @@ fn pointwise_image(
                     m,
                     last - first,
                     k,
-                    output.0.add(first),
+                    output.at(first),
                     1,
                     n as isize,
                     false,
@@ -309,7 +316,7 @@ fn pointwise_image(
             for channel in 0..m {
                 // SAFETY: this task's columns of row `channel`, written in full just above.
                 let segment = unsafe {
-                    std::slice::from_raw_parts_mut(output.0.add(channel * n + first), last - first)
+                    std::slice::from_raw_parts_mut(output.at(channel * n + first), last - first)
                 };
                 dispatch!(epilogue_segment(segment, channel, first, n, epilogue));
             }
