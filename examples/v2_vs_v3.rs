@@ -8,7 +8,8 @@
 //! Builds V2 1.0, V3-Large 1.0 and V3-Small 1.0 (random weights, batch norm fused, as for
 //! inference) and three V3-Large ablations built from the table API: ReLU instead of h-swish,
 //! no squeeze-excitation, reduced tail. Prints one markdown table of parameters, multiply-adds,
-//! batch-1 latency (median and 10th-90th percentile) and batch-8 throughput; the cost of h-swish
+//! batch-1 latency (median and 10th-90th percentile, timed in interleaved rounds across the
+//! models so that load from elsewhere hits all of them alike) and batch-8 throughput; the cost of h-swish
 //! and SE in V3-Large as the latency the ablations save; and per-stage batch-1 latency (stem,
 //! blocks grouped by output stride, head), which it also writes as an SVG bar chart.
 
@@ -73,13 +74,18 @@ fn measure(runs: usize, mut run: impl FnMut()) -> Stats {
     for _ in 0..WARM_UP {
         run();
     }
-    let mut times: Vec<f64> = (0..runs)
+    let times: Vec<f64> = (0..runs)
         .map(|_| {
             let start = Instant::now();
             run();
             start.elapsed().as_secs_f64() * 1e3
         })
         .collect();
+    stats(times)
+}
+
+/// Median and 10th/90th percentiles of `times` (ms).
+fn stats(mut times: Vec<f64>) -> Stats {
     times.sort_by(f64::total_cmp);
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     Stats {
@@ -87,6 +93,31 @@ fn measure(runs: usize, mut run: impl FnMut()) -> Stats {
         p10: at(0.1),
         p90: at(0.9),
     }
+}
+
+/// Rounds of the interleaved batch-1 measurement.
+const INTERLEAVED_ROUNDS: usize = 5;
+
+/// Median and spread of batch-1 latency for each forward pass, timed in
+/// [`INTERLEAVED_ROUNDS`] rounds that each run every model `runs / rounds` times in turn.
+fn measure_interleaved(runs: usize, forwards: &[&Forward], input: &Tensor<4>) -> Vec<Stats> {
+    let per_round = runs.div_ceil(INTERLEAVED_ROUNDS);
+    let mut samples = vec![Vec::new(); forwards.len()];
+    for forward in forwards {
+        for _ in 0..WARM_UP {
+            drop(forward(input.clone()).into_data());
+        }
+    }
+    for _ in 0..INTERLEAVED_ROUNDS {
+        for (forward, samples) in forwards.iter().zip(&mut samples) {
+            for _ in 0..per_round {
+                let start = Instant::now();
+                drop(forward(input.clone()).into_data());
+                samples.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    samples.into_iter().map(stats).collect()
 }
 
 /// A forward pass from one tensor to logits.
@@ -305,12 +336,19 @@ fn main() {
         "| model | params | MACs (G) | batch 1 median ms (p10-p90) | batch {THROUGHPUT_BATCH} images/s |"
     );
     println!("|---|---:|---:|---|---:|");
+    // Batch 1, interleaved: every round times each model in turn, so a burst of load from
+    // elsewhere on the machine slows all of them alike and the ablations' differences survive it.
+    eprintln!("batch 1: {INTERLEAVED_ROUNDS} interleaved rounds over all models ...");
+    let forwards: Vec<&Forward> = candidates.iter().map(|c| &c.forward).collect();
+    let single_stats = measure_interleaved(runs, &forwards, &single);
     let mut latencies = Vec::new();
     let mut stages = Vec::new();
-    for candidate in &candidates {
-        eprintln!("measuring {} ...", candidate.name);
+    for (candidate, one) in candidates.iter().zip(single_stats) {
+        eprintln!(
+            "measuring {} at batch {THROUGHPUT_BATCH} ...",
+            candidate.name
+        );
         let forward = &candidate.forward;
-        let one = measure(runs, || drop(forward(single.clone()).into_data()));
         let eight = measure(runs.div_ceil(4), || {
             drop(forward(batch.clone()).into_data())
         });

@@ -11,6 +11,7 @@ use super::features::global_average_pool;
 use super::tables::{
     MOBILENET_V2_LAST_CHANNELS, MOBILENET_V2_STAGES, MOBILENET_V2_STEM_CHANNELS, StageSpec,
 };
+use crate::kernels;
 use crate::make_divisible::{CHANNEL_DIVISOR, make_divisible};
 use crate::summary::{ModelSummary, linear_row, pool_row};
 use crate::torch_paths::torchvision_module;
@@ -203,7 +204,8 @@ impl MobileNetV2 {
     ///
     /// On an input [`Features::check_input`] rejects, with its message.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_head(self.forward_features(x))
+        // The head too runs on the thread pool (see `kernels::run_on_thread_pool`).
+        kernels::run_on_thread_pool(|| self.forward_head(self.forward_features(x)))
     }
 
     /// The inference form of the model: every batch norm folded into the convolution before

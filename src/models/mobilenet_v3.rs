@@ -13,6 +13,7 @@ use super::tables::{
     MOBILENET_V3_LAST_CONV_EXPANSION, MOBILENET_V3_SMALL, MOBILENET_V3_SMALL_HEAD_CHANNELS,
     MOBILENET_V3_STEM_CHANNELS, minimal,
 };
+use crate::kernels;
 use crate::make_divisible::{CHANNEL_DIVISOR, make_divisible};
 use crate::summary::{ModelSummary, linear_row, pool_row};
 use crate::torch_paths::torchvision_module;
@@ -330,7 +331,8 @@ impl MobileNetV3 {
     ///
     /// On an input [`Features::check_input`] rejects, with its message.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_head(self.forward_features(x))
+        // The head too runs on the thread pool (see `kernels::run_on_thread_pool`).
+        kernels::run_on_thread_pool(|| self.forward_head(self.forward_features(x)))
     }
 
     /// The inference form of the model: every batch norm folded into the convolution before
