@@ -28,6 +28,15 @@ pub enum Error {
         expected: String,
     },
 
+    /// `forward_intermediates` was asked for a tap that `feature_info` does not list.
+    #[error("no feature tap {index}: the model has {taps} (indices 0..{taps})")]
+    NoSuchFeatureTap {
+        /// The index asked for.
+        index: usize,
+        /// How many taps there are.
+        taps: usize,
+    },
+
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

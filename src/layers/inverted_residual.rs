@@ -204,15 +204,37 @@ impl InvertedResidual {
     ///   depthwise stride
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let residual = self.use_residual.then(|| x.clone());
+        self.project(self.hidden(x), residual)
+    }
+
+    /// The block's output and the tensor its projection reads (after expansion, depthwise and
+    /// squeeze-and-excitation): timm's `feature_location="expansion"` tap.
+    ///
+    /// # Shapes
+    /// - input: `[batch, in_channels, height, width]`
+    /// - output: (`[batch, out_channels, h, w]`, `[batch, expanded_channels, h, w]`), `h` and `w`
+    ///   as in [`forward`](Self::forward)
+    pub fn forward_with_hidden(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let residual = self.use_residual.then(|| x.clone());
+        let hidden = self.hidden(x);
+        (self.project(hidden.clone(), residual), hidden)
+    }
+
+    /// Expansion, depthwise and squeeze-and-excitation.
+    fn hidden(&self, x: Tensor<4>) -> Tensor<4> {
         let y = match &self.expand {
             Some(expand) => expand.forward(x),
             None => x,
         };
         let y = self.depthwise.forward(y);
-        let y = match &self.squeeze_excitation {
+        match &self.squeeze_excitation {
             Some(se) => se.forward(y),
             None => y,
-        };
+        }
+    }
+
+    /// The linear projection, and the residual connection when the block has one.
+    fn project(&self, y: Tensor<4>, residual: Option<Tensor<4>>) -> Tensor<4> {
         // Folded projection: a native kernel (burn-flex) may add the residual in the same pass.
         let y = match &self.project_norm {
             None => {
@@ -237,5 +259,15 @@ impl InvertedResidual {
             Some(x) => y + x,
             None => y,
         }
+    }
+
+    /// Channels after the expansion (the depthwise convolution's width).
+    pub fn expanded_channels(&self) -> usize {
+        self.depthwise.out_channels()
+    }
+
+    /// The block's spatial stride (its depthwise convolution's).
+    pub fn stride(&self) -> usize {
+        self.depthwise.conv.stride[0]
     }
 }

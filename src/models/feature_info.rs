@@ -1,0 +1,152 @@
+//! Feature taps as data: which layer outputs a detection or segmentation head can read, with
+//! their channels and stride, the way timm's `feature_info` describes them
+//! (`timm/models/_features.py`, `_efficientnet_builder.py`), and `forward_intermediates` to
+//! compute them.
+//!
+//! A tap is the last layer of each output stride (reduction): C1 at 2, C2 at 4, ... C5 at 32.
+//! With `FeatureLocation::Expansion` a tap inside an inverted residual block reads the tensor
+//! its projection reads instead (expanded channels, after depthwise and squeeze-excitation),
+//! timm's `feature_location="expansion"`. The candidates follow timm: for MobileNetV3 the last
+//! 1x1 convolution counts (timm keeps it among its blocks), for MobileNetV2 it does not (timm's
+//! C5 of `mobilenetv2_100` is the last block, 320 channels, not the 1280-channel head conv).
+
+use burn::tensor::Tensor;
+
+use crate::{Error, Features};
+
+/// Where a tap reads, as timm's `feature_location`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureLocation {
+    /// The output of the layer (timm's default, `""`).
+    BlockOutput,
+    /// Inside an inverted residual block, the input of its projection: the expanded tensor
+    /// after depthwise and squeeze-excitation (timm's `"expansion"`). Taps on the stem or the
+    /// last convolution read their output.
+    Expansion,
+}
+
+/// One feature tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeatureInfo {
+    /// The layer, as torchvision numbers `features`: 0 is the stem, `1..=blocks` the inverted
+    /// residual blocks, `blocks + 1` the last convolution.
+    pub layer: usize,
+    /// Channels of the tapped tensor.
+    pub channels: usize,
+    /// Its stride relative to the input (timm's `reduction`): 2, 4, 8, 16, 32; 16 for the last
+    /// taps of a dilated MobileNetV3.
+    pub reduction: usize,
+    /// Where in the layer the tap reads.
+    pub location: FeatureLocation,
+}
+
+impl Features {
+    /// The taps, C1 first. `with_last_conv` says whether the last 1x1 convolution is a
+    /// candidate (timm: yes for V3, no for V2).
+    pub(crate) fn feature_info(
+        &self,
+        location: FeatureLocation,
+        with_last_conv: bool,
+    ) -> Vec<FeatureInfo> {
+        // (layer, output channels, expanded channels, stride so far), in order.
+        let mut reduction = self.stem.conv.stride[0];
+        let mut layers = vec![(0, self.stem.out_channels(), None, reduction)];
+        for (index, block) in self.blocks.iter().enumerate() {
+            reduction *= block.stride();
+            layers.push((
+                index + 1,
+                block.project_conv.weight.dims()[0],
+                Some(block.expanded_channels()),
+                reduction,
+            ));
+        }
+        if with_last_conv {
+            let layer = self.blocks.len() + 1;
+            layers.push((layer, self.last_conv.out_channels(), None, reduction));
+        }
+        // The last layer of each stride; a dilated stage keeps its stride and so its own tap,
+        // as timm's stages do: a stage starts where the stride would have changed.
+        let mut taps: Vec<FeatureInfo> = Vec::new();
+        for (position, &(layer, channels, expanded, reduction)) in layers.iter().enumerate() {
+            let next_starts_stage = match layers.get(position + 1) {
+                None => true,
+                Some(&(next_layer, _, _, next_reduction)) => {
+                    next_reduction != reduction || self.starts_dilated_stage(next_layer)
+                }
+            };
+            if next_starts_stage {
+                let channels = match (location, expanded) {
+                    (FeatureLocation::Expansion, Some(expanded)) => expanded,
+                    _ => channels,
+                };
+                taps.push(FeatureInfo {
+                    layer,
+                    channels,
+                    reduction,
+                    location,
+                });
+            }
+        }
+        taps
+    }
+
+    /// Whether block layer `layer` (torchvision numbering) is the first of a dilated stage: its
+    /// dilation is larger than the previous block's.
+    fn starts_dilated_stage(&self, layer: usize) -> bool {
+        let dilation = |layer: usize| {
+            layer
+                .checked_sub(1)
+                .and_then(|index| self.blocks.get(index))
+                .map_or(1, |block| block.depthwise.conv.dilation[0])
+        };
+        layer >= 1 && layer <= self.blocks.len() && dilation(layer) > dilation(layer - 1)
+    }
+
+    /// The tensors of `taps[indices]`, in the order of `indices`; runs the trunk only as far as
+    /// the deepest tap asked for.
+    pub(crate) fn forward_intermediates(
+        &self,
+        x: Tensor<4>,
+        taps: &[FeatureInfo],
+        indices: &[usize],
+    ) -> Result<Vec<Tensor<4>>, Error> {
+        self.check_input(x.dims())?;
+        if let Some(&index) = indices.iter().find(|&&index| index >= taps.len()) {
+            return Err(Error::NoSuchFeatureTap {
+                index,
+                taps: taps.len(),
+            });
+        }
+        let wanted: Vec<FeatureInfo> = indices.iter().map(|&index| taps[index]).collect();
+        let deepest = wanted.iter().map(|tap| tap.layer).max();
+        let mut found: Vec<Option<Tensor<4>>> = vec![None; wanted.len()];
+        let mut record = |layer: usize, output: &Tensor<4>, hidden: Option<&Tensor<4>>| {
+            for (slot, tap) in found.iter_mut().zip(&wanted) {
+                if tap.layer == layer {
+                    let tensor = match (tap.location, hidden) {
+                        (FeatureLocation::Expansion, Some(hidden)) => hidden,
+                        _ => output,
+                    };
+                    *slot = Some(tensor.clone());
+                }
+            }
+        };
+        let Some(deepest) = deepest else {
+            return Ok(Vec::new());
+        };
+        crate::kernels::run_on_thread_pool(|| {
+            let mut x = self.stem.forward(x);
+            record(0, &x, None);
+            for (index, block) in self.blocks.iter().enumerate().take(deepest) {
+                let (output, hidden) = block.forward_with_hidden(x);
+                record(index + 1, &output, Some(&hidden));
+                x = output;
+            }
+            if deepest > self.blocks.len() {
+                let output = self.last_conv.forward(x);
+                record(self.blocks.len() + 1, &output, None);
+            }
+        });
+        Ok(found.into_iter().flatten().collect())
+    }
+}
