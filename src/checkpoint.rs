@@ -16,6 +16,7 @@ use burn::store::{
     PytorchStore, SafetensorsStore,
 };
 
+use crate::detection::SsdLite;
 use crate::error::io_error;
 use crate::{Error, MismatchReport, MobileNetV2, MobileNetV3, ShapeMismatch};
 
@@ -272,6 +273,7 @@ macro_rules! checkpoint_methods {
 
 checkpoint_methods!(MobileNetV2);
 checkpoint_methods!(MobileNetV3);
+checkpoint_methods!(SsdLite);
 
 #[cfg(test)]
 mod tests {

@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod checkpoint;
+pub mod detection;
 mod error;
 mod fuse;
 pub mod kernels;

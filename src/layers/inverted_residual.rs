@@ -30,6 +30,11 @@ pub enum BlockLayout {
     /// `block.{i}`: expansion, depthwise, squeeze-excitation and projection, each one entry
     /// (the projection a `Conv2dNormActivation` without activation).
     MobileNetV3,
+    /// What remains of a MobileNetV3 block in torchvision's SSDLite backbone after its
+    /// expansion moved to the end of `features.0` (`backbone[c4_pos].block[1:]`, whose
+    /// `nn.Sequential` slice keeps the original positions): depthwise `1`, squeeze-excitation
+    /// `2`, projection `3`, with no `block.` prefix and no expansion.
+    SsdLiteTail,
 }
 
 /// Configuration of [`InvertedResidual`]: one row of an architecture table, with its input
@@ -153,7 +158,10 @@ torchvision_module!(InvertedResidual {
 impl InvertedResidual {
     /// Position of the depthwise layer in torchvision's `nn.Sequential`.
     fn depthwise_index(&self) -> usize {
-        usize::from(self.expand.is_some())
+        match self.layout {
+            BlockLayout::SsdLiteTail => 1,
+            _ => usize::from(self.expand.is_some()),
+        }
     }
 
     /// Key of the layer at `index` of torchvision's `nn.Sequential`.
@@ -161,6 +169,7 @@ impl InvertedResidual {
         match self.layout {
             BlockLayout::MobileNetV2 => format!("conv.{index}"),
             BlockLayout::MobileNetV3 => format!("block.{index}"),
+            BlockLayout::SsdLiteTail => index.to_string(),
         }
     }
 
@@ -171,7 +180,7 @@ impl InvertedResidual {
             // `nn.Conv2d` and `norm_layer` appended directly.
             BlockLayout::MobileNetV2 => [self.layer_path(index), self.layer_path(index + 1)],
             // One `Conv2dNormActivation` with `activation_layer=None`.
-            BlockLayout::MobileNetV3 => {
+            BlockLayout::MobileNetV3 | BlockLayout::SsdLiteTail => {
                 let path = self.layer_path(index);
                 [format!("{path}.0"), format!("{path}.1")]
             }

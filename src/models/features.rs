@@ -64,6 +64,28 @@ impl Features {
         })
     }
 
+    /// Sets the momentum of every batch norm (torchvision's SSDLite uses 0.03 in its backbone).
+    pub(crate) fn set_norm_momentum(&mut self, momentum: f64) {
+        let layers = std::iter::once(&mut self.stem)
+            .chain(self.blocks.iter_mut().flat_map(|block| {
+                block
+                    .expand
+                    .iter_mut()
+                    .chain(std::iter::once(&mut block.depthwise))
+            }))
+            .chain(std::iter::once(&mut self.last_conv));
+        for norm in layers.filter_map(|layer| layer.norm.as_mut()) {
+            norm.momentum = momentum;
+        }
+        for norm in self
+            .blocks
+            .iter_mut()
+            .filter_map(|block| block.project_norm.as_mut())
+        {
+            norm.momentum = momentum;
+        }
+    }
+
     /// Folds every batch norm into the convolution before it, for inference.
     pub fn fuse(self) -> Self {
         Self {

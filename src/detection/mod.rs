@@ -1,0 +1,12 @@
+//! Object detection with a MobileNetV3 backbone: torchvision's SSDLite320.
+
+mod anchors;
+mod postprocess;
+mod ssdlite;
+mod transform;
+
+pub use anchors::DefaultBoxes;
+pub use postprocess::{Detections, PostprocessOptions};
+pub use ssdlite::{
+    PredictionBlock, SSDLITE_NORM, SsdLite, SsdLiteBackbone, SsdLiteConfig, SsdLiteHeadOutput,
+};

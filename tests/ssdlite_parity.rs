@@ -1,0 +1,265 @@
+//! SSDLite320 against torchvision 0.29.2 (fixtures from `scripts/make_ssdlite_fixtures.py`:
+//! random weights and BatchNorm statistics, reduced tail, V3-Large at width 0.5 with 5 classes
+//! and V3-Small at width 0.75 with 4): the checkpoint loads by torchvision's keys; the
+//! transform, the heads' raw outputs for every default box, the default boxes and the final
+//! detections on assets/chelsea.png equal torchvision's, on every CPU backend, unfused and
+//! fused.
+
+mod common;
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::{cpu_devices, fixture_tensor, max_abs_diff};
+use mobilenet_burn::MobileNetV3Config;
+use mobilenet_burn::detection::{Detections, SsdLite, SsdLiteConfig, SsdLiteHeadOutput};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Manifest {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    backbone: String,
+    width_mult: f64,
+    num_classes: usize,
+}
+
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(common::fixtures().join("ssdlite/manifest.json"))
+        .expect("ssdlite manifest");
+    serde_json::from_str::<Manifest>(&text)
+        .expect("valid manifest")
+        .cases
+}
+
+fn model(case: &Case, device: &Device) -> SsdLite {
+    let backbone = match case.backbone.as_str() {
+        "mobilenet_v3_large" => MobileNetV3Config::large(),
+        _ => MobileNetV3Config::small(),
+    };
+    let config = SsdLiteConfig::new(
+        backbone
+            .with_width_mult(case.width_mult)
+            .with_reduced_tail(true),
+    )
+    .with_num_classes(case.num_classes);
+    let path = common::fixtures().join(format!("ssdlite/{}.safetensors", case.name));
+    config
+        .init(device)
+        .load_torchvision(path)
+        .expect("torchvision checkpoint loads")
+}
+
+/// The photo as torchvision's `pil_to_tensor(...) / 255`: `[3, height, width]` in [0, 1].
+fn photo(device: &Device) -> Tensor<3> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/chelsea.png");
+    let image = image::open(path).expect("photo").to_rgb8();
+    let (width, height) = image.dimensions();
+    let (width, height) = (width as usize, height as usize);
+    let mut values = vec![0.0f32; 3 * height * width];
+    for (x, y, pixel) in image.enumerate_pixels() {
+        for channel in 0..3 {
+            values[(channel * height + y as usize) * width + x as usize] =
+                pixel[channel] as f32 / 255.0;
+        }
+    }
+    Tensor::from_data(TensorData::new(values, [3, height, width]), device)
+}
+
+fn io<const D: usize>(case: &Case, name: &str, device: &Device) -> Tensor<D> {
+    fixture_tensor(
+        &format!("ssdlite/{}.io.safetensors", case.name),
+        name,
+        device,
+    )
+}
+
+/// torchvision's detections of the photo: boxes, scores, labels.
+fn expected_detections(case: &Case, device: &Device) -> Detections {
+    let boxes: Tensor<2> = io(case, "boxes", device);
+    let scores: Tensor<1> = io(case, "scores", device);
+    let boxes = boxes.into_data().try_to_vec::<f32>().expect("boxes");
+    let path = common::fixtures().join(format!("ssdlite/{}.io.safetensors", case.name));
+    let bytes = std::fs::read(path).expect("io fixture");
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    Detections {
+        boxes: boxes
+            .chunks_exact(4)
+            .map(|b| [b[0], b[1], b[2], b[3]])
+            .collect(),
+        scores: scores.into_data().try_to_vec::<f32>().expect("scores"),
+        labels: tensors
+            .tensor("labels")
+            .expect("labels")
+            .data()
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .collect(),
+    }
+}
+
+/// How many of `theirs` have no detection in `ours` with the same label, a score within 1e-5
+/// and a box within 1e-3 pixels (each of ours matched once). Compared as sets: equal scores may
+/// be listed in either order.
+fn unmatched(ours: &Detections, theirs: &Detections) -> usize {
+    assert!(
+        ours.scores.windows(2).all(|pair| pair[0] >= pair[1]),
+        "ours are not sorted by score"
+    );
+    let mut free: Vec<usize> = (0..ours.len()).collect();
+    let mut missing = 0;
+    for index in 0..theirs.len() {
+        let found = free.iter().position(|&candidate| {
+            ours.labels[candidate] == theirs.labels[index]
+                && (ours.scores[candidate] - theirs.scores[index]).abs() <= 1e-5
+                && ours.boxes[candidate]
+                    .iter()
+                    .zip(&theirs.boxes[index])
+                    .all(|(a, b)| (a - b).abs() <= 1e-3)
+        });
+        match found {
+            Some(position) => {
+                free.swap_remove(position);
+            }
+            None => missing += 1,
+        }
+    }
+    missing
+}
+
+#[test]
+fn ssdlite_matches_torchvision_on_cpu_backends() {
+    for (backend, device) in cpu_devices() {
+        for case in cases() {
+            let label = format!("{backend} {}", case.name);
+            let detector = model(&case, &device);
+            let photo = photo(&device);
+
+            // Transform: normalize to [-1, 1], bilinear resize to 320x320.
+            let transformed = detector.preprocess(&photo).expect("3-channel photo");
+            let transformed_reference: Tensor<4> = io(&case, "transformed", &device);
+            let (diff, _) =
+                max_abs_diff(transformed.unsqueeze::<4>(), transformed_reference.clone());
+            assert!(diff <= 1e-5, "{label}: transform differs by {diff}");
+
+            // The post-processing on torchvision's own head outputs gives torchvision's detections.
+            let reference = SsdLiteHeadOutput {
+                cls_logits: io(&case, "cls_logits", &device),
+                bbox_regression: io(&case, "bbox_regression", &device),
+                grid_sizes: vec![[20, 20], [10, 10], [5, 5], [3, 3], [2, 2], [1, 1]],
+            };
+            let [_, height, width] = photo.dims();
+            let expected = expected_detections(&case, &device);
+            let ours = detector.postprocess(&reference, &[[height, width]]);
+            assert_eq!(ours[0].len(), expected.len(), "{label}: detection count");
+            assert_eq!(
+                unmatched(&ours[0], &expected),
+                0,
+                "{label}: post-processing"
+            );
+
+            for (variant, detector) in [("unfused", detector.clone()), ("fused", detector.fuse())] {
+                let label = format!("{label} {variant}");
+                let output = detector.forward(transformed_reference.clone());
+                for (name, ours) in [
+                    ("cls_logits", output.cls_logits.clone()),
+                    ("bbox_regression", output.bbox_regression.clone()),
+                ] {
+                    let (diff, scale) = max_abs_diff(ours, io::<3>(&case, name, &device));
+                    println!("{label}: {name} max diff {diff:.2e} (scale {scale:.2})");
+                    assert!(diff <= 1e-4 * scale, "{label}: {name} differs by {diff}");
+                }
+                let anchors: Vec<f32> = detector
+                    .default_boxes(&output.grid_sizes)
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let expected_anchors: Tensor<2> = io(&case, "anchors", &device);
+                let expected_anchors = expected_anchors
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .expect("f32");
+                assert_eq!(
+                    anchors.len(),
+                    expected_anchors.len(),
+                    "{label}: anchor count"
+                );
+                let anchor_diff = anchors
+                    .iter()
+                    .zip(&expected_anchors)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    anchor_diff <= 1e-4,
+                    "{label}: anchors differ by {anchor_diff}"
+                );
+
+                // End to end. Non-maximum suppression is a threshold on IoU: a pair of boxes whose
+                // IoU lies within float noise of 0.55 may go either way when the network's
+                // outputs differ in the 6th digit (fusing BatchNorm changes them that much), and
+                // one flip can change what else survives. Allow 1% such differences here; the
+                // post-processing alone is checked exactly below.
+                let detections = detector.detect(std::slice::from_ref(&photo)).expect("detections");
+                assert_eq!(
+                    detections[0].len(),
+                    expected.len(),
+                    "{label}: detection count"
+                );
+                let missing = unmatched(&detections[0], &expected);
+                println!("{label}: {missing} of {} detections differ", expected.len());
+                assert!(
+                    missing * 100 <= expected.len(),
+                    "{label}: {missing} detections differ"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_images_and_checkpoints_are_typed_errors() {
+    let device = common::cpu_device();
+    let case = &cases()[0];
+    let detector = model(case, &device);
+    for shape in [[4, 10, 10], [3, 0, 10], [1, 10, 10]] {
+        let image = Tensor::<3>::zeros(shape, &device);
+        assert!(
+            matches!(
+                detector.detect(&[image]),
+                Err(mobilenet_burn::Error::InvalidInput { .. })
+            ),
+            "{shape:?}"
+        );
+    }
+    // A checkpoint with 5 classes does not load into a 3-class detector: the class heads'
+    // shapes are reported.
+    let path = common::fixtures().join(format!("ssdlite/{}.safetensors", case.name));
+    let config = SsdLiteConfig::new(
+        MobileNetV3Config::large()
+            .with_width_mult(case.width_mult)
+            .with_reduced_tail(true),
+    )
+    .with_num_classes(3);
+    let error = config
+        .init(&device)
+        .load_torchvision(path)
+        .expect_err("num_classes mismatch");
+    let message = error.to_string();
+    assert!(
+        matches!(error, mobilenet_burn::Error::CheckpointMismatch { .. })
+            && message.contains("head.classification_head.module_list.0.1.weight"),
+        "{message}"
+    );
+    // Fewer than two classes is a configuration error.
+    assert!(matches!(
+        SsdLiteConfig::mobilenet_v3_large(1).try_init(&device),
+        Err(mobilenet_burn::Error::InvalidConfig {
+            field: "num_classes",
+            ..
+        })
+    ));
+}
