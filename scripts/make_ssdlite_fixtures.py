@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Random-weight SSDLite320 fixtures from torchvision, for tests/ssdlite_parity.rs.
 
+The MobileNetV2 case has no torchvision builder: its InvertedResidual's `conv` Sequential is
+aliased as `block` so that torchvision's own `_mobilenet_extractor` splits it.
+
     pip install torch==2.15.0 torchvision==0.29.2 safetensors==0.8.0 pillow
     python3 scripts/make_ssdlite_fixtures.py
 
@@ -14,7 +17,7 @@ initialization differs from torchvision's training init (see `main`) so that cla
 differ enough for no exact tie to decide a suppression.
 
 Per case it writes `<case>.safetensors` (the state_dict) and `<case>.io.safetensors`, for the
-photo assets/chelsea.png read as a [0, 1] tensor: the transformed batch (`transformed`, 320x320, [-1, 1]),
+photo assets/chelsea.png read as a [0, 1] tensor: the transformed batch (first case only) (`transformed`, 320x320, [-1, 1]),
 the head outputs (`cls_logits`, `bbox_regression`), the anchors (`anchors`, xyxy pixels of
 the 320x320 image) and the final detections in photo pixels (`boxes`, `scores`, `labels`).
 Made with torch 2.15.0, torchvision 0.29.2, safetensors 0.8.0.
@@ -28,7 +31,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
-from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
+from torchvision.models import mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD
@@ -41,14 +44,24 @@ CASES = [
     # name, backbone builder, width, num_classes
     ("ssdlite_v3l_w050", mobilenet_v3_large, 0.5, 5),
     ("ssdlite_v3s_w075", mobilenet_v3_small, 0.75, 4),
+    ("ssdlite_v2_w050", mobilenet_v2, 0.5, 3),
 ]
 
 
 def build(backbone_fn, width_mult, num_classes):
     """torchvision's ssdlite320_mobilenet_v3_large, with the backbone as a parameter."""
     norm_layer = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
-    backbone = backbone_fn(weights=None, norm_layer=norm_layer, reduced_tail=True,
-                           width_mult=width_mult)
+    if backbone_fn is mobilenet_v2:
+        backbone = backbone_fn(weights=None, norm_layer=norm_layer, width_mult=width_mult)
+        # `_mobilenet_extractor` reads V3's `block` attribute; V2 calls the same Sequential
+        # `conv`. A plain attribute alias (not a registered submodule, so no duplicate keys)
+        # lets torchvision's own extractor split V2 the same way.
+        for layer in backbone.features:
+            if isinstance(getattr(layer, "conv", None), nn.Sequential):
+                object.__setattr__(layer, "block", layer.conv)
+    else:
+        backbone = backbone_fn(weights=None, norm_layer=norm_layer, reduced_tail=True,
+                               width_mult=width_mult)
     backbone = _mobilenet_extractor(backbone, 6, norm_layer)
     size = (320, 320)
     anchor_generator = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
@@ -114,8 +127,10 @@ def main():
             detections = model([image])[0]
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(OUT / f"{name}.safetensors"))
+        # The transformed photo is the same for every case: stored with the first only.
+        transformed = {"transformed": images.tensors.contiguous()} if index == 0 else {}
         save_file({
-            "transformed": images.tensors.contiguous(),
+            **transformed,
             "cls_logits": head["cls_logits"].contiguous(),
             "bbox_regression": head["bbox_regression"].contiguous(),
             "anchors": anchors.contiguous(),

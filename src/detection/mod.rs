@@ -8,5 +8,6 @@ mod transform;
 pub use anchors::DefaultBoxes;
 pub use postprocess::{Detections, PostprocessOptions};
 pub use ssdlite::{
-    PredictionBlock, SSDLITE_NORM, SsdLite, SsdLiteBackbone, SsdLiteConfig, SsdLiteHeadOutput,
+    PredictionBlock, SSDLITE_NORM, SsdLite, SsdLiteBackbone, SsdLiteBackboneConfig, SsdLiteConfig,
+    SsdLiteHeadOutput,
 };

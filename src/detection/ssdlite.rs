@@ -15,11 +15,12 @@ use super::transform::normalize_and_resize;
 use crate::torch_paths::torchvision_module;
 use crate::{
     Activation, BatchNormSpec, BlockLayout, Conv2dNormActivation, Conv2dNormActivationConfig,
-    Error, InvertedResidual, MobileNetV3Config,
+    Error, InvertedResidual, MobileNetV2Config, MobileNetV3Config,
 };
+use serde::{Deserialize, Serialize};
 
 /// torchvision's SSDLite BatchNorm: `partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)`, in
-/// the backbone, the extra blocks and the heads alike.
+/// the backbone (whatever the classification network uses), the extra blocks and the heads.
 pub const SSDLITE_NORM: BatchNormSpec = BatchNormSpec {
     epsilon: 1e-3,
     momentum: 0.03,
@@ -28,12 +29,24 @@ pub const SSDLITE_NORM: BatchNormSpec = BatchNormSpec {
 /// Output channels of the four extra blocks (torchvision's `get_depth(512)`, ... at width 1).
 const EXTRA_CHANNELS: [usize; 4] = [512, 256, 256, 128];
 
+/// The classification network whose trunk becomes the detector's backbone (its classifier is
+/// not built).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SsdLiteBackboneConfig {
+    /// MobileNetV2. torchvision has no SSDLite builder for it (its `_mobilenet_extractor`
+    /// expects V3's `block` attribute); the keys follow the same scheme, the tail of the C4
+    /// block at `features.1.0.{1,2,3}` as V2 numbers it.
+    MobileNetV2(MobileNetV2Config),
+    /// MobileNetV3, Large or Small. torchvision's COCO model uses
+    /// `MobileNetV3Config::large().with_reduced_tail(true)`.
+    MobileNetV3(MobileNetV3Config),
+}
+
 /// Configuration of [`SsdLite`].
 #[derive(Config, Debug)]
 pub struct SsdLiteConfig {
-    /// The MobileNetV3 backbone (its classifier is not built). torchvision's COCO model uses
-    /// `MobileNetV3Config::large().with_reduced_tail(true)`.
-    pub backbone: MobileNetV3Config,
+    /// The backbone.
+    pub backbone: SsdLiteBackboneConfig,
     /// Classes, the background (index 0) included. Default: 91 (COCO's, as torchvision).
     #[config(default = 91)]
     pub num_classes: usize,
@@ -57,13 +70,25 @@ pub struct SsdLiteConfig {
 impl SsdLiteConfig {
     /// torchvision's `ssdlite320_mobilenet_v3_large`: MobileNetV3-Large with the reduced tail.
     pub fn mobilenet_v3_large(num_classes: usize) -> Self {
-        Self::new(MobileNetV3Config::large().with_reduced_tail(true)).with_num_classes(num_classes)
+        Self::new(SsdLiteBackboneConfig::MobileNetV3(
+            MobileNetV3Config::large().with_reduced_tail(true),
+        ))
+        .with_num_classes(num_classes)
     }
 
     /// The same detector on MobileNetV3-Small (the paper's other row; torchvision builds it
     /// with the same code, only the backbone differs).
     pub fn mobilenet_v3_small(num_classes: usize) -> Self {
-        Self::new(MobileNetV3Config::small().with_reduced_tail(true)).with_num_classes(num_classes)
+        Self::new(SsdLiteBackboneConfig::MobileNetV3(
+            MobileNetV3Config::small().with_reduced_tail(true),
+        ))
+        .with_num_classes(num_classes)
+    }
+
+    /// The same detector on MobileNetV2 (the MobileNetV2 paper's SSDLite).
+    pub fn mobilenet_v2(num_classes: usize) -> Self {
+        Self::new(SsdLiteBackboneConfig::MobileNetV2(MobileNetV2Config::new()))
+            .with_num_classes(num_classes)
     }
 
     /// Builds the detector.
@@ -80,8 +105,17 @@ impl SsdLiteConfig {
                 expected: "at least 2 (the background and one class)".into(),
             });
         }
-        let mut features = self.backbone.try_init(device)?.features;
-        features.set_norm_momentum(SSDLITE_NORM.momentum);
+        let (mut features, tail_layout) = match &self.backbone {
+            SsdLiteBackboneConfig::MobileNetV2(config) => (
+                config.try_init(device)?.features,
+                BlockLayout::SsdLiteTailV2,
+            ),
+            SsdLiteBackboneConfig::MobileNetV3(config) => (
+                config.try_init(device)?.features,
+                BlockLayout::SsdLiteTailV3,
+            ),
+        };
+        features.set_norm(SSDLITE_NORM);
         // C4: the last block that halves the resolution (torchvision's `stage_indices[-2]`).
         let c4 = features
             .blocks
@@ -100,7 +134,7 @@ impl SsdLiteConfig {
             value: "C4 block without expansion".into(),
             expected: "an expanding C4 block".into(),
         })?;
-        c4_block.layout = BlockLayout::SsdLiteTail;
+        c4_block.layout = tail_layout;
         let c4_channels = c4_expansion.out_channels();
         let last_channels = features.last_conv.out_channels();
 

@@ -34,7 +34,10 @@ pub enum BlockLayout {
     /// expansion moved to the end of `features.0` (`backbone[c4_pos].block[1:]`, whose
     /// `nn.Sequential` slice keeps the original positions): depthwise `1`, squeeze-excitation
     /// `2`, projection `3`, with no `block.` prefix and no expansion.
-    SsdLiteTail,
+    SsdLiteTailV3,
+    /// The same for a MobileNetV2 block (`conv[1:]`): depthwise `1`, projection convolution `2`
+    /// and its batch norm `3`.
+    SsdLiteTailV2,
 }
 
 /// Configuration of [`InvertedResidual`]: one row of an architecture table, with its input
@@ -159,7 +162,7 @@ impl InvertedResidual {
     /// Position of the depthwise layer in torchvision's `nn.Sequential`.
     fn depthwise_index(&self) -> usize {
         match self.layout {
-            BlockLayout::SsdLiteTail => 1,
+            BlockLayout::SsdLiteTailV2 | BlockLayout::SsdLiteTailV3 => 1,
             _ => usize::from(self.expand.is_some()),
         }
     }
@@ -169,7 +172,7 @@ impl InvertedResidual {
         match self.layout {
             BlockLayout::MobileNetV2 => format!("conv.{index}"),
             BlockLayout::MobileNetV3 => format!("block.{index}"),
-            BlockLayout::SsdLiteTail => index.to_string(),
+            BlockLayout::SsdLiteTailV2 | BlockLayout::SsdLiteTailV3 => index.to_string(),
         }
     }
 
@@ -178,9 +181,11 @@ impl InvertedResidual {
         let index = self.depthwise_index() + 1 + usize::from(self.squeeze_excitation.is_some());
         match self.layout {
             // `nn.Conv2d` and `norm_layer` appended directly.
-            BlockLayout::MobileNetV2 => [self.layer_path(index), self.layer_path(index + 1)],
+            BlockLayout::MobileNetV2 | BlockLayout::SsdLiteTailV2 => {
+                [self.layer_path(index), self.layer_path(index + 1)]
+            }
             // One `Conv2dNormActivation` with `activation_layer=None`.
-            BlockLayout::MobileNetV3 | BlockLayout::SsdLiteTail => {
+            BlockLayout::MobileNetV3 | BlockLayout::SsdLiteTailV3 => {
                 let path = self.layer_path(index);
                 [format!("{path}.0"), format!("{path}.1")]
             }

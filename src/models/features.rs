@@ -6,7 +6,7 @@ use burn::tensor::module::adaptive_avg_pool2d;
 
 use crate::kernels;
 use crate::torch_paths::torchvision_module;
-use crate::{Conv2dNormActivation, Error, InvertedResidual};
+use crate::{BatchNormSpec, Conv2dNormActivation, Error, InvertedResidual};
 
 /// Stem, blocks and last convolution, stored under torchvision's keys `0`, `1..=n`, `n + 1`.
 #[derive(Debug, Clone)]
@@ -64,25 +64,22 @@ impl Features {
         })
     }
 
-    /// Sets the momentum of every batch norm (torchvision's SSDLite uses 0.03 in its backbone).
-    pub(crate) fn set_norm_momentum(&mut self, momentum: f64) {
-        let layers = std::iter::once(&mut self.stem)
-            .chain(self.blocks.iter_mut().flat_map(|block| {
-                block
-                    .expand
-                    .iter_mut()
-                    .chain(std::iter::once(&mut block.depthwise))
-            }))
-            .chain(std::iter::once(&mut self.last_conv));
-        for norm in layers.filter_map(|layer| layer.norm.as_mut()) {
-            norm.momentum = momentum;
+    /// Sets epsilon and momentum of every batch norm (torchvision's SSDLite builds its
+    /// backbone with `eps=0.001, momentum=0.03`).
+    pub(crate) fn set_norm(&mut self, spec: BatchNormSpec) {
+        let set = |norm: &mut burn::nn::BatchNorm| {
+            norm.epsilon = spec.epsilon;
+            norm.momentum = spec.momentum;
+        };
+        for layer in [&mut self.stem, &mut self.last_conv] {
+            layer.norm.iter_mut().for_each(set);
         }
-        for norm in self
-            .blocks
-            .iter_mut()
-            .filter_map(|block| block.project_norm.as_mut())
-        {
-            norm.momentum = momentum;
+        for block in &mut self.blocks {
+            if let Some(expand) = &mut block.expand {
+                expand.norm.iter_mut().for_each(set);
+            }
+            block.depthwise.norm.iter_mut().for_each(set);
+            block.project_norm.iter_mut().for_each(set);
         }
     }
 
