@@ -135,3 +135,47 @@ fn file_names_carry_the_hash_prefix() {
     assert_eq!(info.file_name(), "mobilenet_v3_large-5c1a4163.pth");
     assert!(info.file_name().contains(info.sha256_prefix));
 }
+
+#[derive(Deserialize)]
+struct DetectionEntry {
+    name: String,
+    url: String,
+    sha256_prefix: String,
+    num_params: usize,
+    box_map: f64,
+    categories: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct DetectionMeta {
+    default: String,
+    entries: Vec<DetectionEntry>,
+}
+
+#[test]
+fn ssdlite_weights_table_equals_torchvisions() {
+    use mobilenet_burn::pretrained::SsdLite320MobileNetV3LargeWeights;
+    let text = std::fs::read_to_string(common::fixtures().join("ssdlite_weights_meta.json"))
+        .expect("ssdlite_weights_meta.json");
+    let theirs: DetectionMeta = serde_json::from_str(&text).expect("json");
+    let ours = [SsdLite320MobileNetV3LargeWeights::CocoV1.info()];
+    assert_eq!(ours.len(), theirs.entries.len(), "number of entries");
+    for (ours, theirs) in ours.iter().zip(&theirs.entries) {
+        assert_eq!(ours.name, theirs.name);
+        assert_eq!(ours.url, theirs.url);
+        assert_eq!(ours.sha256_prefix, theirs.sha256_prefix);
+        assert_eq!(ours.num_params, theirs.num_params);
+        assert_eq!(ours.box_map, theirs.box_map);
+        assert_eq!(ours.categories, theirs.categories.as_slice());
+    }
+    assert_eq!(
+        SsdLite320MobileNetV3LargeWeights::DEFAULT.info().name,
+        theirs.default
+    );
+    // The configuration the weights load into has torchvision's parameter count.
+    let device = common::cpu_device();
+    let detector =
+        mobilenet_burn::detection::SsdLiteConfig::mobilenet_v3_large(ours[0].num_classes())
+            .init(&device);
+    assert_eq!(detector.num_learnable_params(), ours[0].num_params);
+}

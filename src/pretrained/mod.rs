@@ -18,6 +18,8 @@
 //! # }
 //! ```
 
+mod coco_categories;
+mod detection_weights;
 mod download;
 mod imagenet_categories;
 mod resize;
@@ -30,6 +32,8 @@ use burn::tensor::Device;
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
+pub use coco_categories::COCO_CATEGORIES;
+pub use detection_weights::{DetectionWeightsInfo, SsdLite320MobileNetV3LargeWeights};
 pub use download::{CACHE_DIR_ENV, WeightsCache};
 pub use imagenet_categories::IMAGENET_CATEGORIES;
 pub use transform::load_rgb_image;
