@@ -4,10 +4,13 @@
 //!
 //! ```text
 //! cargo run --release --all-features --example latency -- \
-//!     [--model v2|v3l|v3s|all] [--batch 1] [--size 224] [--runs 50] [--warmup 5] \
+//!     [--model v2|v3l|v3s|all|ssd-v2|ssd-v3l|ssd-v3s|ssd] [--batch 1] [--size 224] [--runs 50] \
+//!     [--warmup 5] \
 //!     [--backend flex|ndarray|wgpu] [--unfused] [--seconds S]
 //! ```
 //!
+//! `ssd-*` are SSDLite320 detectors (COCO's 91 classes; pass `--size 320`) on V2, V3-Large
+//! (reduced tail, torchvision's COCO model) and V3-Small, timed through their heads.
 //! Weights are random (speed does not depend on their values); BatchNorm is folded into the
 //! convolutions unless `--unfused`. `--seconds S` keeps running forward passes for S seconds
 //! after the timed runs, for `perf record`. Progress goes to stderr, results to stdout.
@@ -18,7 +21,11 @@ mod backend;
 use std::time::{Duration, Instant};
 
 use burn::tensor::{Distribution, Tensor};
+use mobilenet_burn::detection::SsdLiteConfig;
 use mobilenet_burn::{MobileNetV2Config, MobileNetV3Config};
+
+/// COCO's classes, background included, as torchvision's SSDLite.
+const COCO_CLASSES: usize = 91;
 
 struct Args {
     models: Vec<String>,
@@ -31,7 +38,8 @@ struct Args {
     seconds: f64,
 }
 
-const USAGE: &str = "usage: latency [--model v2|v3l|v3s|all] [--batch N] [--size N] [--runs N] \
+const USAGE: &str = "usage: latency [--model v2|v3l|v3s|all|ssd-v2|ssd-v3l|ssd-v3s|ssd] [--batch N] \
+                     [--size N] [--runs N] \
                      [--warmup N] [--backend flex|ndarray|wgpu] [--unfused] [--seconds S]";
 
 fn parse_args() -> Result<Args, String> {
@@ -59,9 +67,13 @@ fn parse_args() -> Result<Args, String> {
                 let model = value()?;
                 parsed.models = match model.as_str() {
                     "all" => parsed.models,
-                    "v2" | "v3l" | "v3s" => vec![model],
+                    "v2" | "v3l" | "v3s" | "ssd-v2" | "ssd-v3l" | "ssd-v3s" => vec![model],
+                    "ssd" => vec!["ssd-v2".into(), "ssd-v3l".into(), "ssd-v3s".into()],
                     other => {
-                        return Err(format!("unknown model `{other}`; use v2, v3l, v3s or all"));
+                        return Err(format!(
+                            "unknown model `{other}`; use v2, v3l, v3s, all, ssd-v2, ssd-v3l, \
+                             ssd-v3s or ssd"
+                        ));
                     }
                 }
             }
@@ -109,11 +121,29 @@ fn main() {
     let shape = [args.batch, 3, args.size, args.size];
     let input = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     for name in &args.models {
-        let forward: Box<dyn Fn(Tensor<4>) -> Tensor<2>> = match name.as_str() {
+        // Each forward waits for its result (`into_data`), so asynchronous backends are timed
+        // to completion.
+        let forward: Box<dyn Fn(Tensor<4>)> = match name.as_str() {
             "v2" => {
                 let model = MobileNetV2Config::new().init(&device);
                 let model = if args.fused { model.fuse() } else { model };
-                Box::new(move |x| model.forward(x))
+                Box::new(move |x| drop(model.forward(x).into_data()))
+            }
+            ssd if ssd.starts_with("ssd-") => {
+                let config = match ssd {
+                    "ssd-v2" => SsdLiteConfig::mobilenet_v2(COCO_CLASSES),
+                    "ssd-v3l" => SsdLiteConfig::mobilenet_v3_large(COCO_CLASSES),
+                    _ => SsdLiteConfig::mobilenet_v3_small(COCO_CLASSES),
+                };
+                let model = config.init(&device);
+                let model = if args.fused { model.fuse() } else { model };
+                // The network (backbone, extra blocks, heads); not the host-side decoding and
+                // NMS, whose cost depends on how many boxes trained weights let through.
+                Box::new(move |x| {
+                    let output = model.forward(x);
+                    drop(output.cls_logits.into_data());
+                    drop(output.bbox_regression.into_data());
+                })
             }
             _ => {
                 let config = if name == "v3l" {
@@ -123,13 +153,13 @@ fn main() {
                 };
                 let model = config.init(&device);
                 let model = if args.fused { model.fuse() } else { model };
-                Box::new(move |x| model.forward(x))
+                Box::new(move |x| drop(model.forward(x).into_data()))
             }
         };
         // `into_data` waits for the result, so asynchronous backends are timed to completion.
         let run = || {
             let start = Instant::now();
-            forward(input.clone()).into_data();
+            forward(input.clone());
             start.elapsed()
         };
         eprintln!(
