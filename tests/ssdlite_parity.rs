@@ -310,3 +310,40 @@ fn bad_images_and_checkpoints_are_typed_errors() {
         })
     ));
 }
+
+/// The detector on wgpu (lavapipe in CI): head outputs and detections as on the CPU. One case,
+/// the smallest, to keep the software-rendered run short.
+#[cfg(feature = "wgpu")]
+#[test]
+fn ssdlite_matches_torchvision_on_wgpu() {
+    let device = Device::wgpu_options()
+        .init()
+        .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+    let case = cases()
+        .into_iter()
+        .find(|case| case.name == "ssdlite_v3s_w075")
+        .expect("V3-Small case");
+    let detector = model(&case, &device);
+    let photo = photo(&device);
+    let transformed = detector
+        .preprocess(&photo)
+        .expect("3-channel photo")
+        .unsqueeze::<4>();
+    let output = detector.forward(transformed);
+    for (name, ours) in [
+        ("cls_logits", output.cls_logits.clone()),
+        ("bbox_regression", output.bbox_regression.clone()),
+    ] {
+        let (diff, scale) = max_abs_diff(ours, io::<3>(&case, name, &device));
+        println!(
+            "wgpu {}: {name} max diff {diff:.2e} (scale {scale:.2})",
+            case.name
+        );
+        assert!(diff <= 1e-4 * scale, "wgpu: {name} differs by {diff}");
+    }
+    let [_, height, width] = photo.dims();
+    let detections = detector.postprocess(&output, &[[height, width]]);
+    let expected = expected_detections(&case, &device);
+    assert_eq!(detections[0].len(), expected.len(), "wgpu: detection count");
+    assert_eq!(unmatched(&detections[0], &expected), 0, "wgpu: detections");
+}
