@@ -43,6 +43,20 @@ pub enum SsdLiteBackboneConfig {
 }
 
 /// Configuration of [`SsdLite`].
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::detection::SsdLiteConfig;
+///
+/// let device = Device::flex();
+/// // Real weights: `SsdLite::from_file(SsdLite320MobileNetV3LargeWeights::CocoV1, path, &device)`
+/// let detector = SsdLiteConfig::mobilenet_v3_small(3).init(&device).fuse();
+/// let image = Tensor::<3>::ones([3, 120, 160], &device); // RGB in [0, 1], any size
+/// let detections = detector.detect(&[image])?;
+/// assert!(detections[0].len() <= 300);
+/// assert!(detections[0].labels.iter().all(|&label| (1..3).contains(&label)));
+/// # Ok::<(), mobilenet_burn::Error>(())
+/// ```
 #[derive(Config, Debug)]
 pub struct SsdLiteConfig {
     /// The backbone.
