@@ -92,6 +92,18 @@ fn io<const D: usize>(case: &Case, name: &str, device: &Device) -> Tensor<D> {
     )
 }
 
+/// The heads' outputs for every default box equal torchvision's within 1e-4 of their scale.
+fn assert_heads_match(output: &SsdLiteHeadOutput, case: &Case, label: &str, device: &Device) {
+    for (name, ours) in [
+        ("cls_logits", output.cls_logits.clone()),
+        ("bbox_regression", output.bbox_regression.clone()),
+    ] {
+        let (diff, scale) = max_abs_diff(ours, io::<3>(case, name, device));
+        println!("{label}: {name} max diff {diff:.2e} (scale {scale:.2})");
+        assert!(diff <= 1e-4 * scale, "{label}: {name} differs by {diff}");
+    }
+}
+
 /// torchvision's detections of the photo: boxes, scores, labels.
 fn expected_detections(case: &Case, device: &Device) -> Detections {
     let boxes: Tensor<2> = io(case, "boxes", device);
@@ -218,14 +230,7 @@ fn ssdlite_matches_torchvision_on_cpu_backends() {
             for (variant, detector) in [("unfused", detector.clone()), ("fused", detector.fuse())] {
                 let label = format!("{label} {variant}");
                 let output = detector.forward(transformed_reference.clone());
-                for (name, ours) in [
-                    ("cls_logits", output.cls_logits.clone()),
-                    ("bbox_regression", output.bbox_regression.clone()),
-                ] {
-                    let (diff, scale) = max_abs_diff(ours, io::<3>(&case, name, &device));
-                    println!("{label}: {name} max diff {diff:.2e} (scale {scale:.2})");
-                    assert!(diff <= 1e-4 * scale, "{label}: {name} differs by {diff}");
-                }
+                assert_heads_match(&output, &case, &label, &device);
                 let anchors: Vec<f32> = detector
                     .default_boxes(&output.grid_sizes)
                     .into_iter()
@@ -330,17 +335,7 @@ fn ssdlite_matches_torchvision_on_wgpu() {
         .expect("3-channel photo")
         .unsqueeze::<4>();
     let output = detector.forward(transformed);
-    for (name, ours) in [
-        ("cls_logits", output.cls_logits.clone()),
-        ("bbox_regression", output.bbox_regression.clone()),
-    ] {
-        let (diff, scale) = max_abs_diff(ours, io::<3>(&case, name, &device));
-        println!(
-            "wgpu {}: {name} max diff {diff:.2e} (scale {scale:.2})",
-            case.name
-        );
-        assert!(diff <= 1e-4 * scale, "wgpu: {name} differs by {diff}");
-    }
+    assert_heads_match(&output, &case, &format!("wgpu {}", case.name), &device);
     let [_, height, width] = photo.dims();
     let detections = detector.postprocess(&output, &[[height, width]]);
     let expected = expected_detections(&case, &device);

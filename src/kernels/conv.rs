@@ -132,23 +132,51 @@ fn matmul<'a>(
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the three slices were checked to hold exactly the matrices the strides describe;
-    // with `read_dst` false, gemm writes every element of `dst` and reads none.
+    // SAFETY: the three slices were checked to hold exactly the matrices the strides describe.
+    unsafe {
+        gemm_into(
+            dst.as_mut_ptr().cast::<f32>(),
+            lhs.as_ptr(),
+            rhs.as_ptr(),
+            [m, k, n],
+            n,
+            parallelism,
+        );
+        initialized(dst)
+    }
+}
+
+/// `dst[m, n] = lhs[m, k] · rhs[k, n]`: `lhs` contiguous, `rhs` and `dst` with rows
+/// `row_stride` apart (a block of columns of wider matrices). Writes every element of the
+/// block and reads none of it.
+///
+/// # Safety
+/// `lhs` must hold `m * k` values; `rhs` and `dst` rows `0..k` and `0..m`, each `n` values long
+/// at `row_stride` spacing; `dst` must not overlap the others.
+unsafe fn gemm_into(
+    dst: *mut f32,
+    lhs: *const f32,
+    rhs: *const f32,
+    [m, k, n]: [usize; 3],
+    row_stride: usize,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: as the caller guarantees; with `read_dst` false gemm only writes `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr().cast::<f32>(),
+            dst,
             1,
-            n as isize,
+            row_stride as isize,
             false,
-            lhs.as_ptr(),
+            lhs,
             1,
             k as isize,
-            rhs.as_ptr(),
+            rhs,
             1,
-            n as isize,
+            row_stride as isize,
             0.0,
             1.0,
             false,
@@ -156,7 +184,6 @@ fn matmul<'a>(
             false,
             parallelism,
         );
-        initialized(dst)
     }
 }
 
@@ -291,25 +318,12 @@ fn pointwise_image(
             // SAFETY: rows of `n` at `output`, `weight` and `input` were checked above; this task
             // writes columns `first..last` of every row and nothing else, every element of them.
             unsafe {
-                gemm::gemm(
-                    m,
-                    last - first,
-                    k,
+                gemm_into(
                     output.at(first),
-                    1,
-                    n as isize,
-                    false,
                     weight.as_ptr(),
-                    1,
-                    k as isize,
                     input.as_ptr().add(first),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    [m, k, last - first],
+                    n,
                     gemm::Parallelism::None,
                 );
             }

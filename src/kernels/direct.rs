@@ -169,25 +169,13 @@ fn flat_conv<M: MulAdd>(
     let len = wide.len();
     let mut start = 0;
     while start + 32 <= len {
-        let mut acc = [bias; 32];
-        for (&weight, &offset) in weights.iter().zip(offsets) {
-            let inputs = &source[start + offset..][..32];
-            for (acc, &value) in acc.iter_mut().zip(inputs) {
-                *acc = M::mul_add(*acc, weight, value);
-            }
-        }
-        wide[start..start + 32].copy_from_slice(&acc);
+        let block = flat_block::<M, 32>(source, offsets, weights, bias, start);
+        wide[start..start + 32].copy_from_slice(&block);
         start += 32;
     }
     while start + 8 <= len {
-        let mut acc = [bias; 8];
-        for (&weight, &offset) in weights.iter().zip(offsets) {
-            let inputs = &source[start + offset..][..8];
-            for (acc, &value) in acc.iter_mut().zip(inputs) {
-                *acc = M::mul_add(*acc, weight, value);
-            }
-        }
-        wide[start..start + 8].copy_from_slice(&acc);
+        let block = flat_block::<M, 8>(source, offsets, weights, bias, start);
+        wide[start..start + 8].copy_from_slice(&block);
         start += 8;
     }
     for (index, slot) in wide.iter_mut().enumerate().skip(start) {
@@ -198,6 +186,25 @@ fn flat_conv<M: MulAdd>(
                 M::mul_add(acc, weight, source[index + offset])
             });
     }
+}
+
+/// Outputs `start..start + N` of [`flat_conv`], accumulated in `N` registers across every tap.
+#[inline(always)]
+fn flat_block<M: MulAdd, const N: usize>(
+    source: &[f32],
+    offsets: &[usize],
+    weights: &[f32],
+    bias: f32,
+    start: usize,
+) -> [f32; N] {
+    let mut acc = [bias; N];
+    for (&weight, &offset) in weights.iter().zip(offsets) {
+        let inputs = &source[start + offset..][..N];
+        for (acc, &value) in acc.iter_mut().zip(inputs) {
+            *acc = M::mul_add(*acc, weight, value);
+        }
+    }
+    acc
 }
 
 /// Copies the `out_width` valid columns of each flat row into the output plane, writing all of
