@@ -232,6 +232,22 @@ pub struct PredictionBlock {
     pub conv: Conv2d,
 }
 
+impl PredictionBlock {
+    /// The block's predictions for one feature map.
+    ///
+    /// # Shapes
+    /// - input: `[batch, channels, height, width]`
+    /// - output: `[batch, outputs x boxes, height, width]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.depthwise.forward(x);
+        // The 1x1 projection with its bias: a native kernel on burn-flex, else burn's.
+        match crate::kernels::conv2d(&self.conv, Activation::Identity, x, None) {
+            Ok(y) => y,
+            Err(x) => self.conv.forward(x),
+        }
+    }
+}
+
 torchvision_module!(PredictionBlock {
     children {
         depthwise: |_: &Self| "0".to_string(),
@@ -382,7 +398,7 @@ impl SsdLite {
                     .iter()
                     .zip(&maps)
                     .map(|(block, map)| {
-                        let y = block.conv.forward(block.depthwise.forward(map.clone()));
+                        let y = block.forward(map.clone());
                         flatten_predictions(y, columns)
                     })
                     .collect();
