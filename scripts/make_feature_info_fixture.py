@@ -23,9 +23,11 @@ CASES = [
     ("mobilenetv3_large_100", "v3_large", "", 32),
     ("mobilenetv3_large_100", "v3_large", "expansion", 32),
     ("mobilenetv3_large_100", "v3_large", "", 16),
+    ("mobilenetv3_large_100", "v3_large", "", 8),
     ("mobilenetv3_small_100", "v3_small", "", 32),
     ("mobilenetv3_small_100", "v3_small", "expansion", 32),
     ("mobilenetv3_small_100", "v3_small", "", 16),
+    ("mobilenetv3_small_100", "v3_small", "", 8),
     ("mobilenetv2_100", "v2", "", 32),
     ("mobilenetv2_100", "v2", "expansion", 32),
 ]

@@ -1,8 +1,8 @@
 //! Feature taps: channels, strides and tensor shapes equal timm's `feature_info` for
 //! `mobilenetv3_large_100`, `mobilenetv3_small_100` and `mobilenetv2_100` (fixture from
 //! `scripts/make_feature_info_fixture.py`, timm 1.0.31), block outputs and expansions, output
-//! stride 32 and (dilated V3) 16; and `forward_intermediates` returns what the full forward
-//! computes.
+//! stride 32 and (dilated V3) 16 and 8; and `forward_intermediates` returns what the full
+//! forward computes.
 
 mod common;
 
@@ -53,10 +53,10 @@ fn taps_match_timm_feature_info() {
             "expansion" => FeatureLocation::Expansion,
             _ => FeatureLocation::BlockOutput,
         };
-        let dilated = case.output_stride == 16;
+        let output_stride = case.output_stride;
         let (taps, tensors): (Vec<FeatureInfo>, Vec<Tensor<4>>) = match case.model.as_str() {
             "v2" => {
-                assert!(!dilated, "torchvision's V2 has no dilated form");
+                assert_eq!(output_stride, 32, "torchvision's V2 has no dilated form");
                 let model = MobileNetV2Config::new().init(&device);
                 let indices: Vec<usize> = (0..model.feature_info(location).len()).collect();
                 (
@@ -72,7 +72,7 @@ fn taps_match_timm_feature_info() {
                 } else {
                     MobileNetV3Config::small()
                 };
-                let model = config.with_dilated(dilated).init(&device);
+                let model = config.with_output_stride(output_stride).init(&device);
                 let indices: Vec<usize> = (0..model.feature_info(location).len()).collect();
                 (
                     model.feature_info(location),
@@ -99,7 +99,7 @@ fn taps_match_timm_feature_info() {
         assert!(taps.iter().all(|tap| tap.location == location));
         compared += 1;
     }
-    assert_eq!(compared, 7, "every case timm can build was compared");
+    assert_eq!(compared, 9, "every case timm can build was compared");
 }
 
 #[test]
@@ -151,4 +151,39 @@ fn a_tap_past_the_last_is_a_typed_error() {
         model.forward_intermediates(wrong_channels, FeatureLocation::Expansion, &[0]),
         Err(Error::InvalidInput { .. })
     ));
+}
+
+#[test]
+fn torchvision_dilated_is_output_stride_16() {
+    for config in [MobileNetV3Config::large(), MobileNetV3Config::small()] {
+        let dilated: Vec<(usize, usize)> = config
+            .clone()
+            .with_dilated(true)
+            .block_configs()
+            .iter()
+            .map(|block| (block.stride, block.dilation))
+            .collect();
+        let stride_16: Vec<(usize, usize)> = config
+            .clone()
+            .with_output_stride(16)
+            .block_configs()
+            .iter()
+            .map(|block| (block.stride, block.dilation))
+            .collect();
+        assert_eq!(dilated, stride_16);
+        // Output stride 8 dilates the stride-16 stage by 2 and the last by 4.
+        let dilations: Vec<usize> = config
+            .with_output_stride(8)
+            .block_configs()
+            .iter()
+            .map(|block| block.dilation)
+            .collect();
+        assert_eq!(dilations.iter().max(), Some(&4));
+        assert!(dilations.contains(&2));
+    }
+    let error = MobileNetV3Config::large()
+        .with_output_stride(4)
+        .validate()
+        .expect_err("output stride 4");
+    assert!(error.to_string().contains("output_stride"), "{error}");
 }

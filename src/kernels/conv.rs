@@ -527,6 +527,9 @@ mod tests {
             (2, [2, 3], 5, 1, 1),
             (2, [3, 70], 3, 2, 1),
             (1, [5, 40], 3, 1, 1),
+            // Output stride 8: the last stage's 5x5 at dilation 4.
+            (2, [20, 17], 5, 1, 4),
+            (2, [7, 7], 5, 1, 4),
         ];
         for (index, (channels, size, kernel, stride, dilation)) in cases.into_iter().enumerate() {
             let g = geometry([channels, channels], size, kernel, stride, dilation);

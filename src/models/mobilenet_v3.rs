@@ -22,8 +22,11 @@ use crate::{
     FeatureLocation, Features, IMAGE_CHANNELS, InvertedResidualConfig,
 };
 
-/// Dilation of the last stage when `dilated` is set (output stride 16 instead of 32).
-const TAIL_DILATION: usize = 2;
+/// Stride of the stem convolution: the first stride the blocks build on.
+const STEM_STRIDE: usize = 2;
+/// The output strides a MobileNetV3 can be built for: 32 (none dilated), 16 (the last stage
+/// dilated, torchvision's `dilated`), 8 (the last two).
+const OUTPUT_STRIDES: [usize; 3] = [8, 16, 32];
 /// `reduced_tail` divides the last stage's channels by this.
 const TAIL_REDUCTION: usize = 2;
 
@@ -77,9 +80,15 @@ pub struct MobileNetV3Config {
     /// Default: false.
     #[config(default = false)]
     pub reduced_tail: bool,
-    /// Dilate the last stage instead of striding it (output stride 16). Default: false.
+    /// Dilate the last stage instead of striding it (output stride 16), as torchvision's
+    /// `dilated`. Default: false.
     #[config(default = false)]
     pub dilated: bool,
+    /// Output stride of the trunk: 32, 16 or 8. Stages that would stride past it are dilated
+    /// instead (each dilated stage doubles the dilation, every block of it included, as
+    /// torchvision dilates its last stage); `dilated` is output stride 16. Default: 32.
+    #[config(default = 32)]
+    pub output_stride: usize,
     /// Number of classes. Default: 1000.
     #[config(default = 1000)]
     pub num_classes: usize,
@@ -173,6 +182,13 @@ impl MobileNetV3Config {
                 "both must be positive",
             ));
         }
+        if !OUTPUT_STRIDES.contains(&self.output_stride) {
+            return Err(invalid(
+                "output_stride",
+                self.output_stride.to_string(),
+                "8, 16 or 32",
+            ));
+        }
         if (self.reduced_tail || self.dilated) && self.tail_start().is_none() {
             return Err(invalid(
                 "reduced_tail/dilated",
@@ -195,6 +211,12 @@ impl MobileNetV3Config {
             }
         };
         let mut in_channels = self.adjust(self.stem_channels);
+        let target_stride = if self.dilated {
+            self.output_stride.min(16)
+        } else {
+            self.output_stride
+        };
+        let (mut reduction, mut dilation) = (STEM_STRIDE, 1);
         self.blocks
             .iter()
             .enumerate()
@@ -203,11 +225,15 @@ impl MobileNetV3Config {
                 // after it belong to the tail.
                 let expanded = row.expanded_channels / tail_divider(index > tail_start);
                 let out = row.out_channels / tail_divider(index >= tail_start);
-                let dilation = if self.dilated && index >= tail_start {
-                    TAIL_DILATION
-                } else {
-                    1
-                };
+                // Stride to dilation: a stage that would pass the output stride keeps its
+                // resolution and doubles the dilation instead, from its first block on.
+                if row.stride > 1 {
+                    if reduction * row.stride > target_stride {
+                        dilation *= row.stride;
+                    } else {
+                        reduction *= row.stride;
+                    }
+                }
                 let config = InvertedResidualConfig::new(
                     in_channels,
                     row.kernel_size,
@@ -246,7 +272,7 @@ impl MobileNetV3Config {
         let head_channels = self.resolved_head_channels();
 
         let stem = Conv2dNormActivationConfig::new(IMAGE_CHANNELS, stem_channels)
-            .with_stride(2)
+            .with_stride(STEM_STRIDE)
             .with_norm(norm)
             .with_activation(self.stem_activation)
             .init(device);
