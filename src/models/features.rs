@@ -100,8 +100,8 @@ impl Features {
     ///
     /// # Shapes
     /// - input: `[batch, in_channels, height, width]`
-    /// - output: `[batch, out_channels, ceil(height / 32), ceil(width / 32)]` (stride 16 when
-    ///   dilated)
+    /// - output: `[batch, out_channels, ceil(height / s), ceil(width / s)]`, `s` the output
+    ///   stride: 32, or 16 or 8 for a dilated MobileNetV3
     ///
     /// # Panics
     ///
