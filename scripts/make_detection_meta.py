@@ -6,8 +6,8 @@ Writes:
   `__background__` and the `N/A` gaps of the original 91-id list), as a Rust constant
   (generated; do not edit by hand).
 - tests/fixtures/ssdlite_weights_meta.json: `SSDLite320_MobileNet_V3_Large_Weights` entries
-  (URL, hash prefix, box mAP, parameter count, categories), compared with the Rust table by
-  tests/pretrained_tables.rs.
+  (URL, hash prefix, box mAP, parameter count, GFLOPS, categories), compared with the Rust
+  table and the built detector by tests/pretrained_tables.rs.
 
     pip install torch==2.15.0 torchvision==0.29.2
     python3 scripts/make_detection_meta.py
@@ -32,6 +32,8 @@ def main() -> None:
             "sha256_prefix": file_name.rsplit("-", 1)[1].split(".")[0],
             "num_params": weights.meta["num_params"],
             "box_map": weights.meta["_metrics"]["COCO-val2017"]["box_map"],
+            # torchvision's "GFLOPS": multiply-adds of one 320x320 image, in billions.
+            "gflops": weights.meta["_ops"],
             "categories": weights.meta["categories"],
         })
     meta = {"torchvision": torchvision.__version__,

@@ -82,7 +82,7 @@ fn output_size(
 }
 
 /// Output shape and multiply-adds of a convolution on an input of `shape`.
-fn conv(conv: &Conv2d, [batch, _, height, width]: [usize; 4]) -> ([usize; 4], u64) {
+pub(crate) fn conv(conv: &Conv2d, [batch, _, height, width]: [usize; 4]) -> ([usize; 4], u64) {
     let [out_channels, in_per_group, kernel_h, kernel_w] = conv.weight.shape().dims();
     let [stride_h, stride_w] = conv.stride;
     let [dilation_h, dilation_w] = conv.dilation;
@@ -102,11 +102,11 @@ fn conv(conv: &Conv2d, [batch, _, height, width]: [usize; 4]) -> ([usize; 4], u6
     ([batch, out_channels, out_h, out_w], macs)
 }
 
-fn conv_norm_act(layer: &Conv2dNormActivation, shape: [usize; 4]) -> ([usize; 4], u64) {
+pub(crate) fn conv_norm_act(layer: &Conv2dNormActivation, shape: [usize; 4]) -> ([usize; 4], u64) {
     conv(&layer.conv, shape)
 }
 
-fn block(block: &InvertedResidual, shape: [usize; 4]) -> ([usize; 4], u64) {
+pub(crate) fn block(block: &InvertedResidual, shape: [usize; 4]) -> ([usize; 4], u64) {
     let (mut shape, mut macs) = (shape, 0);
     if let Some(expand) = &block.expand {
         let (out, m) = conv_norm_act(expand, shape);
@@ -125,7 +125,7 @@ fn block(block: &InvertedResidual, shape: [usize; 4]) -> ([usize; 4], u64) {
     (out, macs + m)
 }
 
-fn describe(block: &InvertedResidual) -> String {
+pub(crate) fn describe(block: &InvertedResidual) -> String {
     let depthwise = &block.depthwise.conv;
     let [channels, _, kernel, _] = depthwise.weight.shape().dims();
     format!(

@@ -143,6 +143,7 @@ struct DetectionEntry {
     sha256_prefix: String,
     num_params: usize,
     box_map: f64,
+    gflops: f64,
     categories: Vec<String>,
 }
 
@@ -178,4 +179,14 @@ fn ssdlite_weights_table_equals_torchvisions() {
         mobilenet_burn::detection::SsdLiteConfig::mobilenet_v3_large(ours[0].num_classes())
             .init(&device);
     assert_eq!(detector.num_learnable_params(), ours[0].num_params);
+    // And its multiply-adds are torchvision's published "GFLOPS" (given to 3 decimals).
+    let summary = detector.summary();
+    assert_eq!(summary.total_params(), ours[0].num_params);
+    let gflops = summary.total_macs() as f64 / 1e9;
+    println!("SSDLite320 MobileNetV3-Large: {gflops:.4} G multiply-adds");
+    assert!(
+        (gflops - theirs.entries[0].gflops).abs() <= 0.0005,
+        "{gflops} vs torchvision's {}",
+        theirs.entries[0].gflops
+    );
 }
