@@ -3,6 +3,7 @@
 mod anchors;
 mod postprocess;
 mod ssdlite;
+mod summary;
 mod transform;
 
 pub use anchors::DefaultBoxes;
