@@ -1,9 +1,14 @@
 //! SSDLite320 against torchvision 0.29.2 (fixtures from `scripts/make_ssdlite_fixtures.py`:
-//! random weights and BatchNorm statistics, reduced tail, V3-Large at width 0.5 with 5 classes
-//! and V3-Small at width 0.75 with 4): the checkpoint loads by torchvision's keys; the
+//! random weights and calibrated BatchNorm statistics, reduced tail; V3-Large at width 0.5 with
+//! 5 classes, V3-Small at 0.75 with 4, V2 at 0.5 with 3): the checkpoint loads by torchvision's
+//! keys; the
 //! transform, the heads' raw outputs for every default box, the default boxes and the final
 //! detections on assets/chelsea.png equal torchvision's, on every CPU backend, unfused and
 //! fused.
+//!
+//! Needs the `pretrained` feature for the `image` crate that decodes the photo (CI runs with
+//! `--all-features`).
+#![cfg(feature = "pretrained")]
 
 mod common;
 
