@@ -83,63 +83,57 @@ pub(crate) fn conv2d(
         return Err(x);
     };
     let weight_dims = conv.weight.dims();
-    let is_pointwise = conv.kernel_size == [1, 1]
-        && conv.stride == [1, 1]
-        && geometry.padding == [0, 0]
-        && geometry.out_height == geometry.in_height
-        && geometry.out_width == geometry.in_width
-        && conv.groups == 1;
     let is_depthwise = conv.groups == geometry.in_channels
         && weight_dims[0] == geometry.in_channels
         && weight_dims[1] == 1;
     let is_dense = conv.groups == 1 && weight_dims[1] == geometry.in_channels;
-    let is_pointwise = is_pointwise && weight_dims[1] == geometry.in_channels;
+    let is_pointwise = is_dense
+        && conv.kernel_size == [1, 1]
+        && conv.stride == [1, 1]
+        && geometry.padding == [0, 0]
+        && geometry.out_height == geometry.in_height
+        && geometry.out_width == geometry.in_width;
+    let taps = geometry.in_channels * geometry.kernel[0] * geometry.kernel[1];
     let out_shape = [
         dims[0],
         geometry.out_channels,
         geometry.out_height,
         geometry.out_width,
     ];
-    let residual_fits = residual.is_none_or(|residual| residual.dims() == out_shape);
-    if !(is_pointwise || is_depthwise || is_dense) || !residual_fits {
-        return Err(x);
-    }
-    if residual.is_some() && !is_pointwise {
-        return Err(x);
-    }
-    let (Some(input), Some(weight)) = (flex_f32(&x), flex_f32(&conv.weight.val())) else {
-        return Err(x);
-    };
-    let bias = match &conv.bias {
-        Some(bias) => match flex_f32(&bias.val()) {
-            Some(bias) => Some(bias),
-            None => return Err(x),
-        },
-        None => None,
-    };
-    let residual = match residual {
-        Some(residual) => match flex_f32(residual) {
-            Some(residual) => Some(residual),
-            None => return Err(x),
-        },
-        None => None,
-    };
-    let epilogue = Epilogue {
-        bias: bias.as_ref().map(values),
-        residual: residual.as_ref().map(values),
-        activation,
-    };
-    let taps = geometry.in_channels * geometry.kernel[0] * geometry.kernel[1];
+    // Only the pointwise kernel adds a residual.
     let kernel = if is_pointwise {
         pointwise
-    } else if is_depthwise && direct::supports(&geometry) {
-        depthwise
+    } else if residual.is_some() {
+        return Err(x);
     } else if is_depthwise {
+        if !direct::supports(&geometry) {
+            return Err(x);
+        }
+        depthwise
+    } else if !is_dense {
         return Err(x);
     } else if taps <= DIRECT_MAX_TAPS && direct::supports(&geometry) {
         direct::direct
     } else {
         dense
+    };
+    if residual.is_some_and(|residual| residual.dims() != out_shape) {
+        return Err(x);
+    }
+    let bias = conv.bias.as_ref().map(|bias| flex_f32(&bias.val()));
+    let residual = residual.map(flex_f32);
+    let (Some(input), Some(weight)) = (flex_f32(&x), flex_f32(&conv.weight.val())) else {
+        return Err(x);
+    };
+    // A bias or residual that is not on burn-flex as f32 sends the layer to burn's path too.
+    if matches!(bias, Some(None)) || matches!(residual, Some(None)) {
+        return Err(x);
+    }
+    let (bias, residual) = (bias.flatten(), residual.flatten());
+    let epilogue = Epilogue {
+        bias: bias.as_ref().map(values),
+        residual: residual.as_ref().map(values),
+        activation,
     };
     let output = kernel(
         values(&input),
