@@ -301,10 +301,11 @@ impl SsdLiteBackbone {
         let c4 = self.c4_expansion.forward(x);
         let x = self.c4_tail.forward(c4.clone());
         let x = self.blocks_after_c4.iter().fold(x, |x, b| b.forward(x));
-        let mut maps = vec![c4, self.last_conv.forward(x)];
+        let mut x = self.last_conv.forward(x);
+        let mut maps = vec![c4, x.clone()];
         for block in &self.extra {
-            let x = maps.last().cloned().expect("two maps so far");
-            maps.push(block.iter().fold(x, |x, layer| layer.forward(x)));
+            x = block.iter().fold(x, |x, layer| layer.forward(x));
+            maps.push(x.clone());
         }
         maps
     }

@@ -90,8 +90,9 @@ impl SsdLite {
             macs,
         );
         let mut maps = vec![c4, last];
+        let mut shape = last;
         for (index, block) in backbone.extra.iter().enumerate() {
-            let (mut shape, mut macs) = (*maps.last().expect("two maps so far"), 0);
+            let mut macs = 0;
             for layer in block {
                 let (out, m) = summary::conv_norm_act(layer, shape);
                 (shape, macs) = (out, macs + m);
