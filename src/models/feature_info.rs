@@ -12,7 +12,7 @@
 
 use burn::tensor::Tensor;
 
-use crate::{Error, Features};
+use crate::{Error, Features, MobileNetV2, MobileNetV3};
 
 /// Where a tap reads, as timm's `feature_location`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,3 +150,52 @@ impl Features {
         Ok(found.into_iter().flatten().collect())
     }
 }
+
+/// Adds `feature_info` and `forward_intermediates` to a model whose trunk is `self.features`.
+/// `with_last_conv` says whether the last 1x1 convolution is a tap candidate, `c5` what C5 is.
+macro_rules! feature_tap_methods {
+    ($model:ident, with_last_conv: $with_last_conv:expr, c5: $c5:literal) => {
+        impl $model {
+            /// The feature taps, C1 (stride 2) to C5 (stride 32): layer, channels, stride and
+            /// location, equal to timm's `feature_info` for the same model.
+            #[doc = concat!("C5 is ", $c5, ".")]
+            pub fn feature_info(&self, location: FeatureLocation) -> Vec<FeatureInfo> {
+                self.features.feature_info(location, $with_last_conv)
+            }
+
+            /// The tensors of the taps `indices` (positions in
+            /// [`feature_info`](Self::feature_info)), in that order, computing the trunk only as
+            /// far as the deepest one.
+            ///
+            /// # Shapes
+            /// - input: `[batch, 3, height, width]`
+            /// - output: one `[batch, channels, ceil(height / reduction), ceil(width /
+            ///   reduction)]` per index, with the tap's channels and reduction
+            ///
+            /// # Errors
+            ///
+            /// [`Error::NoSuchFeatureTap`] for an index past the taps, [`Error::InvalidInput`]
+            /// for an input the model does not take.
+            pub fn forward_intermediates(
+                &self,
+                x: Tensor<4>,
+                location: FeatureLocation,
+                indices: &[usize],
+            ) -> Result<Vec<Tensor<4>>, Error> {
+                let taps = self.feature_info(location);
+                self.features.forward_intermediates(x, &taps, indices)
+            }
+        }
+    };
+}
+
+feature_tap_methods!(
+    MobileNetV2,
+    with_last_conv: false,
+    c5: "the last block (320 channels for V2 1.0), as timm's `mobilenetv2_100`"
+);
+feature_tap_methods!(
+    MobileNetV3,
+    with_last_conv: true,
+    c5: "the last 1x1 convolution, as timm's `mobilenetv3_*`"
+);

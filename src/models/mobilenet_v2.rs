@@ -16,8 +16,8 @@ use crate::make_divisible::{CHANNEL_DIVISOR, make_divisible};
 use crate::summary::{ModelSummary, linear_row, pool_row};
 use crate::torch_paths::torchvision_module;
 use crate::{
-    Activation, BatchNormSpec, BlockLayout, Conv2dNormActivationConfig, Error, FeatureInfo,
-    FeatureLocation, Features, IMAGE_CHANNELS, InvertedResidualConfig,
+    Activation, BatchNormSpec, BlockLayout, Conv2dNormActivationConfig, Error, Features,
+    IMAGE_CHANNELS, InvertedResidualConfig,
 };
 
 /// Kernel size of every MobileNetV2 depthwise convolution.
@@ -206,34 +206,6 @@ impl MobileNetV2 {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         // The head too runs on the thread pool (see `kernels::run_on_thread_pool`).
         kernels::run_on_thread_pool(|| self.forward_head(self.forward_features(x)))
-    }
-
-    /// The feature taps, C1 (stride 2) to C5 (stride 32): layer, channels, stride and location,
-    /// equal to timm's `feature_info` for the same model; C5 is the last block (320 channels for V2 1.0), as timm's `mobilenetv2_100`.
-    pub fn feature_info(&self, location: FeatureLocation) -> Vec<FeatureInfo> {
-        self.features.feature_info(location, false)
-    }
-
-    /// The tensors of the taps `indices` (positions in [`feature_info`](Self::feature_info)),
-    /// in that order, computing the trunk only as far as the deepest one.
-    ///
-    /// # Shapes
-    /// - input: `[batch, 3, height, width]`
-    /// - output: one `[batch, channels, ceil(height / reduction), ceil(width / reduction)]` per
-    ///   index, with the tap's channels and reduction
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NoSuchFeatureTap`] for an index past the taps, [`Error::InvalidInput`] for an
-    /// input the model does not take.
-    pub fn forward_intermediates(
-        &self,
-        x: Tensor<4>,
-        location: FeatureLocation,
-        indices: &[usize],
-    ) -> Result<Vec<Tensor<4>>, Error> {
-        let taps = self.feature_info(location);
-        self.features.forward_intermediates(x, &taps, indices)
     }
 
     /// The inference form of the model: every batch norm folded into the convolution before
