@@ -23,9 +23,11 @@ pub(crate) fn fold_batch_norm(conv: Conv2d, norm: &BatchNorm) -> Conv2d {
     };
     let bias = (bias - mean) * scale.clone() + norm.beta.val();
     let weight = weight * scale.reshape([out_channels, 1, 1, 1]);
+    // Detached: the folded values are new leaves, so a model on an autodiff device fuses too
+    // (a parameter cannot be made from an intermediate of a recorded graph).
     Conv2d {
-        weight: Param::from_tensor(weight),
-        bias: Some(Param::from_tensor(bias)),
+        weight: Param::from_tensor(weight.detach()),
+        bias: Some(Param::from_tensor(bias.detach())),
         ..conv
     }
 }

@@ -32,6 +32,7 @@ mod checkpoint;
 pub mod detection;
 mod error;
 mod fuse;
+mod init;
 pub mod kernels;
 pub mod layers;
 mod make_divisible;

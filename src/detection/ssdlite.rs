@@ -391,7 +391,7 @@ impl SsdLite {
     /// # Shapes
     /// - input: `[batch, 3, size, size]`, values in [-1, 1]
     pub fn forward(&self, x: Tensor<4>) -> SsdLiteHeadOutput {
-        crate::kernels::run_on_thread_pool(|| {
+        crate::kernels::forward_on_thread_pool(x.is_autodiff(), || {
             let maps = self.backbone.forward(x);
             let grid_sizes = maps.iter().map(|m| [m.dims()[2], m.dims()[3]]).collect();
             let head = |blocks: &[PredictionBlock], columns: usize| {

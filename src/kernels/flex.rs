@@ -75,7 +75,8 @@ pub(crate) fn conv2d(
     x: Tensor<4>,
     residual: Option<&Tensor<4>>,
 ) -> Result<Tensor<4>, Tensor<4>> {
-    if !super::enabled() {
+    // The kernels have no backward: a tensor that records a graph stays on burn's path.
+    if !super::enabled() || x.is_autodiff() {
         return Err(x);
     }
     let dims = x.dims();
@@ -152,7 +153,8 @@ pub(crate) fn squeeze_excitation(
     se: &SqueezeExcitation,
     x: Tensor<4>,
 ) -> Result<Tensor<4>, Tensor<4>> {
-    if !super::enabled() {
+    // The kernels have no backward: a tensor that records a graph stays on burn's path.
+    if !super::enabled() || x.is_autodiff() {
         return Err(x);
     }
     let dims = x.dims();

@@ -89,6 +89,19 @@ pub fn run_on_thread_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
     op()
 }
 
+/// [`run_on_thread_pool`] for a forward pass, except that a training forward (`autodiff`: its
+/// input records a graph) stays on the caller's thread: burn's BatchNorm files each running-statistics
+/// update under the thread that made it and averages the threads' pending updates when it
+/// synchronizes, so successive training steps on whichever pool worker picks them up would be
+/// averaged rather than applied in turn. The native kernels never run in training anyway.
+pub(crate) fn forward_on_thread_pool<R: Send>(autodiff: bool, op: impl FnOnce() -> R + Send) -> R {
+    if autodiff {
+        op()
+    } else {
+        run_on_thread_pool(op)
+    }
+}
+
 static LAYERS_RUN: AtomicU64 = AtomicU64::new(0);
 
 /// How many layers the native kernels have computed in this process, so far: a way to check

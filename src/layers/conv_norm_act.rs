@@ -8,8 +8,10 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::batch_norm::batch_norm;
 use crate::Activation;
 use crate::fuse::fold_batch_norm;
+use crate::init;
 use crate::kernels;
 use crate::torch_paths::torchvision_module;
 
@@ -99,8 +101,8 @@ impl Conv2dNormActivationConfig {
         .with_padding(PaddingConfig2d::Explicit(
             padding, padding, padding, padding,
         ))
-        .with_bias(self.norm.is_none())
-        .init(device);
+        .with_bias(self.norm.is_none());
+        let conv = init::conv2d(conv, device);
         Conv2dNormActivation {
             conv,
             norm: self.norm.map(|spec| spec.init(self.out_channels, device)),
@@ -148,7 +150,7 @@ impl Conv2dNormActivation {
         };
         let x = self.conv.forward(x);
         let x = match &self.norm {
-            Some(norm) => norm.forward(x),
+            Some(norm) => batch_norm(norm, x),
             None => x,
         };
         self.activation.forward(x)

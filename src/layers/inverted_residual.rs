@@ -13,7 +13,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::batch_norm::batch_norm;
 use crate::fuse::fold_batch_norm;
+use crate::init;
 use crate::kernels;
 use crate::torch_paths::torchvision_module;
 use crate::{
@@ -108,9 +110,10 @@ impl InvertedResidualConfig {
             .use_se
             .then(|| SqueezeExcitationConfig::mobilenet_v3(self.expanded_channels).init(device));
         // project (linear bottleneck: no activation)
-        let project_conv = Conv2dConfig::new([self.expanded_channels, self.out_channels], [1, 1])
-            .with_bias(false)
-            .init(device);
+        let project_conv = init::conv2d(
+            Conv2dConfig::new([self.expanded_channels, self.out_channels], [1, 1]).with_bias(false),
+            device,
+        );
         let project_norm = Some(self.norm.init(self.out_channels, device));
 
         InvertedResidual {
@@ -266,7 +269,7 @@ impl InvertedResidual {
         };
         let y = self.project_conv.forward(y);
         let y = match &self.project_norm {
-            Some(norm) => norm.forward(y),
+            Some(norm) => batch_norm(norm, y),
             None => y,
         };
         match residual {

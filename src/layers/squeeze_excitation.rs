@@ -8,6 +8,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
+use crate::init;
 use crate::kernels;
 use crate::make_divisible::{CHANNEL_DIVISOR, make_divisible};
 use crate::{Activation, HardSigmoid};
@@ -40,7 +41,10 @@ impl SqueezeExcitationConfig {
     /// Panics if a channel count is zero (burn's convolution check).
     pub fn init(&self, device: &Device) -> SqueezeExcitation {
         let conv_1x1 = |channels_in, channels_out| {
-            Conv2dConfig::new([channels_in, channels_out], [1, 1]).init(device)
+            init::conv2d(
+                Conv2dConfig::new([channels_in, channels_out], [1, 1]),
+                device,
+            )
         };
         SqueezeExcitation {
             fc1: conv_1x1(self.channels, self.squeeze_channels),

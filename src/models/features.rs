@@ -96,6 +96,12 @@ impl Features {
         }
     }
 
+    /// Whether [`fuse`](Self::fuse) folded the batch norms (the stem has none left; every
+    /// MobileNet stem has one before).
+    pub fn is_fused(&self) -> bool {
+        self.stem.norm.is_none()
+    }
+
     /// Runs stem, blocks and last convolution.
     ///
     /// # Shapes
@@ -111,7 +117,7 @@ impl Features {
         if let Err(error) = self.check_input(x.dims()) {
             panic!("{error}");
         }
-        kernels::run_on_thread_pool(|| {
+        kernels::forward_on_thread_pool(x.is_autodiff(), || {
             let x = self.stem.forward(x);
             let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
             self.last_conv.forward(x)

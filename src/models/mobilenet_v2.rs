@@ -3,7 +3,7 @@
 //! table, `width_mult` and `round_nearest`, the same parameter keys.
 
 use burn::config::Config;
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Device, Tensor};
 
 use super::config_checks::{check_dropout, check_num_classes, check_width_mult, invalid};
@@ -11,6 +11,7 @@ use super::features::global_average_pool;
 use super::tables::{
     MOBILENET_V2_LAST_CHANNELS, MOBILENET_V2_STAGES, MOBILENET_V2_STEM_CHANNELS, StageSpec,
 };
+use crate::init;
 use crate::kernels;
 use crate::make_divisible::{CHANNEL_DIVISOR, make_divisible};
 use crate::summary::{ModelSummary, linear_row, pool_row};
@@ -143,7 +144,7 @@ impl MobileNetV2Config {
                     .init(device),
             },
             dropout: DropoutConfig::new(self.dropout).init(),
-            classifier: LinearConfig::new(last_channels, self.num_classes).init(device),
+            classifier: init::linear(last_channels, self.num_classes, device),
         })
     }
 
@@ -205,7 +206,9 @@ impl MobileNetV2 {
     /// On an input [`Features::check_input`] rejects, with its message.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         // The head too runs on the thread pool (see `kernels::run_on_thread_pool`).
-        kernels::run_on_thread_pool(|| self.forward_head(self.forward_features(x)))
+        kernels::forward_on_thread_pool(x.is_autodiff(), || {
+            self.forward_head(self.forward_features(x))
+        })
     }
 
     /// The inference form of the model: every batch norm folded into the convolution before

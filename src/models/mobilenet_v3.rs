@@ -3,7 +3,7 @@
 //! tables, the same `width_mult`, `reduced_tail` and `dilated` knobs, the same parameter keys.
 
 use burn::config::Config;
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Device, Tensor};
 
 use super::config_checks::{check_dropout, check_num_classes, check_width_mult, invalid};
@@ -13,6 +13,7 @@ use super::tables::{
     MOBILENET_V3_LAST_CONV_EXPANSION, MOBILENET_V3_SMALL, MOBILENET_V3_SMALL_HEAD_CHANNELS,
     MOBILENET_V3_STEM_CHANNELS, minimal,
 };
+use crate::init;
 use crate::kernels;
 use crate::make_divisible::{CHANNEL_DIVISOR, make_divisible};
 use crate::summary::{ModelSummary, linear_row, pool_row};
@@ -287,10 +288,10 @@ impl MobileNetV3Config {
                 blocks: blocks.iter().map(|block| block.init(device)).collect(),
                 last_conv,
             },
-            head: LinearConfig::new(last_out, head_channels).init(device),
+            head: init::linear(last_out, head_channels, device),
             head_activation: self.head_activation,
             dropout: DropoutConfig::new(self.dropout).init(),
-            classifier: LinearConfig::new(head_channels, self.num_classes).init(device),
+            classifier: init::linear(head_channels, self.num_classes, device),
         })
     }
 
@@ -358,7 +359,9 @@ impl MobileNetV3 {
     /// On an input [`Features::check_input`] rejects, with its message.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         // The head too runs on the thread pool (see `kernels::run_on_thread_pool`).
-        kernels::run_on_thread_pool(|| self.forward_head(self.forward_features(x)))
+        kernels::forward_on_thread_pool(x.is_autodiff(), || {
+            self.forward_head(self.forward_features(x))
+        })
     }
 
     /// The inference form of the model: every batch norm folded into the convolution before
