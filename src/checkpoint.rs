@@ -27,7 +27,7 @@ const IGNORED_SUFFIX: &str = ".num_batches_tracked";
 const RUNNING_STAT_SUFFIXES: [&str; 2] = [".running_mean", ".running_var"];
 
 /// Parameter and buffer shapes, keyed by path.
-type ShapeMap = BTreeMap<String, Vec<usize>>;
+pub(crate) type ShapeMap = BTreeMap<String, Vec<usize>>;
 
 /// The model's `state_dict` as torchvision would list it: every key (buffers included, except
 /// `num_batches_tracked`) with its shape in PyTorch's layout.
@@ -93,27 +93,46 @@ fn unreadable(path: &Path, reason: impl ToString) -> Error {
     }
 }
 
+fn pytorch_store(path: &Path) -> PytorchStore {
+    PytorchStore::from_file(path)
+        // torchvision's `classifier.0`/`classifier.3` are real positions: keep them.
+        .map_indices_contiguous(false)
+        .allow_partial(true)
+        .validate(false)
+}
+
+fn safetensors_store(path: &Path) -> SafetensorsStore {
+    SafetensorsStore::from_file(path)
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .skip_enum_variants(true)
+        .map_indices_contiguous(false)
+        .allow_partial(true)
+        .validate(false)
+}
+
 /// Loads a torchvision `state_dict` (`.pth` zip or legacy, or `.safetensors`) into `model`.
 pub(crate) fn load_torchvision<M: ModuleSnapshot>(model: M, path: &Path) -> Result<M, Error> {
     match detect_format(path)? {
-        Format::Pytorch => {
-            let store = PytorchStore::from_file(path)
-                // torchvision's `classifier.0`/`classifier.3` are real positions: keep them.
-                .map_indices_contiguous(false)
-                .allow_partial(true)
-                .validate(false);
-            load_checked(model, store, path, true)
-        }
-        Format::Safetensors => {
-            let store = SafetensorsStore::from_file(path)
-                .with_from_adapter(PyTorchToBurnAdapter)
-                .skip_enum_variants(true)
-                .map_indices_contiguous(false)
-                .allow_partial(true)
-                .validate(false);
-            load_checked(model, store, path, true)
-        }
+        Format::Pytorch => load_checked(model, pytorch_store(path), path, true),
+        Format::Safetensors => load_checked(model, safetensors_store(path), path, true),
     }
+}
+
+/// The keys and shapes a torchvision checkpoint holds, in PyTorch's naming and layout.
+pub(crate) fn torchvision_checkpoint_shapes(path: &Path) -> Result<ShapeMap, Error> {
+    match detect_format(path)? {
+        Format::Pytorch => stored_shapes(&mut pytorch_store(path), path),
+        Format::Safetensors => stored_shapes(&mut safetensors_store(path), path),
+    }
+}
+
+fn stored_shapes<S: ModuleStore>(store: &mut S, path: &Path) -> Result<ShapeMap, Error> {
+    Ok(store
+        .get_all_tensors()
+        .map_err(|error| unreadable(path, error))?
+        .iter()
+        .map(|(key, tensor)| (key.clone(), tensor.shape.to_vec()))
+        .collect())
 }
 
 /// Loads weights saved by [`save_burnpack`].
@@ -136,13 +155,11 @@ fn load_checked<M: ModuleSnapshot, S: ModuleStore>(
     path: &Path,
     pytorch_naming: bool,
 ) -> Result<M, Error> {
-    let found: ShapeMap = store
-        .get_all_tensors()
-        .map_err(|error| unreadable(path, error))?
-        .iter()
-        .map(|(key, tensor)| (key.clone(), tensor.shape.to_vec()))
-        .collect();
-    let report = compare(&shapes(&model, pytorch_naming), &found);
+    let found = stored_shapes(&mut store, path)?;
+    let mut report = compare(&shapes(&model, pytorch_naming), &found);
+    if pytorch_naming && only_the_classifier_differs(&report) {
+        report.other.push(CLASSIFIER_HINT.to_string());
+    }
     if !report.is_empty() {
         return Err(Error::CheckpointMismatch {
             path: path.to_path_buf(),
@@ -166,6 +183,22 @@ fn load_checked<M: ModuleSnapshot, S: ModuleStore>(
             report,
         })
     }
+}
+
+/// Said when a classifier's checkpoint has another number of classes than the model.
+const CLASSIFIER_HINT: &str = "only the classifier's shapes differ (a checkpoint with another \
+    number of classes?): `load_torchvision_backbone` loads everything else and re-initializes \
+    the output layer, or load into a model of the checkpoint's class count and call \
+    `reset_classifier`";
+
+fn only_the_classifier_differs(report: &MismatchReport) -> bool {
+    !report.shape_mismatches.is_empty()
+        && report.missing.is_empty()
+        && report.unused.is_empty()
+        && report
+            .shape_mismatches
+            .iter()
+            .all(|mismatch| mismatch.key.starts_with("classifier."))
 }
 
 /// Every difference between the model's keys and shapes and the checkpoint's.
@@ -192,28 +225,59 @@ fn compare(expected: &ShapeMap, found: &ShapeMap) -> MismatchReport {
     report
 }
 
-/// Writes `model` in burn's burnpack format, atomically: to a temporary file beside `path`,
-/// renamed over it only once complete.
+/// `model` with the running-statistics updates of its training forwards applied: burn keeps
+/// them pending per thread until `valid()`, `train()` or the next training forward on that
+/// thread, and a snapshot reads the applied value. `valid()` applies them (in the shared state,
+/// so `model` sees them too) and costs no copy of the weights.
+pub(crate) fn synchronized<M: burn::module::Module>(model: &M) -> M {
+    model.valid()
+}
+
+/// Writes `model` in burn's burnpack format, atomically (see [`write_atomically`]).
 pub(crate) fn save_burnpack<M: ModuleSnapshot>(model: &M, path: &Path) -> Result<(), Error> {
-    let save_error = |reason: String| Error::Save {
-        path: path.to_path_buf(),
-        reason,
-    };
+    write_atomically(path, |temporary| {
+        let mut store = BurnpackStore::from_file(temporary)
+            .auto_extension(false)
+            .overwrite(true);
+        model
+            .save_into(&mut store)
+            .map_err(|error| error.to_string())
+    })
+}
+
+/// Writes `model` as a torchvision `state_dict` in `.safetensors`: PyTorch's keys
+/// (BatchNorm `weight`/`bias`), Linear weights as `[out, in]`, atomically (see
+/// [`write_atomically`]). BatchNorm's `num_batches_tracked` counters are not written: burn does
+/// not count batches, and PyTorch's `BatchNorm2d` fills a missing counter in when it loads.
+pub(crate) fn save_torchvision<M: ModuleSnapshot>(model: &M, path: &Path) -> Result<(), Error> {
+    write_atomically(path, |temporary| {
+        let mut store = SafetensorsStore::from_file(temporary)
+            .with_to_adapter(BurnToPyTorchAdapter)
+            .skip_enum_variants(true)
+            .overwrite(true);
+        model
+            .save_into(&mut store)
+            .map_err(|error| error.to_string())
+    })
+}
+
+/// Runs `write` on a temporary file beside `path` and renames it over `path` only once
+/// complete, so that `path` never holds a half-written file; the temporary is removed on failure.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), Error> {
     let temporary = temporary_path(path);
-    let mut store = BurnpackStore::from_file(&temporary)
-        .auto_extension(false)
-        .overwrite(true);
-    let written = model
-        .save_into(&mut store)
-        .map_err(|error| save_error(error.to_string()))
-        .and_then(|()| {
-            std::fs::rename(&temporary, path).map_err(|error| save_error(error.to_string()))
-        });
+    let written = write(&temporary)
+        .and_then(|()| std::fs::rename(&temporary, path).map_err(|error| error.to_string()));
     if written.is_err() {
         // Best effort: the temporary may not exist if the store failed before creating it.
         let _ = std::fs::remove_file(&temporary);
     }
-    written
+    written.map_err(|reason| Error::Save {
+        path: path.to_path_buf(),
+        reason,
+    })
 }
 
 /// `dir/.name.tmp-<pid>` beside `path`, so that the final rename stays on one file system.
@@ -250,7 +314,7 @@ macro_rules! checkpoint_methods {
             ///
             /// [`Error::Save`] if the file cannot be written; nothing is left behind.
             pub fn save_burnpack(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-                save_burnpack(self, path.as_ref())
+                save_burnpack(&synchronized(self), path.as_ref())
             }
 
             /// Loads weights saved by `save_burnpack` into a model of the same configuration.

@@ -41,6 +41,7 @@ pub mod models;
 pub mod pretrained;
 mod summary;
 mod torch_paths;
+pub mod training;
 
 pub use checkpoint::{num_learnable_params, torchvision_state_dict_shapes};
 pub use error::{Error, MismatchReport, ShapeMismatch};

@@ -1,0 +1,244 @@
+//! Training and fine-tuning: what the models add to burn's own training API.
+//!
+//! The models are burn modules, so burn's training API works on them unchanged: on an autodiff
+//! device (`Device::flex().autodiff()`), `model.train()` makes BatchNorm use batch statistics and
+//! update its running statistics, and dropout active; `model.valid()` is the inference copy;
+//! `freeze`, `freeze_group`, `no_grad`, `GradientsParams` and burn's optimizers see every
+//! parameter under its torchvision key. Numerics equal PyTorch's, the running-variance rule
+//! included (see `docs/training.md` for the evidence). The native CPU kernels never run in a
+//! training forward: they have no backward.
+//!
+//! This module adds what torchvision and timm users reach for:
+//!
+//! - on [`MobileNetV2`](crate::MobileNetV2) and [`MobileNetV3`](crate::MobileNetV3):
+//!   `num_classes()`, timm's `reset_classifier(num_classes, &device)`,
+//!   `load_torchvision_backbone(path)` (a checkpoint of another class count: every backbone
+//!   weight kept, the output layer re-initialized, and a [`TransferReport`] saying so),
+//!   `freeze_backbone()`, `backbone_params()` / `head_params()` for per-group learning rates, and
+//!   `save_torchvision(path)`, a `.safetensors` file PyTorch loads with `strict=True`;
+//! - [`torch_sgd`] and [`torchvision_rmsprop`]: burn's optimizers configured to compute what
+//!   PyTorch's `SGD` and torchvision's MobileNetV3 recipe's `RMSprop` compute.
+//!
+//! Fine-tuning a pretrained MobileNetV3-Small on three classes:
+//!
+//! ```
+//! use burn::nn::loss::CrossEntropyLossConfig;
+//! use burn::optim::{GradientsParams, Optimizer};
+//! use burn::module::Module;
+//! use burn::tensor::{Device, Int, Tensor};
+//! use mobilenet_burn::{MobileNetV3Config, training};
+//!
+//! let device = Device::flex().autodiff();
+//! // Real weights: `MobileNetV3Config::small().init(&device).load_torchvision(path)?`
+//! let model = MobileNetV3Config::small().with_width_mult(0.5).init(&device);
+//! let mut model = model.reset_classifier(3, &device).freeze_backbone().train();
+//! let mut optimizer = training::torch_sgd(0.9, 1e-4).init();
+//!
+//! let images = Tensor::<4>::ones([2, 3, 64, 64], &device);
+//! let labels = Tensor::<1, Int>::from_ints([0, 2], &device);
+//! let loss = CrossEntropyLossConfig::new()
+//!     .init(&device)
+//!     .forward(model.forward(images), labels);
+//! let grads = GradientsParams::from_grads(loss.backward(), &model);
+//! model = optimizer.step(0.01, model, grads);
+//! assert_eq!(model.valid().num_classes(), 3);
+//! ```
+
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{RmsPropConfig, SgdConfig};
+
+use crate::ShapeMismatch;
+
+/// What [`load_torchvision_backbone`](crate::MobileNetV3::load_torchvision_backbone) left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransferReport {
+    /// The output layer's parameters that were not loaded because the checkpoint has another
+    /// number of classes, with the model's and the checkpoint's shapes (PyTorch layout). They
+    /// hold torchvision's initialization (`normal(0, 0.01)` weight, zero bias). Empty when the
+    /// class counts agree and everything was loaded.
+    pub reinitialized: Vec<ShapeMismatch>,
+}
+
+impl TransferReport {
+    /// Whether every parameter of the model came from the checkpoint.
+    pub fn is_complete(&self) -> bool {
+        self.reinitialized.is_empty()
+    }
+}
+
+/// burn's [`SgdConfig`] set up to compute PyTorch's `torch.optim.SGD(lr, momentum,
+/// weight_decay=weight_decay)`.
+///
+/// burn's SGD applies weight decay as PyTorch does (`grad + weight_decay * param`) and its
+/// momentum buffer starts from the first gradient as PyTorch's does, but burn's
+/// `MomentumConfig` defaults to `dampening = 0.1` where PyTorch's default is 0: with burn's
+/// default, every step after the first moves by 10% less gradient. Here dampening is 0 and
+/// Nesterov off; `momentum = 0` gives plain SGD, `weight_decay = 0` none.
+pub fn torch_sgd(momentum: f64, weight_decay: f32) -> SgdConfig {
+    SgdConfig::new()
+        .with_momentum((momentum != 0.0).then(|| {
+            MomentumConfig::new()
+                .with_momentum(momentum)
+                .with_dampening(0.0)
+                .with_nesterov(false)
+        }))
+        .with_weight_decay((weight_decay != 0.0).then(|| WeightDecayConfig::new(weight_decay)))
+}
+
+/// `alpha` of torchvision's MobileNetV3 recipe (`--opt rmsprop`: `torch.optim.RMSprop(...,
+/// alpha=0.9, eps=0.0316)`, `references/classification/train.py`).
+pub const TORCHVISION_RMSPROP_ALPHA: f32 = 0.9;
+/// `eps` of torchvision's MobileNetV3 recipe.
+pub const TORCHVISION_RMSPROP_EPS: f32 = 0.0316;
+
+/// burn's [`RmsPropConfig`] set up as torchvision's MobileNetV3 recipe uses PyTorch's RMSprop:
+/// `torch.optim.RMSprop(lr, momentum=momentum, weight_decay=weight_decay, alpha=0.9,
+/// eps=0.0316)` (the recipe: `--lr 0.064 --momentum 0.9 --wd 0.00001`).
+///
+/// burn 0.22's RMSprop already follows PyTorch's definition (not TensorFlow's): the square
+/// average starts at zero, `eps` is added *after* the square root (`grad / (sqrt(avg) + eps)`),
+/// the momentum buffer accumulates that quotient without dampening, and weight decay is added to
+/// the gradient first. Only burn's defaults differ (`alpha = 0.99`, `eps = 1e-5`, momentum 0.9);
+/// they are set here. The parity tests check three steps against PyTorch.
+pub fn torchvision_rmsprop(momentum: f32, weight_decay: f32) -> RmsPropConfig {
+    RmsPropConfig::new()
+        .with_alpha(TORCHVISION_RMSPROP_ALPHA)
+        .with_epsilon(TORCHVISION_RMSPROP_EPS)
+        .with_momentum(momentum)
+        .with_centered(false)
+        .with_weight_decay((weight_decay != 0.0).then(|| WeightDecayConfig::new(weight_decay)))
+}
+
+/// The fine-tuning methods of a classifier: `$head` is the torchvision key of its output layer.
+macro_rules! transfer_methods {
+    ($model:ident, $head:literal) => {
+        impl $model {
+            /// Number of classes: the width of the output layer.
+            pub fn num_classes(&self) -> usize {
+                self.classifier.weight.dims()[1]
+            }
+
+            /// Replaces the output layer by a new one for `num_classes` classes, initialized
+            /// as torchvision initializes it (`normal(0, 0.01)` weight, zero bias), on
+            /// `device`; everything else is kept. timm's `reset_classifier`.
+            ///
+            /// # Panics
+            ///
+            /// If `num_classes` is zero (as the config's `init` would).
+            pub fn reset_classifier(self, num_classes: usize, device: &Device) -> Self {
+                assert!(num_classes > 0, "reset_classifier: num_classes must be positive");
+                let hidden = self.classifier.weight.dims()[0];
+                Self {
+                    classifier: crate::init::linear(hidden, num_classes, device),
+                    ..self
+                }
+            }
+
+            /// Loads a torchvision checkpoint whose number of classes may differ from this
+            /// model's: every other parameter must match exactly (checked as strictly as
+            #[doc = concat!("[`load_torchvision`](Self::load_torchvision)), while `", $head, "`, the")]
+            /// output layer, is kept at its torchvision initialization when its shape differs;
+            /// the report lists what was left out.
+            ///
+            /// # Errors
+            ///
+            /// As [`load_torchvision`](Self::load_torchvision), for every key but the output
+            /// layer's.
+            pub fn load_torchvision_backbone(
+                self,
+                path: impl AsRef<Path>,
+            ) -> Result<(Self, TransferReport), Error> {
+                let path = path.as_ref();
+                let shapes = torchvision_checkpoint_shapes(path)?;
+                let weight_key = concat!($head, ".weight");
+                let num_classes = self.num_classes();
+                let hidden = self.classifier.weight.dims()[0];
+                let found_classes = match shapes.get(weight_key).map(Vec::as_slice) {
+                    Some(&[classes, found_hidden])
+                        if classes > 0 && classes != num_classes && found_hidden == hidden =>
+                    {
+                        classes
+                    }
+                    // Same class count, or an output layer that cannot be one of this model's:
+                    // the strict load loads or reports it.
+                    _ => return Ok((self.load_torchvision(path)?, TransferReport::default())),
+                };
+                let device = self.classifier.weight.device();
+                let model = self
+                    .reset_classifier(found_classes, &device)
+                    .load_torchvision(path)?
+                    .reset_classifier(num_classes, &device);
+                let mismatch = |key: &str, expected: Vec<usize>, found: Vec<usize>| ShapeMismatch {
+                    key: key.to_string(),
+                    expected,
+                    found,
+                };
+                let reinitialized = vec![
+                    mismatch(weight_key, vec![num_classes, hidden], vec![found_classes, hidden]),
+                    mismatch(concat!($head, ".bias"), vec![num_classes], vec![found_classes]),
+                ];
+                Ok((model, TransferReport { reinitialized }))
+            }
+
+            /// Freezes `features` (stem, blocks, last convolution) as burn's
+            /// [`freeze`](burn::module::Module::freeze) does: no gradients, and every
+            /// BatchNorm in inference behaviour (running statistics used and left untouched),
+            /// so the backbone computes the same function before and after training steps. The
+            /// classifier stays trainable.
+            pub fn freeze_backbone(self) -> Self {
+                Self {
+                    features: burn::module::Module::freeze(self.features),
+                    ..self
+                }
+            }
+
+            /// The backbone's parameters (keys under `features.`), for per-group learning
+            /// rates with burn's `ModuleLrScheduler::with_group` or per-group optimizers with
+            /// `ModuleOptimizer::with_group`, and for `freeze_group`.
+            pub fn backbone_params() -> ParamGroup {
+                ParamGroup::from_predicate("features.")
+            }
+
+            /// The classifier's parameters (keys under `classifier.`).
+            pub fn head_params() -> ParamGroup {
+                ParamGroup::from_predicate("classifier.")
+            }
+
+            /// Saves the model as a torchvision `state_dict` in `.safetensors`, which PyTorch
+            /// loads with `model.load_state_dict(safetensors.torch.load_file(path),
+            /// strict=True)`. Running statistics are included; `num_batches_tracked` is not
+            /// (PyTorch fills it in). The file appears only once complete.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Save`] if the file cannot be written, or if the model was
+            /// [`fuse`](Self::fuse)d: a folded model has no BatchNorm, so no torchvision layout.
+            pub fn save_torchvision(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+                let path = path.as_ref();
+                if self.features.is_fused() {
+                    return Err(Error::Save {
+                        path: path.to_path_buf(),
+                        reason: "the model is fused (BatchNorm folded): save it before fuse()"
+                            .to_string(),
+                    });
+                }
+                save_torchvision(&synchronized(self), path)
+            }
+        }
+    };
+}
+
+mod methods {
+    use std::path::Path;
+
+    use burn::module::ParamGroup;
+    use burn::tensor::Device;
+
+    use super::TransferReport;
+    use crate::checkpoint::{save_torchvision, synchronized, torchvision_checkpoint_shapes};
+    use crate::{Error, MobileNetV2, MobileNetV3, ShapeMismatch};
+
+    transfer_methods!(MobileNetV2, "classifier.1");
+    transfer_methods!(MobileNetV3, "classifier.3");
+}
