@@ -31,3 +31,30 @@ fn logits_match_torchvision_on_wgpu() {
         println!("wgpu {name}: logits max diff {diff:.2e} (scale {scale:.2})");
     }
 }
+
+/// One training step of the smallest training case on wgpu: training-mode logits, loss, every
+/// gradient, one SGD step (parameters and running statistics) and the eval logits after it,
+/// against PyTorch, within the CPU bound.
+#[test]
+fn one_training_step_matches_pytorch_on_wgpu() {
+    let device = Device::wgpu_options()
+        .init()
+        .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+    let case = common::training::train_case("v3s_w025");
+    let model = case
+        .v3_config()
+        .init(&device.clone().autodiff())
+        .load_torchvision(case.checkpoint_path())
+        .expect("load");
+    let (grad, sgd) = common::training::check_one_sgd_step(
+        &case,
+        "wgpu",
+        model,
+        &device.clone().autodiff(),
+        &device,
+    );
+    println!(
+        "wgpu {}: worst relative error: gradients {grad:.1e}, SGD {sgd:.1e}",
+        case.name
+    );
+}

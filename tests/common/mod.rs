@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod training;
+
 use burn::tensor::{Device, Tensor, TensorData};
 use mobilenet_burn::{MobileNetV2, MobileNetV2Config, MobileNetV3, MobileNetV3Config};
 use serde::Deserialize;

@@ -1,0 +1,256 @@
+//! Transfer learning and the training contract of the modules: a checkpoint of another class
+//! count loads with the backbone kept and the head re-initialized (and reported); a frozen
+//! backbone stays bit-identical through training steps; per-group learning rates reach the
+//! right parameters; `save_torchvision` round-trips; the native kernels never run in training.
+
+mod common;
+
+use burn::lr_scheduler::module_lr_scheduler::{ModuleLrScheduler, ModuleLrSchedulerConfig};
+use burn::module::{Module, ParamGroup};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Distribution, Int, Tensor};
+use common::training::{state_dict, train_case};
+use mobilenet_burn::training::{TransferReport, torch_sgd};
+use mobilenet_burn::{Error, MobileNetV2, MobileNetV3, ShapeMismatch};
+
+/// Held by the tests of this binary that run inference on plain tensors or count the layers the
+/// native kernels compute, since the count is process-wide.
+static KERNEL_COUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn training_device() -> Device {
+    common::cpu_device().autodiff()
+}
+
+fn v3s(device: &Device) -> MobileNetV3 {
+    let case = train_case("v3s_w025");
+    case.v3_config()
+        .init(device)
+        .load_torchvision(case.checkpoint_path())
+        .expect("load")
+}
+
+/// One SGD step (momentum, so the second step differs from the first) on a random batch.
+fn sgd_steps(mut model: MobileNetV3, steps: usize, device: &Device) -> MobileNetV3 {
+    let mut optimizer = torch_sgd(0.9, 1e-4).init();
+    let classes = model.num_classes();
+    for step in 0..steps {
+        let x = Tensor::<4>::random([4, 3, 48, 48], Distribution::Normal(0.0, 1.0), device);
+        let y = Tensor::<1, Int>::from_ints([0, 1, 2, step as i32 % classes as i32], device);
+        let loss = CrossEntropyLossConfig::new()
+            .init(device)
+            .forward(model.forward(x), y);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(0.1, model, grads);
+    }
+    model
+}
+
+#[test]
+fn another_class_count_keeps_the_backbone_and_reports_the_head() {
+    let device = common::cpu_device();
+    let case = train_case("v3s_w025"); // 3 classes
+    let reference = state_dict(&v3s(&device));
+
+    // Strict loading refuses, and says where to go.
+    let strict = case
+        .v3_config()
+        .with_num_classes(7)
+        .init(&device)
+        .load_torchvision(case.checkpoint_path());
+    let Err(Error::CheckpointMismatch { report, .. }) = strict else {
+        panic!("a 3-class checkpoint must not load strictly into a 7-class model");
+    };
+    assert_eq!(report.shape_mismatches.len(), 2, "{report}");
+    assert!(
+        report.to_string().contains("load_torchvision_backbone"),
+        "{report}"
+    );
+
+    let (model, report) = case
+        .v3_config()
+        .with_num_classes(7)
+        .init(&device)
+        .load_torchvision_backbone(case.checkpoint_path())
+        .expect("transfer load");
+    assert_eq!(model.num_classes(), 7);
+    assert_eq!(
+        report,
+        TransferReport {
+            reinitialized: vec![
+                ShapeMismatch {
+                    key: "classifier.3.weight".into(),
+                    expected: vec![7, 256],
+                    found: vec![3, 256],
+                },
+                ShapeMismatch {
+                    key: "classifier.3.bias".into(),
+                    expected: vec![7],
+                    found: vec![3],
+                },
+            ]
+        }
+    );
+    let loaded = state_dict(&model);
+    for (key, values) in &reference {
+        if key.starts_with("classifier.3.") {
+            continue;
+        }
+        assert_eq!(&loaded[key], values, "{key} must come from the checkpoint");
+    }
+    // torchvision's head initialization: zero bias, normal(0, 0.01) weight.
+    assert!(loaded["classifier.3.bias"].iter().all(|&b| b == 0.0));
+    let weight = &loaded["classifier.3.weight"];
+    let std = (weight.iter().map(|w| w * w).sum::<f32>() / weight.len() as f32).sqrt();
+    assert!((0.007..0.013).contains(&std), "head weight std {std}");
+
+    // The same class count loads everything and reports nothing.
+    let (model, report) = case
+        .v3_config()
+        .init(&device)
+        .load_torchvision_backbone(case.checkpoint_path())
+        .expect("load");
+    assert!(report.is_complete());
+    assert_eq!(state_dict(&model), reference);
+}
+
+#[test]
+fn v2_transfer_and_reset_classifier() {
+    let device = common::cpu_device();
+    let case = train_case("v2_w025"); // 5 classes
+    let (model, report): (MobileNetV2, _) = case
+        .v2_config()
+        .with_num_classes(2)
+        .init(&device)
+        .load_torchvision_backbone(case.checkpoint_path())
+        .expect("transfer load");
+    assert_eq!(report.reinitialized[0].key, "classifier.1.weight");
+    assert_eq!(model.num_classes(), 2);
+    let model = model.reset_classifier(11, &device);
+    assert_eq!(model.num_classes(), 11);
+    let logits = model.forward(Tensor::zeros([1, 3, 32, 32], &device));
+    assert_eq!(logits.dims(), [1, 11]);
+}
+
+#[test]
+fn frozen_backbone_is_bit_identical_after_training_steps() {
+    let device = training_device();
+    let model = v3s(&device).freeze_backbone().train();
+    let plain = common::cpu_device();
+    let probe = Tensor::<4>::random([2, 3, 48, 48], Distribution::Normal(0.0, 1.0), &plain);
+    // Inference on plain flex tensors runs the native kernels: not while another test counts.
+    let _counting = KERNEL_COUNT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let before_features = model.valid().forward_features(probe.clone()).into_data();
+    let before = state_dict(&model);
+
+    let model = sgd_steps(model, 2, &device);
+    let after = state_dict(&model);
+    for (key, values) in &before {
+        if key.starts_with("features.") {
+            assert_eq!(&after[key], values, "{key} changed in a frozen backbone");
+        }
+    }
+    assert_ne!(
+        after["classifier.3.weight"], before["classifier.3.weight"],
+        "the head trains"
+    );
+    assert_eq!(
+        model.valid().forward_features(probe).into_data(),
+        before_features
+    );
+}
+
+#[test]
+fn per_group_learning_rates_reach_backbone_and_head() {
+    let device = training_device();
+    let mut model = v3s(&device).train();
+    // Backbone learning rate 0, head 0.1: only the head may move.
+    let mut lr: ModuleLrScheduler = ModuleLrSchedulerConfig::new(0.1.into())
+        .with_group(MobileNetV3::backbone_params(), 0.0)
+        .init()
+        .expect("scheduler");
+    let mut optimizer = torch_sgd(0.0, 0.0).init();
+    let before = state_dict(&model);
+    let x = Tensor::<4>::random([4, 3, 48, 48], Distribution::Normal(0.0, 1.0), &device);
+    let y = Tensor::<1, Int>::from_ints([0, 1, 2, 0], &device);
+    let loss = CrossEntropyLossConfig::new()
+        .init(&device)
+        .forward(model.forward(x), y);
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    model = optimizer.step(lr.step(), model, grads);
+    let after = state_dict(&model);
+    for (key, values) in &before {
+        let is_statistic = key.ends_with("running_mean") || key.ends_with("running_var");
+        if key.starts_with("features.") && !is_statistic {
+            assert_eq!(&after[key], values, "{key} moved at learning rate 0");
+        }
+        if key.starts_with("classifier.") {
+            assert_ne!(
+                &after[key], values,
+                "{key} did not move at learning rate 0.1"
+            );
+        }
+    }
+}
+
+#[test]
+fn freeze_group_by_path_freezes_that_part_only() {
+    let device = training_device();
+    let model = v3s(&device)
+        .freeze_group(ParamGroup::from_predicate("features.0."))
+        .train();
+    let before = state_dict(&model);
+    let after = state_dict(&sgd_steps(model, 1, &device));
+    for (key, values) in &before {
+        if key.starts_with("features.0.") {
+            assert_eq!(&after[key], values, "{key} is frozen");
+        } else if key.starts_with("features.1.") && !key.contains("running") {
+            assert_ne!(&after[key], values, "{key} trains");
+        }
+    }
+}
+
+#[test]
+fn save_torchvision_round_trips_and_refuses_fused_models() {
+    let device = common::cpu_device();
+    let model = v3s(&device);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("model.safetensors");
+    model.save_torchvision(&path).expect("save");
+    let case = train_case("v3s_w025");
+    let reloaded = case
+        .v3_config()
+        .init(&device)
+        .load_torchvision(&path)
+        .expect("reload");
+    assert_eq!(state_dict(&reloaded), state_dict(&model));
+
+    let fused_path = dir.path().join("fused.safetensors");
+    let fused = model.fuse().save_torchvision(&fused_path);
+    assert!(matches!(fused, Err(Error::Save { .. })), "{fused:?}");
+    assert!(!fused_path.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("dir").count(),
+        1,
+        "nothing half-written"
+    );
+}
+
+/// The native kernels have no backward: a training forward, even of a fused model on
+/// burn-flex, runs burn's operations (the kernels count every layer they compute).
+#[cfg(feature = "flex")]
+#[test]
+fn a_training_forward_never_takes_the_native_kernels() {
+    let device = Device::flex().autodiff();
+    let model = v3s(&device).fuse().train();
+    let x = Tensor::<4>::random([2, 3, 48, 48], Distribution::Normal(0.0, 1.0), &device);
+    let _counting = KERNEL_COUNT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let before = mobilenet_burn::kernels::layers_run();
+    let logits = model.forward(x);
+    let _ = logits.sum().backward();
+    assert_eq!(mobilenet_burn::kernels::layers_run(), before);
+}
