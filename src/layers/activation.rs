@@ -5,11 +5,13 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::activation::{hard_sigmoid, hard_swish, relu};
+use burn::tensor::activation::{hard_swish, relu};
 use serde::{Deserialize, Serialize};
 
 /// PyTorch's hard-sigmoid slope: `relu6(x + 3) / 6` is `clamp(x / 6 + 1/2, 0, 1)`.
 const HARD_SIGMOID_SLOPE: f64 = 1.0 / 6.0;
+/// Where ReLU6 saturates.
+const RELU6_MAX: f32 = 6.0;
 /// PyTorch's hard-sigmoid offset.
 const HARD_SIGMOID_OFFSET: f64 = 0.5;
 
@@ -35,9 +37,14 @@ impl Activation {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Activation::ReLU => relu(x),
-            // `relu(x).clamp_max(6)` rather than `clamp(0, 6)`: the same values, and on burn-flex
-            // a two-sided clamp is about ten times slower than relu.
-            Activation::ReLU6 => relu(x).clamp_max(6.0),
+            // `relu` then saturation rather than `clamp(0, 6)`: the same values, and on burn-flex
+            // a two-sided clamp is about ten times slower than relu. The saturation is a mask
+            // fill at `x >= 6` (what `clamp_max` does at `x > 6`), so that the gradient at
+            // exactly 6 is 0, as PyTorch's `hardtanh_backward` makes it.
+            Activation::ReLU6 => {
+                let saturated = x.clone().greater_equal_elem(RELU6_MAX);
+                relu(x).mask_fill(saturated, RELU6_MAX)
+            }
             Activation::HardSwish => hard_swish(x),
             Activation::Identity => x,
         }
@@ -117,6 +124,61 @@ impl HardSigmoid {
     /// # Shapes
     /// Any shape; the output has the input's shape.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        hard_sigmoid(x, self.slope, self.offset)
+        // `clamp(y, 0, 1)` as `relu` and a mask fill at `y >= 1`, so that the gradient is 0 at
+        // both ends of the ramp, as PyTorch's `hardsigmoid_backward` makes it (burn's clamp
+        // passes it at the ends). The gate acts on `[batch, channels, 1, 1]`: nothing to speed.
+        let y = x.mul_scalar(self.slope).add_scalar(self.offset);
+        let saturated = y.clone().greater_equal_elem(1.0);
+        relu(y).mask_fill(saturated, 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    /// Inputs on both sides of every kink and on the kinks themselves.
+    const INPUTS: [f32; 9] = [-4.0, -3.0, -1.5, 0.0, 1.5, 3.0, 4.5, 6.0, 7.0];
+
+    /// The gradient of `f(x).sum()` at [`INPUTS`], by burn's autodiff.
+    fn gradient(f: impl Fn(Tensor<1>) -> Tensor<1>) -> Vec<f32> {
+        #[cfg(feature = "flex")]
+        let device = Device::flex().autodiff();
+        #[cfg(not(feature = "flex"))]
+        #[allow(deprecated)]
+        let device = Device::ndarray().autodiff();
+        let x = Tensor::<1>::from_data(TensorData::new(INPUTS.to_vec(), [INPUTS.len()]), &device)
+            .require_grad();
+        let grads = f(x.clone()).sum().backward();
+        x.grad(&grads)
+            .expect("a gradient")
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32")
+    }
+
+    /// The gradients PyTorch defines (ATen's `threshold_backward`, `hardtanh_backward`,
+    /// `hardswish_backward` and `hardsigmoid_backward`), kinks included: ReLU passes where
+    /// `x > 0`; ReLU6 where `0 < x < 6`; h-swish is 0 below -3, `x / 3 + 1/2` on [-3, 3] and 1
+    /// above; hard-sigmoid `1/6` on the open (-3, 3), 0 elsewhere. The training parity fixtures
+    /// keep activation inputs away from kinks, so these masks are checked here.
+    #[test]
+    fn gradients_are_pytorchs_on_both_sides_of_every_kink() {
+        let relu = gradient(|x| Activation::ReLU.forward(x));
+        assert_eq!(relu, [0., 0., 0., 0., 1., 1., 1., 1., 1.]);
+        let relu6 = gradient(|x| Activation::ReLU6.forward(x));
+        assert_eq!(relu6, [0., 0., 0., 0., 1., 1., 1., 0., 0.]);
+        let hard_swish = gradient(|x| Activation::HardSwish.forward(x));
+        let expected = [0., -0.5, 0., 0.5, 1., 1.5, 1., 1., 1.];
+        for (got, want) in hard_swish.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-6, "h-swish: {hard_swish:?}");
+        }
+        let hard_sigmoid = gradient(|x| HardSigmoid::default().forward(x));
+        let sixth = 1.0 / 6.0;
+        let expected = [0., 0., sixth, sixth, sixth, 0., 0., 0., 0.];
+        for (got, want) in hard_sigmoid.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-6, "hard-sigmoid: {hard_sigmoid:?}");
+        }
     }
 }
