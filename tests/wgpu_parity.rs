@@ -11,14 +11,26 @@ use common::{case, max_abs_diff};
 /// The CPU bound holds on lavapipe too; no looser bound is needed.
 const RELATIVE_TOLERANCE: f32 = 1e-4;
 
+/// The wgpu device, set up once per process: burn's wgpu runtime refuses a second
+/// `wgpu_options().init()` ("Service already initialized"), and the tests run in parallel.
+fn wgpu_device() -> Device {
+    static DEVICE: std::sync::OnceLock<Result<Device, String>> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            Device::wgpu_options()
+                .init()
+                .map_err(|error| format!("{error:?}"))
+        })
+        .clone()
+        .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)")
+}
+
 /// Two small cases, one per family, keep the software-rendered run short.
 const CASES: [&str; 2] = ["v2_w025_legacy", "v3s_w050_reduced"];
 
 #[test]
 fn logits_match_torchvision_on_wgpu() {
-    let device = Device::wgpu_options()
-        .init()
-        .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+    let device = wgpu_device();
     for name in CASES {
         let case = case(name);
         let model = case.load(&device);
@@ -37,9 +49,7 @@ fn logits_match_torchvision_on_wgpu() {
 /// against PyTorch, within the CPU bound.
 #[test]
 fn one_training_step_matches_pytorch_on_wgpu() {
-    let device = Device::wgpu_options()
-        .init()
-        .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+    let device = wgpu_device();
     let case = common::training::train_case("v3s_w025");
     let model = case
         .v3_config()
