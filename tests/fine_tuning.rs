@@ -254,3 +254,25 @@ fn a_training_forward_never_takes_the_native_kernels() {
     let _ = logits.sum().backward();
     assert_eq!(mobilenet_burn::kernels::layers_run(), before);
 }
+
+/// A model loaded on a plain device and forked (or moved) to an autodiff one trains every
+/// parameter: the hand-written `Module` impls pass `fork`/`to_device` to every child.
+#[test]
+fn fork_and_to_device_keep_every_parameter_trainable() {
+    let device = training_device();
+    let loaded = v3s(&common::cpu_device());
+    let learnable = state_dict(&loaded)
+        .keys()
+        .filter(|key| !key.ends_with("running_mean") && !key.ends_with("running_var"))
+        .count();
+    for model in [loaded.clone().fork(&device), loaded.to_device(&device)] {
+        let model = model.train();
+        let x = Tensor::<4>::random([2, 3, 48, 48], Distribution::Normal(0.0, 1.0), &device);
+        let y = Tensor::<1, Int>::from_ints([0, 2], &device);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(model.forward(x), y);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        assert_eq!(grads.len(), learnable);
+    }
+}

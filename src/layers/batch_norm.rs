@@ -73,65 +73,51 @@ mod tests {
         #[cfg(feature = "flex")]
         return Device::flex();
         #[cfg(not(feature = "flex"))]
+        #[allow(deprecated)]
         return Device::ndarray();
     }
 
-    /// One channel, values 1, 2, 3, 6: mean 3, biased variance 3.5, unbiased 14/3. With
-    /// momentum 0.5 from (0, 1): mean 1.5, variance 0.5 + 0.5 * 14/3 = 17/6 (PyTorch gives
-    /// these; burn's own layer gives 2.25).
+    /// One channel, values 1, 2, 3, 6, as a `[2, 1, 1, 2]` batch.
+    fn batch(device: &Device) -> Tensor<4> {
+        Tensor::from_data(
+            TensorData::new(vec![1.0f32, 2., 3., 6.], [2, 1, 1, 2]),
+            device,
+        )
+    }
+
+    fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+        tensor.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// Mean 3, biased variance 3.5, unbiased 14/3. With momentum 0.5 from (0, 1): mean 1.5,
+    /// variance 0.5 + 0.5 * 14/3 = 17/6 (PyTorch gives these; burn's own layer gives 2.25).
+    /// burn applies a running-state update when the same thread next reads it (`value_sync`).
     #[test]
     fn running_variance_is_updated_with_the_unbiased_batch_variance() {
         let device = device().autodiff();
         let norm = BatchNormConfig::new(1).with_momentum(0.5).init(&device);
-        let x = Tensor::<4>::from_data(
-            TensorData::new(vec![1.0f32, 2., 3., 6.], [2, 1, 1, 2]),
-            &device,
-        );
-        let y = batch_norm(&norm, x);
-        let mean = norm
-            .running_mean
-            .value_sync()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let var = norm
-            .running_var
-            .value_sync()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let y = values(batch_norm(&norm, batch(&device)));
+        let mean = values(norm.running_mean.value_sync());
+        let var = values(norm.running_var.value_sync());
         assert!((mean[0] - 1.5).abs() < 1e-6, "running mean {mean:?}");
         assert!(
             (var[0] - 17.0 / 6.0).abs() < 1e-6,
             "running variance {var:?}"
         );
         // Normalized with the biased variance, as PyTorch does.
-        let y = y.into_data().try_to_vec::<f32>().unwrap();
         let expected = (1.0f32 - 3.0) / (3.5f32 + 1e-5).sqrt();
         assert!((y[0] - expected).abs() < 1e-5, "{y:?}");
     }
 
     #[test]
     fn frozen_and_inference_layers_keep_their_statistics() {
-        let x = |device: &Device| {
-            Tensor::<4>::from_data(
-                TensorData::new(vec![1.0f32, 2., 3., 6.], [2, 1, 1, 2]),
-                device,
-            )
-        };
         let training = device().autodiff();
         let frozen = BatchNormConfig::new(1).init(&training).freeze();
-        let _ = batch_norm(&frozen, x(&training));
+        let _ = batch_norm(&frozen, batch(&training));
         let valid = BatchNormConfig::new(1).init(&training).valid();
-        let _ = batch_norm(&valid, x(&device()));
+        let _ = batch_norm(&valid, batch(&device()));
         for norm in [frozen, valid] {
-            let var = norm
-                .running_var
-                .value_sync()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            assert_eq!(var, vec![1.0]);
+            assert_eq!(values(norm.running_var.value_sync()), vec![1.0]);
         }
     }
 
@@ -140,17 +126,7 @@ mod tests {
         let device = device().autodiff();
         let norm = BatchNormConfig::new(2).init(&device);
         let x = Tensor::<4>::from_data(TensorData::new(vec![4.0f32, -1.0], [1, 2, 1, 1]), &device);
-        let y = batch_norm(&norm, x)
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        assert_eq!(y, vec![0.0, 0.0]);
-        let mean = norm
-            .running_mean
-            .value_sync()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        assert_eq!(mean, vec![0.0, 0.0]);
+        assert_eq!(values(batch_norm(&norm, x)), vec![0.0, 0.0]);
+        assert_eq!(values(norm.running_mean.value_sync()), vec![0.0, 0.0]);
     }
 }
