@@ -23,7 +23,7 @@
 //!
 //! ```
 //! use burn::nn::loss::CrossEntropyLossConfig;
-//! use burn::optim::{GradientsParams, Optimizer};
+//! use burn::optim::GradientsParams;
 //! use burn::module::Module;
 //! use burn::tensor::{Device, Int, Tensor};
 //! use mobilenet_burn::{MobileNetV3Config, training};
