@@ -255,6 +255,23 @@ fn a_training_forward_never_takes_the_native_kernels() {
     assert_eq!(mobilenet_burn::kernels::layers_run(), before);
 }
 
+/// An unfused model training on burn-flex runs its 1x1 and depthwise convolutions and its batch
+/// norms on the training kernels (differentiable operations with their own backward), which
+/// count separately: V3-Small has 34 convolutions with a batch norm after them (stem, 10
+/// expansions, 11 depthwise, 11 projections, last conv); all but the stem are 1x1 or depthwise.
+#[cfg(feature = "flex")]
+#[test]
+fn training_on_flex_takes_the_training_kernels() {
+    let device = Device::flex().autodiff();
+    let model = v3s(&device).train();
+    let x = Tensor::<4>::random([2, 3, 48, 48], Distribution::Normal(0.0, 1.0), &device);
+    let before = mobilenet_burn::kernels::training_layers_run();
+    let _ = model.forward(x).sum().backward();
+    // Other tests of this file may train at the same time: at least this forward's layers.
+    let ran = mobilenet_burn::kernels::training_layers_run() - before;
+    assert!(ran >= 33 + 34, "{ran} layers on the training kernels");
+}
+
 /// A model loaded on a plain device and forked (or moved) to an autodiff one trains every
 /// parameter: the hand-written `Module` impls pass `fork`/`to_device` to every child.
 #[test]

@@ -22,17 +22,17 @@ const TASK_ELEMENTS: usize = 1 << 13;
 
 /// The phase planes of one padded input plane.
 #[derive(Debug, Clone, Copy)]
-struct PhaseLayout {
+pub(crate) struct PhaseLayout {
     /// Rows of each phase plane.
-    height: usize,
+    pub(crate) height: usize,
     /// Columns of each phase plane; also the distance between output rows in the flat index.
-    width: usize,
+    pub(crate) width: usize,
     /// `stride_h * stride_w` planes of `height * width`.
-    total: usize,
+    pub(crate) total: usize,
 }
 
 impl PhaseLayout {
-    fn new(geometry: &ConvGeometry) -> Self {
+    pub(crate) fn new(geometry: &ConvGeometry) -> Self {
         let [kernel_h, kernel_w] = geometry.kernel;
         let [stride_h, stride_w] = geometry.stride;
         let [dilation_h, dilation_w] = geometry.dilation;
@@ -50,7 +50,7 @@ impl PhaseLayout {
     }
 
     /// Where tap `(ky, kx)` of output 0 reads, in the phase planes.
-    fn tap_offsets(&self, geometry: &ConvGeometry) -> Vec<usize> {
+    pub(crate) fn tap_offsets(&self, geometry: &ConvGeometry) -> Vec<usize> {
         let [kernel_h, kernel_w] = geometry.kernel;
         let [stride_h, stride_w] = geometry.stride;
         let mut offsets = Vec::with_capacity(kernel_h * kernel_w);
@@ -69,7 +69,7 @@ impl PhaseLayout {
     }
 
     /// Length of the flat output index: `out_height` rows `width` apart, the last one cut.
-    fn flat_len(&self, geometry: &ConvGeometry) -> usize {
+    pub(crate) fn flat_len(&self, geometry: &ConvGeometry) -> usize {
         (geometry.out_height - 1) * self.width + geometry.out_width
     }
 }
@@ -82,7 +82,7 @@ pub(crate) fn supports(geometry: &ConvGeometry) -> bool {
 /// Writes one input plane into its zero-padded phase planes (`phases`, already zeroed in the
 /// padding).
 #[inline(always)]
-fn split_into_phases(
+pub(crate) fn split_into_phases(
     input: &[f32],
     geometry: &ConvGeometry,
     layout: &PhaseLayout,
@@ -159,7 +159,7 @@ fn two_ranges(
 /// `wide[i] = bias + Σ_t weights[t] · source[i + offsets[t]]`, 32 then 8 outputs at a time in
 /// registers.
 #[inline(always)]
-fn flat_conv<M: MulAdd>(
+pub(crate) fn flat_conv<M: MulAdd>(
     source: &[f32],
     offsets: &[usize],
     weights: &[f32],

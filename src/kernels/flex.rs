@@ -36,7 +36,7 @@ fn into_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<D>
 }
 
 /// The geometry of `conv` on an input of `dims`, if its padding is explicit or none.
-fn geometry(conv: &Conv2d, dims: [usize; 4]) -> Option<ConvGeometry> {
+pub(crate) fn geometry(conv: &Conv2d, dims: [usize; 4]) -> Option<ConvGeometry> {
     let [_, in_channels, in_height, in_width] = dims;
     let weight_dims = conv.weight.dims();
     let (top, left, bottom, right) = match conv.padding {

@@ -16,6 +16,8 @@
 //! off to measure burn's own operations.
 
 #[cfg(feature = "flex")]
+mod autodiff;
+#[cfg(feature = "flex")]
 mod conv;
 #[cfg(feature = "flex")]
 mod direct;
@@ -25,6 +27,8 @@ mod elementwise;
 mod flex;
 #[cfg(feature = "flex")]
 pub(crate) mod simd;
+#[cfg(feature = "flex")]
+mod train;
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
@@ -116,8 +120,50 @@ fn count_layer() {
     LAYERS_RUN.fetch_add(1, Ordering::Relaxed);
 }
 
+static TRAINING_LAYERS_RUN: AtomicU64 = AtomicU64::new(0);
+
+/// How many convolutions and batch norms the training kernels have computed in this process, so
+/// far. A training forward on `Device::flex().autodiff()` runs its 1x1 and depthwise
+/// convolutions and its batch norms (with the activation after them) as differentiable
+/// operations with hand-written backward steps, not through [`layers_run`]'s inference
+/// kernels, which have no backward. See `docs/training.md`.
+pub fn training_layers_run() -> u64 {
+    TRAINING_LAYERS_RUN.load(Ordering::Relaxed)
+}
+
+#[cfg(feature = "flex")]
+fn count_training_layer() {
+    TRAINING_LAYERS_RUN.fetch_add(1, Ordering::Relaxed);
+}
+
 #[cfg(feature = "flex")]
 pub(crate) use flex::{conv2d, squeeze_excitation};
+
+/// Training kernels for burn-flex's autodiff, or `None` where they do not apply.
+#[cfg(feature = "flex")]
+pub(crate) mod training {
+    pub(crate) use super::autodiff::{conv, norm_act};
+}
+
+/// Without burn-flex every layer trains on burn's operations.
+#[cfg(not(feature = "flex"))]
+pub(crate) mod training {
+    use burn::nn::BatchNorm;
+    use burn::nn::conv::Conv2d;
+    use burn::tensor::Tensor;
+
+    pub(crate) fn conv(_conv: &Conv2d, _x: &Tensor<4>) -> Option<Tensor<4>> {
+        None
+    }
+
+    pub(crate) fn norm_act(
+        _norm: &BatchNorm,
+        _activation: crate::Activation,
+        _z: &Tensor<4>,
+    ) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
+        None
+    }
+}
 
 /// Without burn-flex there is nothing to accelerate: every layer takes burn's path.
 #[cfg(not(feature = "flex"))]

@@ -15,6 +15,9 @@ use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
 use burn::tensor::module::batch_norm_train;
 
+use crate::Activation;
+use crate::kernels;
+
 /// `norm` applied to `x` as PyTorch's `BatchNorm2d` would.
 ///
 /// In training (the input lives on an autodiff device and the layer's training flag is on, the
@@ -38,13 +41,30 @@ use burn::tensor::module::batch_norm_train;
 /// - input: `[batch, channels, height, width]`
 /// - output: the input's shape
 pub(crate) fn batch_norm(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    batch_norm_act(norm, Activation::Identity, x)
+}
+
+/// `activation(batch_norm(norm, x))`, in one differentiable operation on burn-flex's autodiff
+/// when the training kernels apply (see [`crate::kernels::training_layers_run`]), else as
+/// burn's operations.
+pub(crate) fn batch_norm_act(norm: &BatchNorm, activation: Activation, x: Tensor<4>) -> Tensor<4> {
     if !(x.device().is_autodiff() && norm.training.is_enabled()) {
-        return norm.forward(x);
+        return activation.forward(norm.forward(x));
     }
     let [batch, _, height, width] = x.dims();
     let count = batch * height * width;
     let device = x.device();
-    let result = batch_norm_train(x, norm.gamma.val(), norm.beta.val(), norm.epsilon);
+    let (output, batch_mean, batch_var) = match kernels::training::norm_act(norm, activation, &x) {
+        Some(result) => result,
+        None => {
+            let result = batch_norm_train(x, norm.gamma.val(), norm.beta.val(), norm.epsilon);
+            (
+                activation.forward(result.output),
+                result.mean,
+                result.variance,
+            )
+        }
+    };
     if count > 1 {
         let momentum = norm.momentum;
         let unbiased = count as f64 / (count - 1) as f64;
@@ -52,14 +72,14 @@ pub(crate) fn batch_norm(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
         let var = norm.running_var.value_sync().to_device(&device);
         let mean = mean
             .mul_scalar(1.0 - momentum)
-            .add(result.mean.detach().mul_scalar(momentum));
+            .add(batch_mean.detach().mul_scalar(momentum));
         let var = var
             .mul_scalar(1.0 - momentum)
-            .add(result.variance.detach().mul_scalar(momentum * unbiased));
+            .add(batch_var.detach().mul_scalar(momentum * unbiased));
         norm.running_mean.update(mean.detach());
         norm.running_var.update(var.detach());
     }
-    result.output
+    output
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::batch_norm::batch_norm;
+use super::batch_norm::batch_norm_act;
 use crate::Activation;
 use crate::fuse::fold_batch_norm;
 use crate::init;
@@ -148,12 +148,16 @@ impl Conv2dNormActivation {
             },
             Some(_) => x,
         };
-        let x = self.conv.forward(x);
-        let x = match &self.norm {
-            Some(norm) => batch_norm(norm, x),
-            None => x,
+        // In training on burn-flex, the convolution and the batch norm with its activation are
+        // differentiable operations of the training kernels.
+        let x = match kernels::training::conv(&self.conv, &x) {
+            Some(y) => y,
+            None => self.conv.forward(x),
         };
-        self.activation.forward(x)
+        match &self.norm {
+            Some(norm) => batch_norm_act(norm, self.activation, x),
+            None => self.activation.forward(x),
+        }
     }
 
     /// Folds the batch norm into the convolution (for inference): the result has no norm and

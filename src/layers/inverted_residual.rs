@@ -267,7 +267,10 @@ impl InvertedResidual {
             }
             Some(_) => y,
         };
-        let y = self.project_conv.forward(y);
+        let y = match kernels::training::conv(&self.project_conv, &y) {
+            Some(y) => y,
+            None => self.project_conv.forward(y),
+        };
         let y = match &self.project_norm {
             Some(norm) => batch_norm(norm, y),
             None => y,
