@@ -7,6 +7,7 @@
 //! .autodiff()`) when the native kernels are on; the layers fall back to burn's operations
 //! everywhere else (ndarray, wgpu, the kernels turned off), which the tests compare them with.
 
+use crate::SqueezeExcitation;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -23,7 +24,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use super::conv::{ConvGeometry, Epilogue, pointwise};
 use super::direct::{self, depthwise};
 use super::flex::geometry;
-use super::train::{self, MapDims, NormStatistics};
+use super::train::{self, MapDims, NormStatistics, SqueezeSaved, SqueezeWeights};
 use crate::Activation;
 
 /// Which training kernel a convolution takes.
@@ -60,6 +61,16 @@ pub(crate) trait TrainingOps: Backend {
         epsilon: f64,
         activation: Activation,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Squeeze-and-excitation: `x * clamp(fc2(relu(fc1(mean(x)))) * gate[0] + gate[1], 0, 1)`.
+    fn mobilenet_squeeze_excitation(
+        x: FloatTensor<Self>,
+        fc1_weight: FloatTensor<Self>,
+        fc1_bias: FloatTensor<Self>,
+        fc2_weight: FloatTensor<Self>,
+        fc2_bias: FloatTensor<Self>,
+        gate: [f32; 2],
+    ) -> FloatTensor<Self>;
 }
 
 /// A contiguous `f32` copy-free view of a burn-flex tensor (a copy only if it is strided).
@@ -147,6 +158,75 @@ impl TrainingOps for Flex {
         let (y, statistics) = norm_act_forward(&z, &gamma, &beta, epsilon, activation);
         let (mean, variance) = statistics_tensors(&statistics);
         (y, mean, variance)
+    }
+
+    fn mobilenet_squeeze_excitation(
+        x: FlexTensor,
+        fc1_weight: FlexTensor,
+        fc1_bias: FlexTensor,
+        fc2_weight: FlexTensor,
+        fc2_bias: FlexTensor,
+        gate: [f32; 2],
+    ) -> FlexTensor {
+        let weights = [fc1_weight, fc1_bias, fc2_weight, fc2_bias].map(contiguous);
+        squeeze_forward(&contiguous(x), &weights, gate).0
+    }
+}
+
+fn squeeze_weights<'a>(
+    weights: &'a [FlexTensor; 4],
+    [slope, offset]: [f32; 2],
+) -> SqueezeWeights<'a> {
+    SqueezeWeights {
+        fc1_weight: values(&weights[0]),
+        fc1_bias: values(&weights[1]),
+        fc2_weight: values(&weights[2]),
+        fc2_bias: values(&weights[3]),
+        slope,
+        offset,
+    }
+}
+
+fn squeeze_forward(
+    x: &FlexTensor,
+    weights: &[FlexTensor; 4],
+    gate: [f32; 2],
+) -> (FlexTensor, SqueezeSaved) {
+    let (y, saved) =
+        train::squeeze_excitation_forward(values(x), map_dims(x), squeeze_weights(weights, gate));
+    (flex_tensor(y, x.shape().to_vec()), saved)
+}
+
+/// The backward step of [`TrainingOps::mobilenet_squeeze_excitation`]: gradients of the input
+/// and of both layers' weights and biases.
+#[derive(Debug)]
+struct SqueezeBackward;
+
+impl Backward<Flex, 5> for SqueezeBackward {
+    type State = (FlexTensor, [FlexTensor; 4], SqueezeSaved, [f32; 2]);
+
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, weights, saved, gate) = ops.state;
+        let gradients = train::squeeze_excitation_backward(
+            values(&x),
+            values(&grad),
+            map_dims(&x),
+            squeeze_weights(&weights, gate),
+            &saved,
+        );
+        let shapes = [
+            x.shape().to_vec(),
+            weights[0].shape().to_vec(),
+            weights[1].shape().to_vec(),
+            weights[2].shape().to_vec(),
+            weights[3].shape().to_vec(),
+        ];
+        for ((node, gradient), shape) in ops.parents.into_iter().zip(gradients).zip(shapes) {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, flex_tensor(gradient, shape));
+            }
+        }
     }
 }
 
@@ -268,6 +348,34 @@ impl<C: CheckpointStrategy> TrainingOps for Autodiff<Flex, C> {
         };
         (y, Self::from_inner(mean), Self::from_inner(variance))
     }
+
+    fn mobilenet_squeeze_excitation(
+        x: FloatTensor<Self>,
+        fc1_weight: FloatTensor<Self>,
+        fc1_bias: FloatTensor<Self>,
+        fc2_weight: FloatTensor<Self>,
+        fc2_bias: FloatTensor<Self>,
+        gate: [f32; 2],
+    ) -> FloatTensor<Self> {
+        let prepared = SqueezeBackward
+            .prepare::<C>([
+                x.node(),
+                fc1_weight.node(),
+                fc1_bias.node(),
+                fc2_weight.node(),
+                fc2_bias.node(),
+            ])
+            .compute_bound()
+            .stateful();
+        let x = contiguous(x.into_primitive());
+        let weights = [fc1_weight, fc1_bias, fc2_weight, fc2_bias]
+            .map(|tensor| contiguous(tensor.into_primitive()));
+        let (y, saved) = squeeze_forward(&x, &weights, gate);
+        match prepared {
+            OpsKind::Tracked(prep) => prep.finish((x, weights, saved, gate), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
 }
 
 /// Whether the training kernels take a layer's input `x`: it records a graph on burn-flex as
@@ -312,6 +420,29 @@ pub(crate) fn conv(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
             x.clone().into_dispatch(),
             weight.into_dispatch(),
             kind,
+        ),
+    ))
+}
+
+/// `se(x)` on the training kernels, or `None` when they do not apply.
+pub(crate) fn squeeze_excitation(se: &SqueezeExcitation, x: &Tensor<4>) -> Option<Tensor<4>> {
+    let (fc1_bias, fc2_bias) = (se.fc1.bias.as_ref()?, se.fc2.bias.as_ref()?);
+    if !applies(x) || se.fc1.kernel_size != [1, 1] || se.fc2.kernel_size != [1, 1] {
+        return None;
+    }
+    super::count_training_layer();
+    let gate = [
+        se.scale_activation.slope as f32,
+        se.scale_activation.offset as f32,
+    ];
+    Some(Tensor::from_dispatch(
+        <Dispatch as TrainingOps>::mobilenet_squeeze_excitation(
+            x.clone().into_dispatch(),
+            se.fc1.weight.val().into_dispatch(),
+            fc1_bias.val().into_dispatch(),
+            se.fc2.weight.val().into_dispatch(),
+            fc2_bias.val().into_dispatch(),
+            gate,
         ),
     ))
 }
@@ -484,6 +615,70 @@ mod tests {
             {
                 assert_close(a, e, &format!("{what} of {case:?}"));
             }
+        }
+    }
+
+    /// Squeeze-and-excitation's output and the gradients of its input, weights and biases
+    /// under a fixed linear loss, on the training kernel or on burn's operations (the layer's
+    /// own path, written out).
+    fn squeeze_run(native: bool) -> Vec<Vec<f32>> {
+        use crate::SqueezeExcitationConfig;
+        use burn::tensor::activation::relu;
+        use burn::tensor::module::adaptive_avg_pool2d;
+        let device = Device::flex().autodiff();
+        let (channels, squeeze) = (12, 4);
+        let mut se = SqueezeExcitationConfig::new(channels, squeeze).init(&device);
+        let half = |t: Tensor<4>| t.mul_scalar(0.5);
+        se.fc1.weight = Param::from_tensor(half(tensor([squeeze, channels, 1, 1], 6, &device)));
+        se.fc2.weight = Param::from_tensor(half(tensor([channels, squeeze, 1, 1], 7, &device)));
+        se.fc1.bias = Some(Param::from_tensor(tensor([squeeze], 8, &device)));
+        se.fc2.bias = Some(Param::from_tensor(tensor([channels], 9, &device)));
+        let x = tensor([3, channels, 5, 7], 10, &device).require_grad();
+        let y = if native {
+            super::squeeze_excitation(&se, &x).expect("applies on flex autodiff")
+        } else {
+            let scale = adaptive_avg_pool2d(x.clone(), [1, 1]);
+            let scale = se.fc2.forward(relu(se.fc1.forward(scale)));
+            x.clone() * se.scale_activation.forward(scale)
+        };
+        let probe = tensor(y.dims(), 11, &device);
+        let grads = (y.clone() * probe).sum().backward();
+        let bias_grad = |bias: &Option<Param<Tensor<1>>>| {
+            values(
+                bias.as_ref()
+                    .unwrap()
+                    .val()
+                    .grad(&grads)
+                    .expect("bias gradient"),
+            )
+        };
+        vec![
+            values(y),
+            values(x.grad(&grads).expect("dx")),
+            values(se.fc1.weight.val().grad(&grads).expect("dfc1")),
+            bias_grad(&se.fc1.bias),
+            values(se.fc2.weight.val().grad(&grads).expect("dfc2")),
+            bias_grad(&se.fc2.bias),
+        ]
+    }
+
+    #[test]
+    fn squeeze_excitation_kernel_matches_burns_operations() {
+        let (native, reference) = (squeeze_run(true), squeeze_run(false));
+        let what = [
+            "output",
+            "dx",
+            "dfc1_weight",
+            "dfc1_bias",
+            "dfc2_weight",
+            "dfc2_bias",
+        ];
+        for (what, (a, e)) in what.iter().zip(native.into_iter().zip(reference)) {
+            assert!(
+                e.iter().any(|&v| v != 0.0),
+                "{what} is all zeros: a weak case"
+            );
+            assert_close(a, e, what);
         }
     }
 

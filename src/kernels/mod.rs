@@ -142,7 +142,7 @@ pub(crate) use flex::{conv2d, squeeze_excitation};
 /// Training kernels for burn-flex's autodiff, or `None` where they do not apply.
 #[cfg(feature = "flex")]
 pub(crate) mod training {
-    pub(crate) use super::autodiff::{conv, norm_act};
+    pub(crate) use super::autodiff::{conv, norm_act, squeeze_excitation};
 }
 
 /// Without burn-flex every layer trains on burn's operations.
@@ -161,6 +161,13 @@ pub(crate) mod training {
         _activation: crate::Activation,
         _z: &Tensor<4>,
     ) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
+        None
+    }
+
+    pub(crate) fn squeeze_excitation(
+        _se: &crate::SqueezeExcitation,
+        _x: &Tensor<4>,
+    ) -> Option<Tensor<4>> {
         None
     }
 }

@@ -132,47 +132,97 @@ pub(crate) fn norm_statistics(
     }
 }
 
-/// `activation(x)` with PyTorch's formulas (as `elementwise::activate_slice`).
-#[inline(always)]
-fn activate(x: f32, activation: Activation) -> f32 {
-    match activation {
-        Activation::ReLU => x.max(0.0),
-        Activation::ReLU6 => x.clamp(0.0, 6.0),
-        Activation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
-        Activation::Identity => x,
+/// An activation and its gradient as a type, so that each loop below is compiled once per
+/// activation with the choice made outside it (LLVM then vectorizes the branches as selects).
+trait Act: Copy {
+    /// `activation(x)` with PyTorch's formulas (as `elementwise::activate_slice`).
+    fn apply(x: f32) -> f32;
+    /// `grad * activation'(x)`, with ATen's values at the kinks.
+    fn grad(x: f32, grad: f32) -> f32;
+}
+
+#[derive(Clone, Copy)]
+struct ReLU;
+#[derive(Clone, Copy)]
+struct ReLU6;
+#[derive(Clone, Copy)]
+struct HardSwish;
+#[derive(Clone, Copy)]
+struct Identity;
+
+impl Act for ReLU {
+    #[inline(always)]
+    fn apply(x: f32) -> f32 {
+        x.max(0.0)
+    }
+    /// `threshold_backward`: 0 at 0.
+    #[inline(always)]
+    fn grad(x: f32, grad: f32) -> f32 {
+        if x > 0.0 { grad } else { 0.0 }
     }
 }
 
-/// `grad * activation'(x)`, with ATen's values at the kinks: `threshold_backward` (ReLU: 0 at
-/// 0), `hardtanh_backward` (ReLU6: 0 at 0 and at 6), `hardswish_backward` (0 below -3,
-/// `x / 3 + 0.5` from -3 to 3 inclusive, 1 above).
-#[inline(always)]
+impl Act for ReLU6 {
+    #[inline(always)]
+    fn apply(x: f32) -> f32 {
+        x.clamp(0.0, 6.0)
+    }
+    /// `hardtanh_backward`: 0 at 0 and at 6.
+    #[inline(always)]
+    fn grad(x: f32, grad: f32) -> f32 {
+        if x > 0.0 && x < 6.0 { grad } else { 0.0 }
+    }
+}
+
+impl Act for HardSwish {
+    #[inline(always)]
+    fn apply(x: f32) -> f32 {
+        x * (x + 3.0).clamp(0.0, 6.0) / 6.0
+    }
+    /// `hardswish_backward`: 0 below -3, `x / 3 + 0.5` from -3 to 3 inclusive, 1 above.
+    #[inline(always)]
+    fn grad(x: f32, grad: f32) -> f32 {
+        if x < -3.0 {
+            0.0
+        } else if x <= 3.0 {
+            grad * (x / 3.0 + 0.5)
+        } else {
+            grad
+        }
+    }
+}
+
+impl Act for Identity {
+    #[inline(always)]
+    fn apply(x: f32) -> f32 {
+        x
+    }
+    #[inline(always)]
+    fn grad(_: f32, grad: f32) -> f32 {
+        grad
+    }
+}
+
+/// `$function::<M, A>($args)` with `A` the [`Act`] of `$activation`.
+macro_rules! with_act {
+    ($activation:expr, $function:ident::<$m:ident>($($arg:expr),* $(,)?)) => {
+        match $activation {
+            Activation::ReLU => $function::<$m, ReLU>($($arg),*),
+            Activation::ReLU6 => $function::<$m, ReLU6>($($arg),*),
+            Activation::HardSwish => $function::<$m, HardSwish>($($arg),*),
+            Activation::Identity => $function::<$m, Identity>($($arg),*),
+        }
+    };
+}
+
+/// `grad * activation'(x)`, with ATen's values at the kinks (see each [`Act`]).
+#[cfg(test)]
 pub(crate) fn activation_grad(x: f32, grad: f32, activation: Activation) -> f32 {
     match activation {
-        Activation::ReLU => {
-            if x > 0.0 {
-                grad
-            } else {
-                0.0
-            }
-        }
-        Activation::ReLU6 => {
-            if x > 0.0 && x < 6.0 {
-                grad
-            } else {
-                0.0
-            }
-        }
-        Activation::HardSwish => {
-            if x < -3.0 {
-                0.0
-            } else if x <= 3.0 {
-                grad * (x / 3.0 + 0.5)
-            } else {
-                grad
-            }
-        }
-        Activation::Identity => grad,
+        Activation::ReLU => ReLU::grad(x, grad),
+        Activation::ReLU6 => ReLU6::grad(x, grad),
+        Activation::HardSwish => HardSwish::grad(x, grad),
+        Activation::Identity => Identity::grad(x, grad),
     }
 }
 
@@ -212,8 +262,18 @@ fn apply_plane<M: MulAdd>(
     shift: f32,
     activation: Activation,
 ) {
+    with_act!(activation, apply_plane_with::<M>(out, input, scale, shift))
+}
+
+#[inline(always)]
+fn apply_plane_with<M: MulAdd, A: Act>(
+    out: &mut [MaybeUninit<f32>],
+    input: &[f32],
+    scale: f32,
+    shift: f32,
+) {
     for (y, &z) in out.iter_mut().zip(input) {
-        y.write(activate(M::mul_add(shift, z, scale), activation));
+        y.write(A::apply(M::mul_add(shift, z, scale)));
     }
 }
 
@@ -228,19 +288,33 @@ fn backward_sums<M: MulAdd>(
     shift: f32,
     activation: Activation,
 ) -> (f64, f64) {
+    with_act!(
+        activation,
+        backward_sums_with::<M>(z, grad, mean, scale, shift)
+    )
+}
+
+#[inline(always)]
+fn backward_sums_with<M: MulAdd, A: Act>(
+    z: &[f32],
+    grad: &[f32],
+    mean: f32,
+    scale: f32,
+    shift: f32,
+) -> (f64, f64) {
     let mut sum = [0.0f32; 8];
     let mut dot = [0.0f32; 8];
     let (mut sum_tail, mut dot_tail) = (0.0f64, 0.0f64);
     let z_chunks = z.chunks_exact(8);
     let grad_chunks = grad.chunks_exact(8);
     for (&z, &grad) in z_chunks.remainder().iter().zip(grad_chunks.remainder()) {
-        let g = activation_grad(M::mul_add(shift, z, scale), grad, activation);
+        let g = A::grad(M::mul_add(shift, z, scale), grad);
         sum_tail += g as f64;
         dot_tail += (g * (z - mean)) as f64;
     }
     for (z, grad) in z_chunks.zip(grad_chunks) {
         for lane in 0..8 {
-            let g = activation_grad(M::mul_add(shift, z[lane], scale), grad[lane], activation);
+            let g = A::grad(M::mul_add(shift, z[lane], scale), grad[lane]);
             sum[lane] += g;
             dot[lane] = M::mul_add(dot[lane], g, z[lane] - mean);
         }
@@ -331,13 +405,28 @@ fn backward_plane<M: MulAdd>(
     out: &mut [MaybeUninit<f32>],
     z: &[f32],
     grad: &[f32],
-    [a, b, c]: [f32; 3],
+    coefficients: [f32; 3],
     scale: f32,
     shift: f32,
     activation: Activation,
 ) {
+    with_act!(
+        activation,
+        backward_plane_with::<M>(out, z, grad, coefficients, scale, shift)
+    )
+}
+
+#[inline(always)]
+fn backward_plane_with<M: MulAdd, A: Act>(
+    out: &mut [MaybeUninit<f32>],
+    z: &[f32],
+    grad: &[f32],
+    [a, b, c]: [f32; 3],
+    scale: f32,
+    shift: f32,
+) {
     for ((dz, &z), &grad) in out.iter_mut().zip(z).zip(grad) {
-        let g = activation_grad(M::mul_add(shift, z, scale), grad, activation);
+        let g = A::grad(M::mul_add(shift, z, scale), grad);
         dz.write(M::mul_add(M::mul_add(c, b, z), a, g));
     }
 }
@@ -487,6 +576,7 @@ pub(crate) fn depthwise_backward(
     let tap_sums: Vec<Vec<f64>> = dx
         .par_chunks_mut(in_pixels)
         .enumerate()
+        .with_min_len((TASK_ELEMENTS / in_pixels).max(1))
         .map_init(
             || (Vec::new(), Vec::new(), Vec::new()),
             |(x_phases, grad_wide, dx_phases), (plane, dx)| {
@@ -582,4 +672,187 @@ fn merge_from_phases(
             phase_row += 1;
         }
     }
+}
+
+/// The weights of a squeeze-and-excitation layer (`fc1`: `[squeeze, channels]` and
+/// `[squeeze]`, `fc2`: `[channels, squeeze]` and `[channels]`) and its gate,
+/// `clamp(x * slope + offset, 0, 1)`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SqueezeWeights<'a> {
+    pub fc1_weight: &'a [f32],
+    pub fc1_bias: &'a [f32],
+    pub fc2_weight: &'a [f32],
+    pub fc2_bias: &'a [f32],
+    pub slope: f32,
+    pub offset: f32,
+}
+
+/// What a squeeze-and-excitation forward keeps for its backward, per image: the pooled input
+/// `[batch, channels]`, the hidden layer after its ReLU `[batch, squeeze]`, and the gate
+/// `[batch, channels]` with its argument.
+#[derive(Debug, Clone)]
+pub(crate) struct SqueezeSaved {
+    pub pooled: Vec<f32>,
+    pub hidden: Vec<f32>,
+    pub gate_input: Vec<f32>,
+    pub gate: Vec<f32>,
+}
+
+/// Squeeze-and-excitation forward, `y = x * gate(fc2(relu(fc1(mean(x)))))` per channel, as the
+/// crate's layer computes it with burn's operations (average pool, two 1x1 convolutions with
+/// bias, ReLU, hard-sigmoid, broadcast product), in two passes over the map.
+pub(crate) fn squeeze_excitation_forward(
+    x: &[f32],
+    dims: MapDims,
+    weights: SqueezeWeights,
+) -> (Vec<f32>, SqueezeSaved) {
+    let [batch, channels, pixels] = dims;
+    let squeeze = weights.fc1_bias.len();
+    assert!(x.len() == batch * channels * pixels && weights.fc2_bias.len() == channels);
+    assert!(weights.fc1_weight.len() == squeeze * channels);
+    assert!(weights.fc2_weight.len() == channels * squeeze);
+    let pooled: Vec<f32> = x
+        .par_chunks(pixels.max(1))
+        .with_min_len((TASK_ELEMENTS / pixels.max(1)).max(1))
+        .map(|plane| (dispatch!(sum_lanes(plane)) / pixels.max(1) as f64) as f32)
+        .collect();
+    let mut hidden = vec![0.0f32; batch * squeeze];
+    let mut gate_input = vec![0.0f32; batch * channels];
+    for image in 0..batch {
+        let pooled = &pooled[image * channels..(image + 1) * channels];
+        let hidden = &mut hidden[image * squeeze..(image + 1) * squeeze];
+        for (j, h) in hidden.iter_mut().enumerate() {
+            let row = &weights.fc1_weight[j * channels..(j + 1) * channels];
+            let sum: f32 = row.iter().zip(pooled).map(|(w, p)| w * p).sum();
+            *h = (sum + weights.fc1_bias[j]).max(0.0);
+        }
+        for (c, g) in gate_input[image * channels..(image + 1) * channels]
+            .iter_mut()
+            .enumerate()
+        {
+            let row = &weights.fc2_weight[c * squeeze..(c + 1) * squeeze];
+            let sum: f32 = row.iter().zip(hidden.iter()).map(|(w, h)| w * h).sum();
+            *g = sum + weights.fc2_bias[c];
+        }
+    }
+    let gate: Vec<f32> = gate_input
+        .iter()
+        .map(|&v| (v * weights.slope + weights.offset).clamp(0.0, 1.0))
+        .collect();
+    let y = filled_by(x.len(), |y| {
+        if pixels == 0 {
+            return;
+        }
+        y.par_chunks_mut(pixels)
+            .zip(x.par_chunks(pixels))
+            .enumerate()
+            .with_min_len((TASK_ELEMENTS / pixels).max(1))
+            .for_each(|(plane, (out, input))| {
+                let g = gate[plane];
+                out.iter_mut().zip(input).for_each(|(o, &v)| {
+                    o.write(v * g);
+                });
+            })
+    });
+    let saved = SqueezeSaved {
+        pooled,
+        hidden,
+        gate_input,
+        gate,
+    };
+    (y, saved)
+}
+
+/// Gradients of [`squeeze_excitation_forward`]: `(dx, dfc1_weight, dfc1_bias, dfc2_weight,
+/// dfc2_bias)`. One pass for the gate's gradient (`Σ grad · x` per plane), the small layers in
+/// between, and one pass writing `dx = grad * gate + dpooled / pixels`. The gate passes no
+/// gradient where its ramp is saturated (`hardsigmoid_backward`), nor the ReLU at 0.
+pub(crate) fn squeeze_excitation_backward(
+    x: &[f32],
+    grad: &[f32],
+    dims: MapDims,
+    weights: SqueezeWeights,
+    saved: &SqueezeSaved,
+) -> [Vec<f32>; 5] {
+    let [batch, channels, pixels] = dims;
+    let squeeze = weights.fc1_bias.len();
+    assert!(x.len() == batch * channels * pixels && grad.len() == x.len());
+    let dgate: Vec<f32> = grad
+        .par_chunks(pixels.max(1))
+        .zip(x.par_chunks(pixels.max(1)))
+        .with_min_len((TASK_ELEMENTS / pixels.max(1)).max(1))
+        .map(|(g, x)| dispatch!(dot(g, x)) as f32)
+        .collect();
+    let dgate_input: Vec<f32> = dgate
+        .iter()
+        .zip(&saved.gate_input)
+        .map(|(&d, &v)| {
+            let y = v * weights.slope + weights.offset;
+            if y > 0.0 && y < 1.0 {
+                d * weights.slope
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut dfc2_weight = vec![0.0f32; channels * squeeze];
+    let mut dfc2_bias = vec![0.0f32; channels];
+    let mut dfc1_weight = vec![0.0f32; squeeze * channels];
+    let mut dfc1_bias = vec![0.0f32; squeeze];
+    let mut dpooled = vec![0.0f32; batch * channels];
+    let mut dhidden = vec![0.0f32; squeeze];
+    for image in 0..batch {
+        let dgate_input = &dgate_input[image * channels..(image + 1) * channels];
+        let hidden = &saved.hidden[image * squeeze..(image + 1) * squeeze];
+        let pooled = &saved.pooled[image * channels..(image + 1) * channels];
+        dhidden.iter_mut().for_each(|d| *d = 0.0);
+        for (c, &d) in dgate_input.iter().enumerate() {
+            dfc2_bias[c] += d;
+            let row = c * squeeze..(c + 1) * squeeze;
+            for ((dw, &h), (dh, &w)) in dfc2_weight[row.clone()]
+                .iter_mut()
+                .zip(hidden)
+                .zip(dhidden.iter_mut().zip(&weights.fc2_weight[row]))
+            {
+                *dw += d * h;
+                *dh += w * d;
+            }
+        }
+        // ReLU: no gradient where the hidden unit is 0.
+        for (dh, &h) in dhidden.iter_mut().zip(hidden) {
+            if h <= 0.0 {
+                *dh = 0.0;
+            }
+        }
+        let dpooled = &mut dpooled[image * channels..(image + 1) * channels];
+        for (j, &d) in dhidden.iter().enumerate() {
+            dfc1_bias[j] += d;
+            let row = j * channels..(j + 1) * channels;
+            for ((dw, &p), (dp, &w)) in dfc1_weight[row.clone()]
+                .iter_mut()
+                .zip(pooled)
+                .zip(dpooled.iter_mut().zip(&weights.fc1_weight[row]))
+            {
+                *dw += d * p;
+                *dp += w * d;
+            }
+        }
+    }
+    let dx = filled_by(x.len(), |dx| {
+        if pixels == 0 {
+            return;
+        }
+        let inv_pixels = 1.0 / pixels as f32;
+        dx.par_chunks_mut(pixels)
+            .zip(grad.par_chunks(pixels))
+            .enumerate()
+            .with_min_len((TASK_ELEMENTS / pixels).max(1))
+            .for_each(|(plane, (out, g))| {
+                let (gate, from_pool) = (saved.gate[plane], dpooled[plane] * inv_pixels);
+                out.iter_mut().zip(g).for_each(|(o, &g)| {
+                    o.write(g * gate + from_pool);
+                });
+            })
+    });
+    [dx, dfc1_weight, dfc1_bias, dfc2_weight, dfc2_bias]
 }

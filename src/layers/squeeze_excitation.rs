@@ -80,6 +80,10 @@ impl SqueezeExcitation {
             Ok(y) => return y,
             Err(x) => x,
         };
+        // In training on burn-flex, one differentiable operation of the training kernels.
+        if let Some(y) = kernels::training::squeeze_excitation(self, &x) {
+            return y;
+        }
         let scale = adaptive_avg_pool2d(x.clone(), [1, 1]);
         let scale = self.fc1.forward(scale);
         let scale = Activation::ReLU.forward(scale);
