@@ -12,6 +12,11 @@
 //! They apply when the input lives on burn-flex as `f32` without autodiff and the layer has no
 //! BatchNorm left; everything else (ndarray, wgpu, training, unfused models) takes burn's path, so
 //! results never depend on which ran beyond float rounding (the tests compare both).
+//!
+//! Training has kernels of its own, with backward steps: on burn-flex with autodiff, BatchNorm
+//! with its activation, 1x1 and depthwise convolutions and squeeze-and-excitation run as
+//! differentiable operations registered through burn's backend-extension point (see
+//! [`training_layers_run`] and `docs/training.md`).
 //! [`set_enabled`]`(false)`, or the environment variable `MOBILENET_BURN_KERNELS=burn`, turns them
 //! off to measure burn's own operations.
 
