@@ -55,13 +55,22 @@ macro_rules! dispatch {
         {
             if $crate::kernels::simd::has_avx2_fma() {
                 #[target_feature(enable = "avx2,fma")]
+                #[inline]
                 unsafe fn with_avx2_fma<R>(run: impl FnOnce() -> R) -> R {
                     run()
                 }
                 // SAFETY: the CPU was checked for AVX2 and FMA just above.
-                // The closure and `$function` are inlined into `with_avx2_fma`, so their loops are
-                // compiled with its features.
-                unsafe { with_avx2_fma(|| $function::<$crate::kernels::simd::Fused>($($arg),*)) }
+                // The closure and `$function` are inlined into `with_avx2_fma` (both
+                // `inline(always)`: left to LLVM's judgement, a closure around a large function
+                // was once compiled on its own, without the features, and every `f32::mul_add`
+                // in it became a call to libm's software `fmaf`), so their loops are compiled
+                // with its features.
+                unsafe {
+                    with_avx2_fma(
+                        #[inline(always)]
+                        || $function::<$crate::kernels::simd::Fused>($($arg),*),
+                    )
+                }
             } else {
                 $function::<$crate::kernels::simd::Plain>($($arg),*)
             }
