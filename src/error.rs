@@ -101,6 +101,16 @@ pub enum Error {
     #[error("no cache directory for weights: set MOBILENET_BURN_CACHE")]
     NoCacheDir,
 
+    /// A directory is not an image-folder dataset (no class folders, or a class without
+    /// images).
+    #[error("{} is not an image-folder dataset: {reason}", path.display())]
+    Dataset {
+        /// The dataset's root directory.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+
     /// The model could not be written.
     #[error("cannot save the model to {}: {reason}", path.display())]
     Save {

@@ -29,6 +29,8 @@
 #![warn(missing_docs)]
 
 mod checkpoint;
+#[cfg(feature = "pretrained")]
+pub mod data;
 pub mod detection;
 mod error;
 mod fuse;

@@ -36,6 +36,7 @@ pub use coco_categories::COCO_CATEGORIES;
 pub use detection_weights::{DetectionWeightsInfo, SsdLite320MobileNetV3LargeWeights};
 pub use download::{CACHE_DIR_ENV, WeightsCache};
 pub use imagenet_categories::IMAGENET_CATEGORIES;
+pub(crate) use resize::resize_bilinear;
 pub use transform::load_rgb_image;
 pub use weights::{
     EvalTransform, IMAGENET_MEAN, IMAGENET_STD, MobileNetV2Weights, MobileNetV3LargeWeights,
