@@ -162,8 +162,9 @@ fn has_image_extension(name: &str) -> bool {
         .any(|extension| lower.ends_with(extension))
 }
 
-/// Directory levels below a class directory that [`walk`] descends: a link cycle (a link to a
-/// parent directory) would otherwise be walked forever, as `os.walk(followlinks=True)` does.
+/// Directory levels below a class directory that [`ImageFolder::new`] descends: a link cycle (a
+/// link to a parent directory) would otherwise be walked forever, as
+/// `os.walk(followlinks=True)` does.
 pub const MAX_DEPTH: usize = 32;
 
 /// Every directory below and including `directory` (following links), each with its files
