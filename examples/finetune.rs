@@ -17,9 +17,13 @@
 //! (0.2, a stratified split), `--seed N` (0), `--weights FILE` (a torchvision checkpoint: every
 //! backbone weight is kept, the classifier's last layer re-initialized for the folder's classes),
 //! `--freeze-backbone`, `--random-erase P` (0), `--min-scale X` (RandomResizedCrop's smallest
-//! area, 0.08), `--out DIR` (finetune-out).
+//! area, 0.08), `--resume EPOCH` (continue after epoch EPOCH from its checkpoint in `--out`, with
+//! the same other options: the steps that follow are those of the uninterrupted run),
+//! `--stop-after EPOCH` (end after that epoch's checkpoint, as an interruption would; the
+//! schedule is still that of `--epochs`), `--out DIR` (finetune-out).
 //!
-//! Writes to `--out`: `epoch-N.bpk` after every epoch (the model, burnpack), `model.bpk` and
+//! Writes to `--out`: `epoch-N.bpk` and `epoch-N.optim.bpk` after every epoch (the model and the
+//! optimizer's state, burnpack), `model.bpk` and
 //! `model.safetensors` (torchvision's keys, loadable by PyTorch) at the end, `curves.svg`
 //! (training loss and validation accuracy per epoch) and `confusion.svg` (the last validation's
 //! confusion matrix, also printed).
@@ -51,12 +55,15 @@ struct Args {
     freeze_backbone: bool,
     random_erase: f32,
     min_scale: f64,
+    resume: Option<usize>,
+    stop_after: Option<usize>,
     out: PathBuf,
 }
 
 const USAGE: &str = "usage: finetune --data DIR [--model v2|v3l|v3s] [--epochs N] [--batch N] \
                      [--lr X] [--size N] [--val-fraction X] [--seed N] [--weights FILE] \
-                     [--freeze-backbone] [--random-erase P] [--min-scale X] [--out DIR]\n       \
+                     [--freeze-backbone] [--random-erase P] [--min-scale X] [--resume EPOCH] \
+                     [--stop-after EPOCH] [--out DIR]\n       \
                      finetune --make-demo DIR";
 
 fn parse_args() -> Result<Args, String> {
@@ -74,6 +81,8 @@ fn parse_args() -> Result<Args, String> {
         freeze_backbone: false,
         random_erase: 0.0,
         min_scale: 0.08,
+        resume: None,
+        stop_after: None,
         out: "finetune-out".into(),
     };
     let mut args = std::env::args().skip(1);
@@ -97,6 +106,8 @@ fn parse_args() -> Result<Args, String> {
             "--freeze-backbone" => parsed.freeze_backbone = true,
             "--random-erase" => parsed.random_erase = number(&arg, value()?)?,
             "--min-scale" => parsed.min_scale = number(&arg, value()?)?,
+            "--resume" => parsed.resume = Some(number(&arg, value()?)?),
+            "--stop-after" => parsed.stop_after = Some(number(&arg, value()?)?),
             "--out" => parsed.out = value()?.into(),
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
@@ -125,6 +136,7 @@ trait Classifier: Module + Sized {
     fn transfer(self, path: &Path) -> Result<Self, Error>;
     fn freeze_backbone(self) -> Self;
     fn save_burnpack(&self, path: &Path) -> Result<(), Error>;
+    fn load_burnpack(self, path: &Path) -> Result<Self, Error>;
     fn save_torchvision(&self, path: &Path) -> Result<(), Error>;
 }
 
@@ -149,6 +161,9 @@ macro_rules! classifier {
             }
             fn save_burnpack(&self, path: &Path) -> Result<(), Error> {
                 $model::save_burnpack(self, path)
+            }
+            fn load_burnpack(self, path: &Path) -> Result<Self, Error> {
+                $model::load_burnpack(self, path)
             }
             fn save_torchvision(&self, path: &Path) -> Result<(), Error> {
                 $model::save_torchvision(self, path)
@@ -212,6 +227,21 @@ fn train<M: Classifier>(model: M, dataset: &ImageFolder, args: &Args) -> Result<
     let steps_per_epoch = train_indices.len().div_ceil(args.batch);
     let total = steps_per_epoch * args.epochs;
     let mut optimizer = torch_sgd(0.9, 4e-5).init();
+    let first_epoch = args.resume.unwrap_or(0);
+    if let Some(epoch) = args.resume {
+        // Model (with its parameter ids, which key the optimizer's state) and optimizer state.
+        model = model
+            .load_burnpack(&args.out.join(format!("epoch-{epoch}.bpk")))?
+            .train();
+        let path = args.out.join(format!("epoch-{epoch}.optim.bpk"));
+        optimizer = optimizer
+            .load(&path)
+            .map_err(|error| Error::UnreadableCheckpoint {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?;
+        println!("resumed after epoch {epoch}");
+    }
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     std::fs::create_dir_all(&args.out).map_err(|source| Error::Io {
         path: args.out.clone(),
@@ -220,7 +250,14 @@ fn train<M: Classifier>(model: M, dataset: &ImageFolder, args: &Args) -> Result<
     let mut history = Vec::new();
     let mut confusion = vec![vec![0usize; classes]; classes];
     let started = Instant::now();
-    for epoch in 0..args.epochs {
+    for epoch in first_epoch..args.epochs {
+        // burn's generator (dropout masks) re-seeded per epoch, so that a resumed run draws what
+        // the uninterrupted one drew.
+        device.seed(
+            args.seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(epoch as u64 + 1),
+        );
         // A seeded shuffle per epoch.
         let mut order = train_indices.clone();
         let mut draws = SeededDraws::for_item(args.seed, epoch as u64, u64::MAX);
@@ -272,6 +309,19 @@ fn train<M: Classifier>(model: M, dataset: &ImageFolder, args: &Args) -> Result<
             top1,
         });
         model.save_burnpack(&args.out.join(format!("epoch-{}.bpk", epoch + 1)))?;
+        let path = args.out.join(format!("epoch-{}.optim.bpk", epoch + 1));
+        optimizer.save(&path).map_err(|error| Error::Save {
+            path: path.clone(),
+            reason: error.to_string(),
+        })?;
+        if args.stop_after == Some(epoch + 1) {
+            println!(
+                "stopped after epoch {}: continue with --resume {}",
+                epoch + 1,
+                epoch + 1
+            );
+            return Ok(());
+        }
     }
     model.save_burnpack(&args.out.join("model.bpk"))?;
     model.save_torchvision(&args.out.join("model.safetensors"))?;
@@ -537,6 +587,8 @@ fn main() {
         let dataset = ImageFolder::new(data)?;
         let classes = dataset.classes().len();
         let device = Device::flex().autodiff();
+        // Initial weights from the seed.
+        device.seed(args.seed);
         match args.model.as_str() {
             "v2" => train(
                 MobileNetV2Config::new()

@@ -138,6 +138,9 @@ fn frozen_backbone_is_bit_identical_after_training_steps() {
     let model = v3s(&device).freeze_backbone().train();
     let plain = common::cpu_device();
     let probe = Tensor::<4>::random([2, 3, 48, 48], Distribution::Normal(0.0, 1.0), &plain);
+    let _counting = KERNEL_COUNT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     // Inference on plain flex tensors runs the native kernels: not while another test counts.
     let _counting = KERNEL_COUNT
         .lock()
@@ -292,4 +295,55 @@ fn fork_and_to_device_keep_every_parameter_trainable() {
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         assert_eq!(grads.len(), learnable);
     }
+}
+
+/// Resuming from a checkpoint (the model's burnpack and the optimizer's state, both keyed so
+/// that a freshly built model picks them up) gives exactly the step the uninterrupted run makes:
+/// momentum, running statistics and weights all carry over.
+#[test]
+fn resuming_from_a_checkpoint_equals_the_uninterrupted_step() {
+    let device = training_device();
+    let inputs: Vec<Tensor<4>> = (0..3)
+        .map(|_| Tensor::random([4, 3, 48, 48], Distribution::Normal(0.0, 1.0), &device))
+        .collect();
+    let labels = Tensor::<1, Int>::from_ints([0, 1, 2, 1], &device);
+    let step = |model: MobileNetV3, optimizer: &mut burn::optim::ModuleOptimizer, x: &Tensor<4>| {
+        let loss = CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(model.forward(x.clone()), labels.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        optimizer.step(0.1, model, grads)
+    };
+    let mut optimizer = torch_sgd(0.9, 1e-4).init();
+    let mut model = v3s(&device).train();
+    for x in &inputs[..2] {
+        model = step(model, &mut optimizer, x);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (model_path, optimizer_path) = (dir.path().join("model.bpk"), dir.path().join("optim.bpk"));
+    model.save_burnpack(&model_path).unwrap();
+    optimizer.save(&optimizer_path).unwrap();
+    let uninterrupted = step(model, &mut optimizer, &inputs[2]);
+
+    // A fresh model (other initial weights) and optimizer, from the files.
+    let fresh = train_case("v3s_w025").v3_config().init(&device);
+    let resumed = fresh.load_burnpack(&model_path).unwrap().train();
+    let mut restored = torch_sgd(0.9, 1e-4).init().load(&optimizer_path).unwrap();
+    let resumed = step(resumed, &mut restored, &inputs[2]);
+
+    let plain = common::cpu_device();
+    let probe = Tensor::<4>::random([2, 3, 48, 48], Distribution::Normal(0.0, 1.0), &plain);
+    let _counting = KERNEL_COUNT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let logits = |model: &MobileNetV3| model.valid().forward(probe.clone()).into_data();
+    assert_eq!(logits(&resumed), logits(&uninterrupted));
+    // Without the optimizer's state (momentum lost) the step differs: the test can fail.
+    let fresh = train_case("v3s_w025").v3_config().init(&device);
+    let without_momentum = step(
+        fresh.load_burnpack(&model_path).unwrap().train(),
+        &mut torch_sgd(0.9, 1e-4).init(),
+        &inputs[2],
+    );
+    assert_ne!(logits(&without_momentum), logits(&uninterrupted));
 }
