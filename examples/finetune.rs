@@ -19,7 +19,8 @@
 //! `--freeze-backbone`, `--random-erase P` (0), `--min-scale X` (RandomResizedCrop's smallest
 //! area, 0.08), `--resume EPOCH` (continue after epoch EPOCH from its checkpoint in `--out`, with
 //! the same other options: the steps that follow are those of the uninterrupted run),
-//! `--stop-after EPOCH` (end after that epoch's checkpoint, as an interruption would; the
+//! `--label-smoothing X` (0; burn's smoothing is PyTorch's `label_smoothing`, targets
+//! `y (1 - X) + X / classes`), `--stop-after EPOCH` (end after that epoch's checkpoint, as an interruption would; the
 //! schedule is still that of `--epochs`), `--out DIR` (finetune-out).
 //!
 //! Writes to `--out`: `epoch-N.bpk` and `epoch-N.optim.bpk` after every epoch (the model and the
@@ -57,13 +58,14 @@ struct Args {
     min_scale: f64,
     resume: Option<usize>,
     stop_after: Option<usize>,
+    label_smoothing: f32,
     out: PathBuf,
 }
 
 const USAGE: &str = "usage: finetune --data DIR [--model v2|v3l|v3s] [--epochs N] [--batch N] \
                      [--lr X] [--size N] [--val-fraction X] [--seed N] [--weights FILE] \
                      [--freeze-backbone] [--random-erase P] [--min-scale X] [--resume EPOCH] \
-                     [--stop-after EPOCH] [--out DIR]\n       \
+                     [--stop-after EPOCH] [--label-smoothing X] [--out DIR]\n       \
                      finetune --make-demo DIR";
 
 fn parse_args() -> Result<Args, String> {
@@ -83,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
         min_scale: 0.08,
         resume: None,
         stop_after: None,
+        label_smoothing: 0.0,
         out: "finetune-out".into(),
     };
     let mut args = std::env::args().skip(1);
@@ -108,6 +111,7 @@ fn parse_args() -> Result<Args, String> {
             "--min-scale" => parsed.min_scale = number(&arg, value()?)?,
             "--resume" => parsed.resume = Some(number(&arg, value()?)?),
             "--stop-after" => parsed.stop_after = Some(number(&arg, value()?)?),
+            "--label-smoothing" => parsed.label_smoothing = number(&arg, value()?)?,
             "--out" => parsed.out = value()?.into(),
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
@@ -118,6 +122,9 @@ fn parse_args() -> Result<Args, String> {
             "unknown model `{}`; use v2, v3l or v3s",
             parsed.model
         ));
+    }
+    if !(0.0..=1.0).contains(&parsed.label_smoothing) {
+        return Err("--label-smoothing must be in [0, 1]".into());
     }
     if parsed.batch == 0 || parsed.size < 32 || !(0.0..1.0).contains(&parsed.val_fraction) {
         return Err(format!(
@@ -242,7 +249,9 @@ fn train<M: Classifier>(model: M, dataset: &ImageFolder, args: &Args) -> Result<
             })?;
         println!("resumed after epoch {epoch}");
     }
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let loss_fn = CrossEntropyLossConfig::new()
+        .with_smoothing((args.label_smoothing > 0.0).then_some(args.label_smoothing))
+        .init(&device);
     std::fs::create_dir_all(&args.out).map_err(|source| Error::Io {
         path: args.out.clone(),
         source,
