@@ -138,9 +138,6 @@ fn frozen_backbone_is_bit_identical_after_training_steps() {
     let model = v3s(&device).freeze_backbone().train();
     let plain = common::cpu_device();
     let probe = Tensor::<4>::random([2, 3, 48, 48], Distribution::Normal(0.0, 1.0), &plain);
-    let _counting = KERNEL_COUNT
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
     // Inference on plain flex tensors runs the native kernels: not while another test counts.
     let _counting = KERNEL_COUNT
         .lock()
