@@ -23,8 +23,9 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::conv::{ConvGeometry, Epilogue, pointwise};
 use super::direct::{self, depthwise};
+use super::elementwise::SqueezeExcitationWeights;
 use super::flex::geometry;
-use super::train::{self, MapDims, NormStatistics, SqueezeSaved, SqueezeWeights};
+use super::train::{self, MapDims, NormStatistics, SqueezeSaved};
 use crate::Activation;
 
 /// Which training kernel a convolution takes.
@@ -176,8 +177,8 @@ impl TrainingOps for Flex {
 fn squeeze_weights<'a>(
     weights: &'a [FlexTensor; 4],
     [slope, offset]: [f32; 2],
-) -> SqueezeWeights<'a> {
-    SqueezeWeights {
+) -> SqueezeExcitationWeights<'a> {
+    SqueezeExcitationWeights {
         fc1_weight: values(&weights[0]),
         fc1_bias: values(&weights[1]),
         fc2_weight: values(&weights[2]),

@@ -22,6 +22,7 @@ pub(crate) fn activate_slice<M: MulAdd>(values: &mut [f32], activation: Activati
 }
 
 /// The weights of one squeeze-and-excitation layer, as plain slices.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct SqueezeExcitationWeights<'a> {
     /// `[squeeze, channels]`
     pub fc1_weight: &'a [f32],

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use super::conv::{ConvGeometry, filled_by};
 use super::direct::{PhaseLayout, flat_conv, split_into_phases};
+use super::elementwise::SqueezeExcitationWeights;
 use super::simd::{MulAdd, dispatch};
 use crate::Activation;
 
@@ -674,19 +675,6 @@ fn merge_from_phases(
     }
 }
 
-/// The weights of a squeeze-and-excitation layer (`fc1`: `[squeeze, channels]` and
-/// `[squeeze]`, `fc2`: `[channels, squeeze]` and `[channels]`) and its gate,
-/// `clamp(x * slope + offset, 0, 1)`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SqueezeWeights<'a> {
-    pub fc1_weight: &'a [f32],
-    pub fc1_bias: &'a [f32],
-    pub fc2_weight: &'a [f32],
-    pub fc2_bias: &'a [f32],
-    pub slope: f32,
-    pub offset: f32,
-}
-
 /// What a squeeze-and-excitation forward keeps for its backward, per image: the pooled input
 /// `[batch, channels]`, the hidden layer after its ReLU `[batch, squeeze]`, and the gate
 /// `[batch, channels]` with its argument.
@@ -704,7 +692,7 @@ pub(crate) struct SqueezeSaved {
 pub(crate) fn squeeze_excitation_forward(
     x: &[f32],
     dims: MapDims,
-    weights: SqueezeWeights,
+    weights: SqueezeExcitationWeights,
 ) -> (Vec<f32>, SqueezeSaved) {
     let [batch, channels, pixels] = dims;
     let squeeze = weights.fc1_bias.len();
@@ -771,7 +759,7 @@ pub(crate) fn squeeze_excitation_backward(
     x: &[f32],
     grad: &[f32],
     dims: MapDims,
-    weights: SqueezeWeights,
+    weights: SqueezeExcitationWeights,
     saved: &SqueezeSaved,
 ) -> [Vec<f32>; 5] {
     let [batch, channels, pixels] = dims;
