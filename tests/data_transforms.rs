@@ -303,6 +303,23 @@ fn batches_are_reproducible() {
     assert_ne!(a.into_data(), c.into_data(), "another epoch, other crops");
     let labels: Vec<i64> = labels.into_data().convert::<i64>().try_to_vec().unwrap();
     assert_eq!(labels, vec![0, 0, 0, 1, 1, 1]);
+    // The evaluation batch is EvalTransform::apply of each image, stacked.
+    let eval = mobilenet_burn::pretrained::EvalTransform {
+        resize_size: 20,
+        crop_size: 16,
+        mean: [0.5, 0.4, 0.3],
+        std: [0.2, 0.25, 0.3],
+    };
+    let (batch, _) = dataset.eval_batch(&indices[1..3], &eval, &device).unwrap();
+    for (row, &index) in indices[1..3].iter().enumerate() {
+        let image =
+            mobilenet_burn::pretrained::load_rgb_image(&dataset.samples()[index].0).unwrap();
+        let single = eval.apply(&image, &device).unsqueeze_dim::<4>(0);
+        assert_eq!(
+            batch.clone().narrow(0, row, 1).into_data(),
+            single.into_data()
+        );
+    }
     // The seeded source itself: same seed, same numbers.
     let mut x = SeededDraws::for_item(1, 2, 3);
     let mut y = SeededDraws::for_item(1, 2, 3);

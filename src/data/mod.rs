@@ -155,22 +155,17 @@ impl ImageFolder {
         transform: &EvalTransform,
         device: &Device,
     ) -> Result<(Tensor<4>, Tensor<1, Int>), Error> {
-        let flex = Device::flex();
         let images = indices
             .par_iter()
             .map(|&index| {
                 let image = load_rgb_image(&self.samples()[index].0)?;
-                Ok(transform.apply(&image, &flex).into_data())
+                Ok(transform.values(&image))
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let crop = transform.crop_size as usize;
-        let mut values = Vec::with_capacity(indices.len() * IMAGE_CHANNELS * crop * crop);
-        for data in images {
-            values.extend(data.iter::<f32>());
-        }
         let shape = [indices.len(), IMAGE_CHANNELS, crop, crop];
         Ok((
-            Tensor::from_data(TensorData::new(values, shape), device),
+            Tensor::from_data(TensorData::new(images.concat(), shape), device),
             self.labels(indices, device),
         ))
     }

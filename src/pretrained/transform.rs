@@ -50,6 +50,15 @@ impl EvalTransform {
     /// # Shapes
     /// - output: `[3, crop_size, crop_size]`
     pub fn apply(&self, image: &RgbImage, device: &Device) -> Tensor<3> {
+        let crop = self.crop_size as usize;
+        Tensor::from_data(
+            TensorData::new(self.values(image), [IMAGE_CHANNELS, crop, crop]),
+            device,
+        )
+    }
+
+    /// [`apply`](Self::apply)'s values, `[3, crop_size, crop_size]` in row-major order.
+    pub(crate) fn values(&self, image: &RgbImage) -> Vec<f32> {
         let (width, height) = self.resized_size(image.width(), image.height());
         let resized = resize_bilinear(image, width.max(1), height.max(1));
         let crop = self.crop_size as usize;
@@ -82,10 +91,7 @@ impl EvalTransform {
                 }
             }
         }
-        Tensor::from_data(
-            TensorData::new(values, [IMAGE_CHANNELS, crop, crop]),
-            device,
-        )
+        values
     }
 
     /// Reads an image file and applies the transform, as a batch of one.
