@@ -37,7 +37,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use mobilenet_burn::data::{ImageFolder, SeededDraws, TrainTransform};
+use mobilenet_burn::data::{ImageFolder, SeededDraws, TrainTransform, shuffle};
 use mobilenet_burn::pretrained::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD};
 use mobilenet_burn::training::torch_sgd;
 use mobilenet_burn::{Error, MobileNetV2, MobileNetV2Config, MobileNetV3, MobileNetV3Config};
@@ -270,10 +270,7 @@ fn train<M: Classifier>(model: M, dataset: &ImageFolder, args: &Args) -> Result<
         // A seeded shuffle per epoch.
         let mut order = train_indices.clone();
         let mut draws = SeededDraws::for_item(args.seed, epoch as u64, u64::MAX);
-        for i in (1..order.len()).rev() {
-            let j = mobilenet_burn::data::Draws::randint(&mut draws, 0, i as i64 + 1) as usize;
-            order.swap(i, j);
-        }
+        shuffle(&mut order, &mut draws);
         let bar = ProgressBar::new(steps_per_epoch as u64).with_style(
             ProgressStyle::with_template(
                 "epoch {prefix} {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]",

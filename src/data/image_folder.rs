@@ -135,11 +135,7 @@ impl ImageFolder {
                 .filter(|&index| self.samples[index].1 == label)
                 .collect();
             let mut draws = super::transforms::SeededDraws::for_item(seed, 0, label as u64);
-            // Fisher-Yates with the seeded draws.
-            for i in (1..members.len()).rev() {
-                let j = super::transforms::Draws::randint(&mut draws, 0, i as i64 + 1) as usize;
-                members.swap(i, j);
-            }
+            super::transforms::shuffle(&mut members, &mut draws);
             let mut count = (members.len() as f64 * fraction).round() as usize;
             if fraction > 0.0 && members.len() >= 2 {
                 count = count.clamp(1, members.len() - 1);

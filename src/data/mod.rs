@@ -29,10 +29,10 @@ use rayon::prelude::*;
 pub use image_folder::{IMAGE_EXTENSIONS, ImageFolder, MAX_DEPTH};
 pub use transforms::{
     CropBox, Draws, RandomErasing, RandomHorizontalFlip, RandomResizedCrop, SeededDraws,
-    resized_crop,
+    resized_crop, shuffle,
 };
 
-use crate::pretrained::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, load_rgb_image};
+use crate::pretrained::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, load_rgb_image, normalized};
 use crate::{Error, IMAGE_CHANNELS};
 
 /// torchvision's `ClassificationPresetTrain` without auto-augmentation: `RandomResizedCrop`,
@@ -90,15 +90,14 @@ impl TrainTransform {
     }
 }
 
-/// `Normalize(mean, std)(to_tensor(image))`: `[3, height, width]`, with torchvision's `f32`
-/// operations (divide by 255, subtract, divide).
+/// `Normalize(mean, std)(to_tensor(image))`: `[3, height, width]`.
 fn normalize(image: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
     let pixels = (image.width() * image.height()) as usize;
     let mut values = vec![0f32; IMAGE_CHANNELS * pixels];
     for (index, pixel) in image.pixels().enumerate() {
         for channel in 0..IMAGE_CHANNELS {
             values[channel * pixels + index] =
-                (f32::from(pixel.0[channel]) / 255.0 - mean[channel]) / std[channel];
+                normalized(pixel.0[channel], mean[channel], std[channel]);
         }
     }
     values

@@ -74,6 +74,14 @@ impl Draws for SeededDraws {
     }
 }
 
+/// Shuffles `items` in place (Fisher-Yates, one `randint` per position from the last down).
+pub fn shuffle<T>(items: &mut [T], draws: &mut impl Draws) {
+    for i in (1..items.len()).rev() {
+        let j = draws.randint(0, i as i64 + 1) as usize;
+        items.swap(i, j);
+    }
+}
+
 /// A region of an image: rows `top..top + height`, columns `left..left + width`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CropBox {

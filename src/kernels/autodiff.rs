@@ -24,7 +24,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use super::conv::{ConvGeometry, Epilogue, pointwise};
 use super::direct::{self, depthwise};
 use super::elementwise::SqueezeExcitationWeights;
-use super::flex::geometry;
+use super::flex::{contiguous, geometry, values};
 use super::train::{self, MapDims, NormStatistics, SqueezeSaved};
 use crate::Activation;
 
@@ -72,22 +72,6 @@ pub(crate) trait TrainingOps: Backend {
         fc2_bias: FloatTensor<Self>,
         gate: [f32; 2],
     ) -> FloatTensor<Self>;
-}
-
-/// A contiguous `f32` copy-free view of a burn-flex tensor (a copy only if it is strided).
-fn contiguous(tensor: FlexTensor) -> FlexTensor {
-    if tensor.as_slice::<f32>().is_some() {
-        tensor
-    } else {
-        tensor.to_contiguous()
-    }
-}
-
-fn values(tensor: &FlexTensor) -> &[f32] {
-    // Every tensor reaching here went through `contiguous`, and `conv`/`norm_act` admit `f32` only.
-    tensor
-        .as_slice::<f32>()
-        .expect("training kernels take contiguous f32 tensors")
 }
 
 fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {

@@ -19,15 +19,20 @@ fn flex_f32<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {
     if primitive.dtype() != DType::F32 {
         return None;
     }
-    Some(if primitive.as_slice::<f32>().is_some() {
-        primitive
-    } else {
-        primitive.to_contiguous()
-    })
+    Some(contiguous(primitive))
 }
 
-fn values(tensor: &FlexTensor) -> &[f32] {
-    // `flex_f32` returned only contiguous f32 tensors.
+/// `tensor`, or a contiguous copy of it if it is strided.
+pub(crate) fn contiguous(tensor: FlexTensor) -> FlexTensor {
+    if tensor.as_slice::<f32>().is_some() {
+        tensor
+    } else {
+        tensor.to_contiguous()
+    }
+}
+
+/// The values of a contiguous `f32` tensor (what [`contiguous`] returns for `f32`).
+pub(crate) fn values(tensor: &FlexTensor) -> &[f32] {
     tensor.as_slice::<f32>().unwrap_or(&[])
 }
 

@@ -38,6 +38,7 @@ pub use download::{CACHE_DIR_ENV, WeightsCache};
 pub use imagenet_categories::IMAGENET_CATEGORIES;
 pub(crate) use resize::resize_bilinear;
 pub use transform::load_rgb_image;
+pub(crate) use transform::normalized;
 pub use weights::{
     EvalTransform, IMAGENET_MEAN, IMAGENET_STD, MobileNetV2Weights, MobileNetV3LargeWeights,
     MobileNetV3SmallWeights, MobileNetV3Weights, WeightsInfo,

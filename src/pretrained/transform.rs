@@ -12,6 +12,13 @@ use super::weights::EvalTransform;
 use crate::error::io_error;
 use crate::{Error, IMAGE_CHANNELS};
 
+/// `Normalize(mean, std)(to_tensor(pixel))` for one 8-bit value, with torchvision's `f32`
+/// operations: divide by 255, subtract, divide.
+#[inline]
+pub(crate) fn normalized(pixel: u8, mean: f32, std: f32) -> f32 {
+    (f32::from(pixel) / 255.0 - mean) / std
+}
+
 /// Decodes an image file of any format the `image` crate reads (PNG, JPEG, GIF, BMP, TIFF,
 /// WebP, ...) and converts it to 8-bit RGB: grayscale is replicated, alpha dropped.
 ///
@@ -85,9 +92,7 @@ impl EvalTransform {
                     } else {
                         0
                     };
-                    // The same f32 operations as torchvision: divide by 255, subtract, divide.
-                    values[(channel * crop + y) * crop + x] =
-                        (f32::from(pixel) / 255.0 - mean) / std;
+                    values[(channel * crop + y) * crop + x] = normalized(pixel, mean, std);
                 }
             }
         }
