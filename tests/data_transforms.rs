@@ -4,9 +4,11 @@
 //! calls (kind and arguments, in order) and choose the same crop box, flip and erased region.
 #![cfg(feature = "pretrained")]
 
-use std::collections::VecDeque;
+mod common;
+
 use std::path::Path;
 
+use common::replay::Replay;
 use mobilenet_burn::data::{
     CropBox, Draws, ImageFolder, RandomErasing, RandomHorizontalFlip, RandomResizedCrop,
     SeededDraws, TrainTransform,
@@ -16,61 +18,6 @@ use serde_json::Value;
 fn fixtures() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transforms/draws.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Torch's recorded draws, handed out in order; each call must be the one torchvision made.
-struct Replay {
-    draws: VecDeque<Value>,
-}
-
-impl Replay {
-    fn new(case: &Value) -> Self {
-        Self {
-            draws: case["draws"].as_array().unwrap().iter().cloned().collect(),
-        }
-    }
-
-    fn next(&mut self, kind: &str) -> Value {
-        let draw = self
-            .draws
-            .pop_front()
-            .unwrap_or_else(|| panic!("a `{kind}` draw that torchvision did not make"));
-        assert_eq!(draw["kind"], kind, "draw kind");
-        draw
-    }
-
-    fn finished(&self) -> bool {
-        self.draws.is_empty()
-    }
-}
-
-impl Draws for Replay {
-    fn uniform(&mut self, low: f32, high: f32) -> f32 {
-        let draw = self.next("uniform");
-        assert_eq!(low, draw["low"].as_f64().unwrap() as f32, "uniform's low");
-        assert_eq!(
-            high,
-            draw["high"].as_f64().unwrap() as f32,
-            "uniform's high"
-        );
-        draw["value"].as_f64().unwrap() as f32
-    }
-
-    fn randint(&mut self, low: i64, high: i64) -> i64 {
-        let draw = self.next("randint");
-        assert_eq!(
-            (low, high),
-            (
-                draw["low"].as_i64().unwrap(),
-                draw["high"].as_i64().unwrap()
-            )
-        );
-        draw["value"].as_i64().unwrap()
-    }
-
-    fn rand(&mut self) -> f32 {
-        self.next("rand")["value"].as_f64().unwrap() as f32
-    }
 }
 
 fn pair(value: &Value) -> (f64, f64) {

@@ -1,8 +1,10 @@
 //! Training data as torchvision's reference recipes prepare it (cargo feature `pretrained`, for
 //! image decoding): an [`ImageFolder`] dataset, the training transforms with torchvision's
 //! sampling rules ([`TrainTransform`]: `RandomResizedCrop`, `RandomHorizontalFlip`,
-//! `RandomErasing`, normalization), seeded per image so that an epoch is reproducible whatever
-//! the number of threads, and batches decoded in parallel ([`ImageFolder::batch`]).
+//! [`TrivialAugmentWide`] or [`AutoAugment`] with Pillow's arithmetic, `RandomErasing`,
+//! normalization), seeded per image so that an epoch is reproducible whatever the number of
+//! threads, batches decoded in parallel ([`ImageFolder::batch`]), and MixUp / CutMix on batches
+//! ([`MixUpCutMix`]).
 //!
 //! ```no_run
 //! use burn::tensor::Device;
@@ -19,14 +21,20 @@
 //! # }
 //! ```
 
+mod augment;
 mod image_folder;
+mod mix;
 mod transforms;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use image::RgbImage;
 use rayon::prelude::*;
 
+pub use augment::{
+    AugmentOp, AutoAugment, AutoAugmentPolicy, AutoAugmentation, Interpolation, TrivialAugmentWide,
+};
 pub use image_folder::{IMAGE_EXTENSIONS, ImageFolder, MAX_DEPTH};
+pub use mix::{BatchMix, MixParams, MixUpCutMix};
 pub use transforms::{
     CropBox, Draws, RandomErasing, RandomHorizontalFlip, RandomResizedCrop, SeededDraws,
     resized_crop, shuffle,
@@ -35,15 +43,17 @@ pub use transforms::{
 use crate::pretrained::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, load_rgb_image, normalized};
 use crate::{Error, IMAGE_CHANNELS};
 
-/// torchvision's `ClassificationPresetTrain` without auto-augmentation: `RandomResizedCrop`,
-/// `RandomHorizontalFlip`, to `[0, 1]`, `Normalize`, optional `RandomErasing`, drawing in that
-/// order.
+/// torchvision's `ClassificationPresetTrain`: `RandomResizedCrop`, `RandomHorizontalFlip`,
+/// optional `TrivialAugmentWide` / `AutoAugment`, to `[0, 1]`, `Normalize`, optional
+/// `RandomErasing`, drawing in that order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainTransform {
     /// The random crop and its output size.
     pub crop: RandomResizedCrop,
     /// The random mirror, if any.
     pub flip: Option<RandomHorizontalFlip>,
+    /// `TrivialAugmentWide` or `AutoAugment`, if any (after the flip, on 8-bit pixels).
+    pub auto_augment: Option<AutoAugmentation>,
     /// Random erasing after normalization, if any.
     pub erasing: Option<RandomErasing>,
     /// Per-channel mean subtracted after scaling to `[0, 1]`.
@@ -59,6 +69,7 @@ impl TrainTransform {
         Self {
             crop: RandomResizedCrop::new(crop_size),
             flip: Some(RandomHorizontalFlip::default()),
+            auto_augment: None,
             erasing: None,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
@@ -74,11 +85,23 @@ impl TrainTransform {
         self
     }
 
+    /// Adds an automatic augmentation (torchvision's `--auto-augment ta_wide` or `imagenet`).
+    /// The reference recipe samples its geometric operations bilinearly
+    /// (`interpolation=BILINEAR`).
+    pub fn with_auto_augment(mut self, augmentation: AutoAugmentation) -> Self {
+        self.auto_augment = Some(augmentation);
+        self
+    }
+
     /// The transformed image, `[3, size, size]` values in row-major order.
     pub fn apply(&self, image: &RgbImage, draws: &mut impl Draws) -> Vec<f32> {
         let image = self.crop.apply(image, draws);
         let image = match &self.flip {
             Some(flip) => flip.apply(image, draws),
+            None => image,
+        };
+        let image = match &self.auto_augment {
+            Some(augmentation) => augmentation.apply(&image, draws),
             None => image,
         };
         let [height, width] = [image.height() as usize, image.width() as usize];

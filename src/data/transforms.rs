@@ -20,6 +20,53 @@ pub trait Draws {
     fn randint(&mut self, low: i64, high: i64) -> i64;
     /// `torch.rand(1).item()`: a float32 in `[0, 1)`.
     fn rand(&mut self) -> f32;
+
+    /// `torch.multinomial(torch.tensor([1 / n] * n), 1)`: the choice of `RandomChoice` among
+    /// `n` transforms. By default one [`randint`](Self::randint).
+    fn choice(&mut self, n: usize) -> usize {
+        self.randint(0, n.max(1) as i64) as usize
+    }
+
+    /// `torch.distributions.Beta(alpha, alpha).sample()`, the mixing weight of `MixUp` and
+    /// `CutMix`. By default from two Gamma(`alpha`) variates (Marsaglia and Tsang's method over
+    /// [`rand`](Self::rand) draws; torch's sampler draws differently, the distribution is the
+    /// same).
+    fn beta(&mut self, alpha: f32) -> f32 {
+        let x = gamma(self, f64::from(alpha));
+        let y = gamma(self, f64::from(alpha));
+        if x + y > 0.0 {
+            (x / (x + y)) as f32
+        } else {
+            0.5
+        }
+    }
+}
+
+/// A Gamma(`shape`, 1) variate (Marsaglia and Tsang, with the `U^(1/shape)` boost below 1).
+fn gamma<D: Draws + ?Sized>(draws: &mut D, shape: f64) -> f64 {
+    if shape.is_nan() || shape <= 0.0 {
+        return 0.0;
+    }
+    if shape < 1.0 {
+        let u = f64::from(draws.rand()).max(f64::MIN_POSITIVE);
+        return gamma(draws, shape + 1.0) * u.powf(1.0 / shape);
+    }
+    let d = shape - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        // A standard normal by Box-Muller.
+        let u1 = f64::from(draws.rand()).max(f64::MIN_POSITIVE);
+        let u2 = f64::from(draws.rand());
+        let x = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let v = (1.0 + c * x).powi(3);
+        if v <= 0.0 {
+            continue;
+        }
+        let u = f64::from(draws.rand()).max(f64::MIN_POSITIVE);
+        if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+            return d * v;
+        }
+    }
 }
 
 /// A seeded source of [`Draws`] (SplitMix64): reproducible, thread-independent, cheap to fork

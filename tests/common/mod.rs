@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "pretrained")]
+pub mod replay;
 pub mod training;
 
 use burn::tensor::{Device, Tensor, TensorData};
