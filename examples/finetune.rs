@@ -19,27 +19,39 @@
 //! `--freeze-backbone`, `--random-erase P` (0), `--min-scale X` (RandomResizedCrop's smallest
 //! area, 0.08), `--resume EPOCH` (continue after epoch EPOCH from its checkpoint in `--out`, with
 //! the same other options: the steps that follow are those of the uninterrupted run),
-//! `--label-smoothing X` (0; burn's smoothing is PyTorch's `label_smoothing`, targets
-//! `y (1 - X) + X / classes`), `--stop-after EPOCH` (end after that epoch's checkpoint, as an interruption would; the
-//! schedule is still that of `--epochs`), `--out DIR` (finetune-out).
+//! `--label-smoothing X` (0; PyTorch's `label_smoothing`, targets `y (1 - X) + X / classes`),
+//! `--auto-augment ta_wide|imagenet|cifar10|svhn` (none; TrivialAugmentWide or AutoAugment with
+//! bilinear sampling, as torchvision's recipe), `--mixup-alpha X` / `--cutmix-alpha X` (0; with
+//! either, each batch is mixed by MixUp or CutMix, chosen at random as the recipe's
+//! `RandomChoice`, and trained on soft targets), `--stop-after EPOCH` (end after that epoch's
+//! checkpoint, as an interruption would; the schedule is still that of `--epochs`), `--out DIR`
+//! (finetune-out), `--bn-momentum X` (torchvision's: 0.1 for V2, 0.01 for V3; timm's
+//! `--bn-momentum`: from scratch and in few steps, V3's 0.01 leaves the running statistics far
+//! behind the weights, and evaluation suffers), `--prefetch N` (1: batches decoded ahead by a
+//! loader thread while the model trains; 0 decodes in the training loop, which also measures
+//! the data pipeline alone).
 //!
 //! Writes to `--out`: `epoch-N.bpk` and `epoch-N.optim.bpk` after every epoch (the model and the
 //! optimizer's state, burnpack), `model.bpk` and
 //! `model.safetensors` (torchvision's keys, loadable by PyTorch) at the end, `curves.svg`
 //! (training loss and validation accuracy per epoch) and `confusion.svg` (the last validation's
-//! confusion matrix, also printed).
+//! confusion matrix, also printed). Each epoch's line also says how fast the data pipeline ran
+//! (decoding and augmenting, in parallel on all threads) and how fast training ran with it.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use mobilenet_burn::data::{ImageFolder, SeededDraws, TrainTransform, shuffle};
+use mobilenet_burn::data::{
+    AutoAugment, AutoAugmentPolicy, AutoAugmentation, ImageFolder, Interpolation, MixUpCutMix,
+    SeededDraws, TrainTransform, TrivialAugmentWide, shuffle,
+};
 use mobilenet_burn::pretrained::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD};
-use mobilenet_burn::training::torch_sgd;
+use mobilenet_burn::training::{soft_cross_entropy, torch_sgd};
 use mobilenet_burn::{Error, MobileNetV2, MobileNetV2Config, MobileNetV3, MobileNetV3Config};
 
 struct Args {
@@ -59,13 +71,20 @@ struct Args {
     resume: Option<usize>,
     stop_after: Option<usize>,
     label_smoothing: f32,
+    auto_augment: Option<String>,
+    bn_momentum: Option<f64>,
+    prefetch: usize,
+    mixup_alpha: f32,
+    cutmix_alpha: f32,
     out: PathBuf,
 }
 
 const USAGE: &str = "usage: finetune --data DIR [--model v2|v3l|v3s] [--epochs N] [--batch N] \
                      [--lr X] [--size N] [--val-fraction X] [--seed N] [--weights FILE] \
                      [--freeze-backbone] [--random-erase P] [--min-scale X] [--resume EPOCH] \
-                     [--stop-after EPOCH] [--label-smoothing X] [--out DIR]\n       \
+                     [--stop-after EPOCH] [--label-smoothing X] \
+                     [--auto-augment ta_wide|imagenet|cifar10|svhn] [--mixup-alpha X] \
+                     [--cutmix-alpha X] [--bn-momentum X] [--prefetch N] [--out DIR]\n       \
                      finetune --make-demo DIR";
 
 fn parse_args() -> Result<Args, String> {
@@ -86,6 +105,11 @@ fn parse_args() -> Result<Args, String> {
         resume: None,
         stop_after: None,
         label_smoothing: 0.0,
+        auto_augment: None,
+        bn_momentum: None,
+        prefetch: 1,
+        mixup_alpha: 0.0,
+        cutmix_alpha: 0.0,
         out: "finetune-out".into(),
     };
     let mut args = std::env::args().skip(1);
@@ -112,6 +136,11 @@ fn parse_args() -> Result<Args, String> {
             "--resume" => parsed.resume = Some(number(&arg, value()?)?),
             "--stop-after" => parsed.stop_after = Some(number(&arg, value()?)?),
             "--label-smoothing" => parsed.label_smoothing = number(&arg, value()?)?,
+            "--auto-augment" => parsed.auto_augment = Some(value()?),
+            "--bn-momentum" => parsed.bn_momentum = Some(number(&arg, value()?)?),
+            "--prefetch" => parsed.prefetch = number(&arg, value()?)?,
+            "--mixup-alpha" => parsed.mixup_alpha = number(&arg, value()?)?,
+            "--cutmix-alpha" => parsed.cutmix_alpha = number(&arg, value()?)?,
             "--out" => parsed.out = value()?.into(),
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
@@ -122,6 +151,22 @@ fn parse_args() -> Result<Args, String> {
             "unknown model `{}`; use v2, v3l or v3s",
             parsed.model
         ));
+    }
+    if let Some(policy) = &parsed.auto_augment
+        && !["ta_wide", "imagenet", "cifar10", "svhn"].contains(&policy.as_str())
+    {
+        return Err(format!(
+            "unknown --auto-augment `{policy}`; use ta_wide, imagenet, cifar10 or svhn"
+        ));
+    }
+    if parsed
+        .bn_momentum
+        .is_some_and(|m| !(0.0..=1.0).contains(&m))
+    {
+        return Err("--bn-momentum must be in [0, 1]".into());
+    }
+    if parsed.mixup_alpha < 0.0 || parsed.cutmix_alpha < 0.0 {
+        return Err("--mixup-alpha and --cutmix-alpha must not be negative".into());
     }
     if !(0.0..=1.0).contains(&parsed.label_smoothing) {
         return Err("--label-smoothing must be in [0, 1]".into());
@@ -137,11 +182,15 @@ fn parse_args() -> Result<Args, String> {
     Ok(parsed)
 }
 
+/// A training batch: images, labels, soft targets when mixed, and the time it took to make.
+type Batch = (Tensor<4>, Tensor<1, Int>, Option<Tensor<2>>, Duration);
+
 /// What the loop needs of either model family.
 trait Classifier: Module + Sized {
     fn logits(&self, x: Tensor<4>) -> Tensor<2>;
     fn transfer(self, path: &Path) -> Result<Self, Error>;
     fn freeze_backbone(self) -> Self;
+    fn with_batch_norm_momentum(self, momentum: f64) -> Self;
     fn save_burnpack(&self, path: &Path) -> Result<(), Error>;
     fn load_burnpack(self, path: &Path) -> Result<Self, Error>;
     fn save_torchvision(&self, path: &Path) -> Result<(), Error>;
@@ -162,6 +211,9 @@ macro_rules! classifier {
                     );
                 }
                 Ok(model)
+            }
+            fn with_batch_norm_momentum(self, momentum: f64) -> Self {
+                $model::with_batch_norm_momentum(self, momentum)
             }
             fn freeze_backbone(self) -> Self {
                 $model::freeze_backbone(self)
@@ -206,6 +258,10 @@ fn train<M: Classifier>(model: M, dataset: &ImageFolder, args: &Args) -> Result<
         Some(path) => model.transfer(path)?,
         None => model,
     };
+    let model = match args.bn_momentum {
+        Some(momentum) => model.with_batch_norm_momentum(momentum),
+        None => model,
+    };
     let mut model = if args.freeze_backbone {
         model.freeze_backbone()
     } else {
@@ -222,9 +278,29 @@ fn train<M: Classifier>(model: M, dataset: &ImageFolder, args: &Args) -> Result<
     );
     let mut transform = TrainTransform::imagenet(args.size);
     transform.crop.scale.0 = args.min_scale;
+    if let Some(policy) = &args.auto_augment {
+        // The reference recipe samples the geometric operations bilinearly.
+        let interpolation = Interpolation::Bilinear;
+        let policy = match policy.as_str() {
+            "ta_wide" => AutoAugmentation::TrivialAugmentWide(TrivialAugmentWide {
+                interpolation,
+                ..TrivialAugmentWide::default()
+            }),
+            name => AutoAugmentation::AutoAugment(AutoAugment {
+                policy: match name {
+                    "cifar10" => AutoAugmentPolicy::Cifar10,
+                    "svhn" => AutoAugmentPolicy::Svhn,
+                    _ => AutoAugmentPolicy::ImageNet,
+                },
+                interpolation,
+            }),
+        };
+        transform = transform.with_auto_augment(policy);
+    }
     if args.random_erase > 0.0 {
         transform = transform.with_random_erasing(args.random_erase);
     }
+    let mixing = MixUpCutMix::new(args.mixup_alpha, args.cutmix_alpha);
     let eval = EvalTransform {
         resize_size: args.size * 256 / 224,
         crop_size: args.size,
@@ -279,26 +355,86 @@ fn train<M: Classifier>(model: M, dataset: &ImageFolder, args: &Args) -> Result<
         );
         bar.set_prefix(format!("{}/{}", epoch + 1, args.epochs));
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for (index, chunk) in order.chunks(args.batch).enumerate() {
-            let step = epoch * steps_per_epoch + index;
-            let lr = learning_rate(args.lr, step, steps_per_epoch, total);
+        let epoch_started = Instant::now();
+        let (mut busy, mut waiting) = (Duration::ZERO, Duration::ZERO);
+        // Decodes, augments and mixes one batch; the time it took comes with it.
+        let load = |index: usize, chunk: &[usize]| -> Result<Batch, Error> {
+            let started = Instant::now();
             let (x, y) = dataset.batch(chunk, &transform, args.seed, epoch as u64, &device)?;
-            let logits = model.logits(x);
-            correct += count_correct(logits.clone(), y.clone());
-            let loss = loss_fn.forward(logits, y);
-            let value = f64::from(loss.clone().into_scalar::<f32>());
-            loss_sum += value * chunk.len() as f64;
-            seen += chunk.len();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(lr, model, grads);
-            bar.set_message(format!(
-                "loss {:.3} acc {:.1}% lr {lr:.4}",
-                loss_sum / seen as f64,
-                100.0 * correct as f64 / seen as f64
-            ));
-            bar.inc(1);
-        }
+            // MixUp / CutMix: the batch's own seeded draws (step-indexed, so a resume repeats them).
+            let (x, soft_targets) = match &mixing {
+                Some(mixing) => {
+                    let mut draws = SeededDraws::for_item(!args.seed, epoch as u64, index as u64);
+                    let (x, targets) = mixing.apply(x, y.clone(), classes, &mut draws)?;
+                    (x, Some(targets))
+                }
+                None => (x, None),
+            };
+            Ok((x, y, soft_targets, started.elapsed()))
+        };
+        let chunks: Vec<&[usize]> = order.chunks(args.batch).collect();
+        model = std::thread::scope(|scope| -> Result<M, Error> {
+            let mut model = model;
+            // `--prefetch N`: a loader thread keeps up to N batches ready while the model trains.
+            let (sender, receiver) = std::sync::mpsc::sync_channel(args.prefetch.max(1));
+            if args.prefetch > 0 {
+                let (load, chunks) = (&load, &chunks);
+                scope.spawn(move || {
+                    for (index, chunk) in chunks.iter().enumerate() {
+                        let batch = load(index, chunk);
+                        let failed = batch.is_err();
+                        if sender.send(batch).is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+            }
+            for (index, chunk) in chunks.iter().enumerate() {
+                let step = epoch * steps_per_epoch + index;
+                let lr = learning_rate(args.lr, step, steps_per_epoch, total);
+                let wait_started = Instant::now();
+                let batch = if args.prefetch > 0 {
+                    receiver
+                        .recv()
+                        .expect("the loader sends a batch per step or an error")?
+                } else {
+                    load(index, chunk)?
+                };
+                waiting += wait_started.elapsed();
+                let (x, y, soft_targets, load_time) = batch;
+                busy += load_time;
+                let logits = model.logits(x);
+                // Accuracy against each image's own label.
+                correct += count_correct(logits.clone(), y.clone());
+                let loss = match soft_targets {
+                    Some(targets) => soft_cross_entropy(logits, targets, args.label_smoothing),
+                    None => loss_fn.forward(logits, y),
+                };
+                let value = f64::from(loss.clone().into_scalar::<f32>());
+                loss_sum += value * chunk.len() as f64;
+                seen += chunk.len();
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optimizer.step(lr, model, grads);
+                bar.set_message(format!(
+                    "loss {:.3} acc {:.1}% lr {lr:.4}",
+                    loss_sum / seen as f64,
+                    100.0 * correct as f64 / seen as f64
+                ));
+                bar.inc(1);
+            }
+            Ok(model)
+        })?;
         bar.finish();
+        let epoch_seconds = epoch_started.elapsed().as_secs_f64();
+        let images = seen as f64;
+        println!(
+            "epoch {}: data pipeline {:.0} images/s, the model waited for data {:.0}% of the \
+             epoch, training with it {:.1} images/s",
+            epoch + 1,
+            images / busy.as_secs_f64().max(1e-9),
+            100.0 * waiting.as_secs_f64() / epoch_seconds.max(1e-9),
+            images / epoch_seconds.max(1e-9)
+        );
         let (top1, top5) = validate(&model, dataset, &val_indices, &eval, &mut confusion)?;
         println!(
             "epoch {}: train loss {:.4}, train accuracy {:.1}%, validation top-1 {:.1}%, top-5 {:.1}% ({:.0} s)",

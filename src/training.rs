@@ -47,8 +47,39 @@
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{RmsPropConfig, SgdConfig};
+use burn::tensor::Tensor;
+use burn::tensor::activation::log_softmax;
 
 use crate::ShapeMismatch;
+
+/// PyTorch's `nn.CrossEntropyLoss(label_smoothing=smoothing)` with class-probability targets
+/// (`[batch, classes]`, such as MixUp and CutMix make): the batch mean of
+/// `-Σ_c ((1 - smoothing) t_c + smoothing / classes) · log_softmax(logits)_c`. burn's
+/// `CrossEntropyLoss` takes class indices only. Returns a one-element tensor.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::training::soft_cross_entropy;
+///
+/// let device = Device::flex();
+/// let logits = Tensor::<2>::from_floats([[2.0, 0.0, 0.0]], &device);
+/// let targets = Tensor::<2>::from_floats([[0.5, 0.5, 0.0]], &device);
+/// let loss: f32 = soft_cross_entropy(logits, targets, 0.0).into_scalar();
+/// let log_z = (2f32.exp() + 2.0).ln();
+/// assert!((loss - (log_z - 1.0)).abs() < 1e-6);
+/// ```
+pub fn soft_cross_entropy(logits: Tensor<2>, targets: Tensor<2>, smoothing: f32) -> Tensor<1> {
+    let [batch, classes] = logits.dims();
+    let targets = if smoothing > 0.0 {
+        targets
+            .mul_scalar(1.0 - smoothing)
+            .add_scalar(smoothing / classes as f32)
+    } else {
+        targets
+    };
+    let per_item = (log_softmax(logits, 1) * targets).sum_dim(1).neg();
+    per_item.sum().div_scalar(batch.max(1) as f32)
+}
 
 /// What [`load_torchvision_backbone`](crate::MobileNetV3::load_torchvision_backbone) left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -189,6 +220,15 @@ macro_rules! transfer_methods {
             pub fn freeze_backbone(self) -> Self {
                 Self {
                     features: burn::module::Module::freeze(self.features),
+                    ..self
+                }
+            }
+
+            /// Sets the momentum of every batch normalization (timm's `--bn-momentum`); see
+            /// [`Features::with_batch_norm_momentum`](crate::Features::with_batch_norm_momentum).
+            pub fn with_batch_norm_momentum(self, momentum: f64) -> Self {
+                Self {
+                    features: self.features.with_batch_norm_momentum(momentum),
                     ..self
                 }
             }

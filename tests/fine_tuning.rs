@@ -344,3 +344,49 @@ fn resuming_from_a_checkpoint_equals_the_uninterrupted_step() {
     );
     assert_ne!(logits(&without_momentum), logits(&uninterrupted));
 }
+
+#[test]
+fn batch_norm_momentum_sets_every_running_statistics_update() {
+    // After one training forward, running = (1 - m) r0 + m batch. With m = 1 the running
+    // mean is the batch mean; torchvision's m = 0.01 must imply the same batch mean.
+    // Two separately loaded models: clones share burn's running state.
+    let device = training_device();
+    let base = v3s(&device).train();
+    let quick = v3s(&device).with_batch_norm_momentum(1.0).train();
+    let x = Tensor::<4>::random([2, 3, 48, 48], Distribution::Normal(0.0, 1.0), &device);
+    let means = |model: &MobileNetV3| -> Vec<Vec<f32>> {
+        let features = &model.features;
+        let last = features.blocks.len() - 1;
+        [
+            features.stem.norm.as_ref(),
+            features.blocks[last].depthwise.norm.as_ref(),
+            features.blocks[last].project_norm.as_ref(),
+            features.last_conv.norm.as_ref(),
+        ]
+        .into_iter()
+        .map(|norm| {
+            norm.unwrap()
+                .running_mean
+                .value_sync()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        })
+        .collect()
+    };
+    let r0 = means(&base);
+    let _ = base.forward(x.clone());
+    let _ = quick.forward(x);
+    let (slow, fast) = (means(&base), means(&quick));
+    for layer in 0..r0.len() {
+        for c in 0..r0[layer].len() {
+            let implied = (slow[layer][c] - 0.99 * r0[layer][c]) / 0.01;
+            assert!(
+                (implied - fast[layer][c]).abs() <= 2e-3 * fast[layer][c].abs().max(1.0),
+                "norm {layer} channel {c}: momentum 1 gives {}, momentum 0.01 implies {implied}",
+                fast[layer][c]
+            );
+        }
+        assert_ne!(fast[layer], r0[layer], "norm {layer} did not update");
+    }
+}

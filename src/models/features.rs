@@ -31,6 +31,25 @@ torchvision_module!(Features {
 });
 
 impl Features {
+    /// Sets the momentum of every batch normalization (the weight of each training batch in
+    /// the running statistics: PyTorch's `momentum`; torchvision uses 0.1 for V2, 0.01 for V3).
+    /// timm's `--bn-momentum`: a larger value lets the running statistics follow the weights
+    /// in short runs from scratch. Parameters and statistics are unchanged; the momentum is
+    /// configuration, not saved with the weights, so set it again after building a model to
+    /// resume.
+    pub fn with_batch_norm_momentum(mut self, momentum: f64) -> Self {
+        let mut norms = vec![self.stem.norm.as_mut(), self.last_conv.norm.as_mut()];
+        for block in &mut self.blocks {
+            norms.push(block.expand.as_mut().and_then(|layer| layer.norm.as_mut()));
+            norms.push(block.depthwise.norm.as_mut());
+            norms.push(block.project_norm.as_mut());
+        }
+        for norm in norms.into_iter().flatten() {
+            norm.momentum = momentum;
+        }
+        self
+    }
+
     /// Input channels the stem takes.
     pub fn in_channels(&self) -> usize {
         self.stem.conv.weight.shape()[1] * self.stem.conv.groups
