@@ -5,16 +5,25 @@
 //! `[out, in]`); every missing key, unused key and shape mismatch is collected into one
 //! [`Error::CheckpointMismatch`]. The only key allowed to go unused is BatchNorm's
 //! `num_batches_tracked` counter, which inference does not need.
+//!
+//! Checkpoints as people save them are unwrapped first: the state dict may sit under a key
+//! (`{"model": ...}` from torchvision's reference scripts, `{"state_dict": ...}` from
+//! Lightning, with its `model.` prefix) or carry a prefix of its own (`module.` from
+//! `nn.DataParallel`, `_orig_mod.` from `torch.compile`). Nested dictionaries read as dotted
+//! keys, so both cases are a key prefix: the one under which most of the model's keys appear is
+//! used, and everything outside it (optimizer state, epoch counters) is ignored.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::store::{
     BurnToPyTorchAdapter, BurnpackStore, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
     PytorchStore, SafetensorsStore,
 };
+use burn::tensor::{FloatDType, Tensor};
 
 use crate::detection::SsdLite;
 use crate::error::io_error;
@@ -110,20 +119,102 @@ fn safetensors_store(path: &Path) -> SafetensorsStore {
         .validate(false)
 }
 
-/// Loads a torchvision `state_dict` (`.pth` zip or legacy, or `.safetensors`) into `model`.
+/// Loads a torchvision `state_dict` (`.pth` zip or legacy, or `.safetensors`), bare or wrapped
+/// (see the module's documentation), into `model`.
 pub(crate) fn load_torchvision<M: ModuleSnapshot>(model: M, path: &Path) -> Result<M, Error> {
+    let expected = shapes(&model, true);
+    let (found, prefix) = torchvision_shapes(&expected, path)?;
+    let pattern = prefix_pattern(&prefix);
     match detect_format(path)? {
-        Format::Pytorch => load_checked(model, pytorch_store(path), path, true),
-        Format::Safetensors => load_checked(model, safetensors_store(path), path, true),
+        Format::Pytorch => {
+            let store = pytorch_store(path);
+            let store = match &pattern {
+                Some(pattern) => store.with_key_remapping(pattern, ""),
+                None => store,
+            };
+            load_checked(model, store, path, expected, found, true)
+        }
+        Format::Safetensors => {
+            let store = safetensors_store(path);
+            let store = match &pattern {
+                Some(pattern) => store.with_key_remapping(pattern, ""),
+                None => store,
+            };
+            load_checked(model, store, path, expected, found, true)
+        }
     }
 }
 
-/// The keys and shapes a torchvision checkpoint holds, in PyTorch's naming and layout.
-pub(crate) fn torchvision_checkpoint_shapes(path: &Path) -> Result<ShapeMap, Error> {
-    match detect_format(path)? {
-        Format::Pytorch => stored_shapes(&mut pytorch_store(path), path),
-        Format::Safetensors => stored_shapes(&mut safetensors_store(path), path),
+/// The keys and shapes of the state dict a torchvision checkpoint holds for `model`, unwrapped,
+/// in PyTorch's naming and layout.
+pub(crate) fn torchvision_checkpoint_shapes<M: ModuleSnapshot>(
+    model: &M,
+    path: &Path,
+) -> Result<ShapeMap, Error> {
+    Ok(torchvision_shapes(&shapes(model, true), path)?.0)
+}
+
+/// The state dict's keys (prefix stripped, keys outside it dropped) and the prefix.
+fn torchvision_shapes(expected: &ShapeMap, path: &Path) -> Result<(ShapeMap, String), Error> {
+    let stored = match detect_format(path)? {
+        Format::Pytorch => stored_shapes(&mut pytorch_store(path), path)?,
+        Format::Safetensors => stored_shapes(&mut safetensors_store(path), path)?,
+    };
+    let prefix = state_dict_prefix(expected, &stored);
+    let found = stored
+        .into_iter()
+        .filter_map(|(key, shape)| Some((key.strip_prefix(prefix.as_str())?.to_string(), shape)))
+        .collect();
+    Ok((found, prefix))
+}
+
+/// The key prefix (empty, or ending in `.`) under which most of `expected`'s keys appear in
+/// `stored`; the shortest among equals, so a bare state dict is read as it is.
+fn state_dict_prefix(expected: &ShapeMap, stored: &ShapeMap) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for key in stored.keys() {
+        let boundaries = std::iter::once(0).chain(key.match_indices('.').map(|(i, _)| i + 1));
+        for start in boundaries {
+            if expected.contains_key(&key[start..]) {
+                *counts.entry(&key[..start]).or_default() += 1;
+            }
+        }
     }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.len().cmp(&a.0.len())))
+        .map(|(prefix, _)| prefix.to_string())
+        .unwrap_or_default()
+}
+
+/// A regular expression matching `prefix` at the start of a key (`None` for no prefix); the
+/// characters regular expressions give a meaning are escaped.
+fn prefix_pattern(prefix: &str) -> Option<String> {
+    if prefix.is_empty() {
+        return None;
+    }
+    let mut pattern = String::from("^");
+    for c in prefix.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    Some(pattern)
+}
+
+/// A hint for a checkpoint in which none of the model's keys were found: its top-level keys.
+fn layout_hint(stored: &ShapeMap) -> String {
+    let top: std::collections::BTreeSet<&str> = stored
+        .keys()
+        .map(|key| key.split('.').next().unwrap_or(key))
+        .collect();
+    let shown: Vec<&str> = top.iter().take(12).copied().collect();
+    format!(
+        "none of the model's keys appear in the checkpoint, bare or under any prefix; its \
+         top-level keys are {shown:?}{} (another architecture, width or variant?)",
+        if top.len() > shown.len() { ", ..." } else { "" }
+    )
 }
 
 fn stored_shapes<S: ModuleStore>(store: &mut S, path: &Path) -> Result<ShapeMap, Error> {
@@ -140,25 +231,32 @@ pub(crate) fn load_burnpack<M: ModuleSnapshot>(model: M, path: &Path) -> Result<
     if !path.exists() {
         return Err(io_error(path)(std::io::ErrorKind::NotFound.into()));
     }
-    let store = BurnpackStore::from_file(path)
+    let mut store = BurnpackStore::from_file(path)
         .auto_extension(false)
         .allow_partial(true)
         .validate(false);
-    load_checked(model, store, path, false)
+    let found = stored_shapes(&mut store, path)?;
+    let expected = shapes(&model, false);
+    load_checked(model, store, path, expected, found, false)
 }
 
-/// Compares keys and shapes, then applies. `pytorch_naming` says which naming the store's
-/// keys follow.
+/// Compares the `expected` keys and shapes with those `found` in the store, then applies.
+/// `pytorch_naming` says which naming the keys follow.
 fn load_checked<M: ModuleSnapshot, S: ModuleStore>(
     mut model: M,
     mut store: S,
     path: &Path,
+    expected: ShapeMap,
+    found: ShapeMap,
     pytorch_naming: bool,
 ) -> Result<M, Error> {
-    let found = stored_shapes(&mut store, path)?;
-    let mut report = compare(&shapes(&model, pytorch_naming), &found);
+    let mut report = compare(&expected, &found);
     if pytorch_naming && only_the_classifier_differs(&report) {
         report.other.push(CLASSIFIER_HINT.to_string());
+    }
+    if !expected.is_empty() && expected.keys().all(|key| !found.contains_key(key)) {
+        // No prefix was found either, so `found` is everything the file holds.
+        report.other.push(layout_hint(&found));
     }
     if !report.is_empty() {
         return Err(Error::CheckpointMismatch {
@@ -167,9 +265,15 @@ fn load_checked<M: ModuleSnapshot, S: ModuleStore>(
         });
     }
 
+    let dtype = float_dtype(&model);
     let result = model
         .load_from(&mut store)
         .map_err(|error| unreadable(path, error))?;
+    // burn keeps a checkpoint's dtype (float16, bfloat16) in the parameters it loads; the model
+    // computes in its own.
+    if let Some(dtype) = dtype {
+        model = model.map(&mut CastFloats(dtype));
+    }
     let report = MismatchReport {
         missing: result.missing.into_iter().map(|(key, _)| key).collect(),
         other: result.errors.iter().map(ToString::to_string).collect(),
@@ -182,6 +286,36 @@ fn load_checked<M: ModuleSnapshot, S: ModuleStore>(
             path: path.to_path_buf(),
             report,
         })
+    }
+}
+
+/// The dtype of the model's first float parameter (they share one until something loads).
+fn float_dtype<M: Module>(model: &M) -> Option<FloatDType> {
+    struct First(Option<FloatDType>);
+    impl ModuleVisitor for First {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let dtype = param.val().dtype();
+            if self.0.is_none() && dtype.is_float() {
+                self.0 = Some(dtype.into());
+            }
+        }
+    }
+    let mut first = First(None);
+    model.visit(&mut first);
+    first.0
+}
+
+/// Casts every float parameter and buffer that has another dtype to the given one.
+struct CastFloats(FloatDType);
+
+impl ModuleMapper for CastFloats {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let target = self.0;
+        let dtype = param.val().dtype();
+        if !dtype.is_float() || FloatDType::from(dtype) == target {
+            return param;
+        }
+        param.map(|tensor| tensor.cast(target))
     }
 }
 

@@ -181,7 +181,7 @@ macro_rules! transfer_methods {
                 path: impl AsRef<Path>,
             ) -> Result<(Self, TransferReport), Error> {
                 let path = path.as_ref();
-                let shapes = torchvision_checkpoint_shapes(path)?;
+                let shapes = torchvision_checkpoint_shapes(&self, path)?;
                 let weight_key = concat!($head, ".weight");
                 let num_classes = self.num_classes();
                 let hidden = self.classifier.weight.dims()[0];
