@@ -96,6 +96,39 @@ pub enum Error {
         found: String,
     },
 
+    /// Downloads are switched off (`MOBILENET_BURN_OFFLINE`) and the weights are in no cache.
+    #[error(
+        "offline (MOBILENET_BURN_OFFLINE is set) and {file} is in none of {}: place the file \
+         from {url} in the first, or load a copy of it with `from_file`",
+        display_paths(searched)
+    )]
+    Offline {
+        /// The URL the file would be downloaded from.
+        url: String,
+        /// The file's name.
+        file: String,
+        /// The directories looked in: the crate's cache, then PyTorch hub's, if any.
+        searched: Vec<PathBuf>,
+    },
+
+    /// A local weights file is not the file its entry names: its SHA-256 does not start with
+    /// the entry's digits. `from_file_unverified` loads files of one's own.
+    #[error(
+        "{} is not {file}: its SHA-256 {found} does not start with {expected} (for weights of \
+         your own, use `from_file_unverified`)",
+        path.display()
+    )]
+    WrongFile {
+        /// The file given.
+        path: PathBuf,
+        /// The name of the file the weights entry expects.
+        file: String,
+        /// The expected prefix of the hex digest.
+        expected: String,
+        /// The file's digest.
+        found: String,
+    },
+
     /// No cache directory for downloaded weights: neither the environment variable
     /// `MOBILENET_BURN_CACHE` nor the platform's cache directory is set.
     #[error("no cache directory for weights: set MOBILENET_BURN_CACHE")]
@@ -119,6 +152,15 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// `[a, b]` for paths, as a person reads them.
+fn display_paths(paths: &[PathBuf]) -> String {
+    let shown: Vec<String> = paths
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect();
+    format!("[{}]", shown.join(", "))
 }
 
 /// Wraps an I/O failure on `path` as [`Error::Io`]: `.map_err(io_error(path))`.

@@ -199,3 +199,118 @@ fn cached_file_is_used_without_network() {
         .expect("cache hit");
     assert_eq!(path, dir.path().join(info.file_name()));
 }
+
+/// A URL on a port nothing listens on: any attempt to download fails.
+const UNREACHABLE: &str = "http://127.0.0.1:1";
+
+#[test]
+fn torch_hub_cache_is_used_when_its_hash_matches() {
+    let hub = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let own = root.path().join("own-cache");
+    let hash = sha256_hex(&payload());
+    let name = format!("weights-{}.pth", &hash[..8]);
+    std::fs::write(hub.path().join(&name), payload()).expect("write");
+    let cache = WeightsCache::new(&own)
+        .with_progress(false)
+        .with_torch_hub(Some(hub.path().to_path_buf()));
+    let path = cache
+        .fetch_url(&format!("{UNREACHABLE}/{name}"), &hash[..8])
+        .expect("found in torch's cache, no network needed");
+    assert_eq!(path, hub.path().join(&name));
+    assert!(!own.exists(), "nothing written to the crate's own cache");
+}
+
+#[test]
+fn a_corrupt_torch_hub_file_is_passed_over_for_a_download() {
+    let server = serve(1);
+    let hub = tempfile::tempdir().expect("tempdir");
+    let own = tempfile::tempdir().expect("tempdir");
+    let hash = sha256_hex(&payload());
+    let name = format!("weights-{}.pth", &hash[..8]);
+    std::fs::write(hub.path().join(&name), b"not the weights").expect("write");
+    let cache = WeightsCache::new(own.path())
+        .with_progress(false)
+        .with_torch_hub(Some(hub.path().to_path_buf()));
+    let path = cache
+        .fetch_url(&format!("{}/{name}", server.base), &hash[..8])
+        .expect("downloaded instead");
+    assert_eq!(path, own.path().join(&name));
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        std::fs::read(hub.path().join(&name)).expect("left alone"),
+        b"not the weights"
+    );
+}
+
+#[test]
+fn offline_never_touches_the_network_and_says_where_the_file_goes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let own = root.path().join("own-cache");
+    let hub = root.path().join("hub");
+    let cache = WeightsCache::new(&own)
+        .with_progress(false)
+        .with_torch_hub(Some(hub.clone()))
+        .offline(true);
+    let error = cache
+        .fetch_url(&format!("{UNREACHABLE}/weights-0123abcd.pth"), "0123abcd")
+        .expect_err("offline");
+    assert!(matches!(error, Error::Offline { .. }), "{error:?}");
+    let text = error.to_string();
+    for needed in [
+        "weights-0123abcd.pth",
+        own.to_str().unwrap(),
+        hub.to_str().unwrap(),
+        "from_file",
+    ] {
+        assert!(text.contains(needed), "`{needed}` not in: {text}");
+    }
+    assert!(!own.exists(), "no cache directory created");
+}
+
+#[test]
+fn a_failed_download_says_what_to_do_and_leaves_no_empty_directory() {
+    let server = serve(1);
+    let root = tempfile::tempdir().expect("tempdir");
+    let own = root.path().join("new").join("cache");
+    let cache = WeightsCache::new(&own).with_progress(false);
+    let error = cache
+        .fetch_url(&format!("{}/missing.pth", server.base), "00")
+        .expect_err("404");
+    let text = error.to_string();
+    assert!(
+        text.contains("missing.pth") && text.contains(own.to_str().unwrap()),
+        "{text}"
+    );
+    assert!(text.contains("MOBILENET_BURN_CACHE"), "{text}");
+    assert!(
+        !own.exists(),
+        "the cache directory it created is removed again"
+    );
+    assert!(!root.path().join("new").exists());
+}
+
+#[test]
+fn from_file_checks_the_weights_hash_unless_told_not_to() {
+    // A real checkpoint, but not the file `MobileNetV2Weights::DEFAULT` names.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2_w025_legacy.pth");
+    let device = common::cpu_device();
+    let error = mobilenet_burn::MobileNetV2::from_file(MobileNetV2Weights::DEFAULT, &path, &device)
+        .expect_err("wrong file");
+    assert!(matches!(error, Error::WrongFile { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("from_file_unverified"),
+        "{error}"
+    );
+    // Unverified, it is loaded, and the shapes (width 0.25, 7 classes) are what differ.
+    let error = mobilenet_burn::MobileNetV2::from_file_unverified(
+        MobileNetV2Weights::DEFAULT,
+        &path,
+        &device,
+    )
+    .expect_err("another width");
+    assert!(
+        matches!(error, Error::CheckpointMismatch { .. }),
+        "{error:?}"
+    );
+}

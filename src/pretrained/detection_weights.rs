@@ -78,12 +78,30 @@ impl SsdLite {
     }
 
     /// SSDLite320 configured for `weights` (MobileNetV3-Large with the reduced tail, 91
-    /// classes), loaded from a local copy of its file (offline).
+    /// classes), loaded from a local copy of its file (offline), which must be that file: its
+    /// SHA-256 is checked against the entry's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongFile`] for another file; otherwise as [`SsdLite::load_torchvision`].
+    pub fn from_file(
+        weights: SsdLite320MobileNetV3LargeWeights,
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self, Error> {
+        let info = weights.info();
+        let file = info.url.rsplit('/').next().unwrap_or(info.url);
+        super::verify_file(path.as_ref(), file, info.sha256_prefix)?;
+        Self::from_file_unverified(weights, path, device)
+    }
+
+    /// As [`from_file`](Self::from_file) without the hash check: weights of one's own in the
+    /// layout of `weights`.
     ///
     /// # Errors
     ///
     /// As [`SsdLite::load_torchvision`].
-    pub fn from_file(
+    pub fn from_file_unverified(
         weights: SsdLite320MobileNetV3LargeWeights,
         path: impl AsRef<Path>,
         device: &Device,

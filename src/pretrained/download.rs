@@ -1,5 +1,8 @@
 //! Downloading weights into a cache directory, checked against their SHA-256, never leaving a
-//! partial file behind (torchvision's `load_state_dict_from_url(check_hash=True)`).
+//! partial file behind (torchvision's `load_state_dict_from_url(check_hash=True)`). PyTorch
+//! hub's cache is looked in first, an offline switch keeps the network untouched, and the
+//! proxy environment variables (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`) are
+//! honoured.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -16,6 +19,10 @@ use crate::error::io_error;
 /// The environment variable that overrides the cache directory.
 pub const CACHE_DIR_ENV: &str = "MOBILENET_BURN_CACHE";
 
+/// The environment variable that, set to `1` (or `true`, `yes`, `on`), forbids downloads:
+/// weights must already be in a cache (as `HF_HUB_OFFLINE` for Hugging Face's hub).
+pub const OFFLINE_ENV: &str = "MOBILENET_BURN_OFFLINE";
+
 /// Bytes read from the network per write.
 const CHUNK_SIZE: usize = 1 << 16;
 
@@ -31,30 +38,92 @@ static TEMPORARY_COUNTER: AtomicU64 = AtomicU64::new(0);
 pub struct WeightsCache {
     dir: PathBuf,
     progress: bool,
+    torch_hub: Option<PathBuf>,
+    offline: bool,
+}
+
+/// PyTorch hub's checkpoint directory, where `torchvision` saves the same files:
+/// `$TORCH_HOME/hub/checkpoints`, with `TORCH_HOME` defaulting to `$XDG_CACHE_HOME/torch`, then
+/// `~/.cache/torch` (torch's `hub.get_dir()`). `None` without a home directory.
+pub fn torch_hub_checkpoints() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    let torch_home = match var("TORCH_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => match var("XDG_CACHE_HOME") {
+            Some(cache) => PathBuf::from(cache).join("torch"),
+            None => dirs::home_dir()?.join(".cache").join("torch"),
+        },
+    };
+    Some(torch_home.join("hub").join("checkpoints"))
+}
+
+/// Whether [`OFFLINE_ENV`] is set to a true value.
+fn offline_from_env() -> bool {
+    std::env::var(OFFLINE_ENV).is_ok_and(|value| {
+        matches!(
+            value.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
 }
 
 impl WeightsCache {
     /// A cache in `dir` (created on first download), with a progress bar on the terminal.
+    ///
+    /// It looks nowhere else and may download; see [`with_torch_hub`](Self::with_torch_hub)
+    /// and [`offline`](Self::offline), which [`from_env`](Self::from_env) sets from the
+    /// environment.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             progress: true,
+            torch_hub: None,
+            offline: false,
         }
     }
 
     /// The cache named by `MOBILENET_BURN_CACHE`, else `mobilenet-burn` in the platform's cache
-    /// directory (`~/.cache/mobilenet-burn` on Linux).
+    /// directory (`~/.cache/mobilenet-burn` on Linux); PyTorch hub's cache
+    /// ([`torch_hub_checkpoints`]) looked in too; offline if [`OFFLINE_ENV`] says so.
     ///
     /// # Errors
     ///
     /// [`Error::NoCacheDir`] if neither exists.
     pub fn from_env() -> Result<Self, Error> {
-        match std::env::var_os(CACHE_DIR_ENV) {
-            Some(dir) if !dir.is_empty() => Ok(Self::new(dir)),
+        let cache = match std::env::var_os(CACHE_DIR_ENV) {
+            Some(dir) if !dir.is_empty() => Self::new(dir),
             _ => dirs::cache_dir()
                 .map(|dir| Self::new(dir.join("mobilenet-burn")))
-                .ok_or(Error::NoCacheDir),
-        }
+                .ok_or(Error::NoCacheDir)?,
+        };
+        Ok(cache
+            .with_torch_hub(torch_hub_checkpoints())
+            .offline(offline_from_env()))
+    }
+
+    /// Also looks for weights in `dir`, PyTorch hub's checkpoint directory (or not, with
+    /// `None`): a file there is used in place, without copying, if its SHA-256 matches, and
+    /// passed over otherwise (torch's cache is never written to).
+    pub fn with_torch_hub(mut self, dir: Option<PathBuf>) -> Self {
+        self.torch_hub = dir;
+        self
+    }
+
+    /// Forbids (`true`) or allows downloads. Offline, a file in neither cache is an
+    /// [`Error::Offline`] that says where to place it.
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// PyTorch hub's checkpoint directory, if it is looked in.
+    pub fn torch_hub(&self) -> Option<&Path> {
+        self.torch_hub.as_deref()
+    }
+
+    /// Whether downloads are forbidden.
+    pub fn is_offline(&self) -> bool {
+        self.offline
     }
 
     /// Shows (the default) or hides the download progress bar. It is hidden anyway when
@@ -78,15 +147,18 @@ impl WeightsCache {
         self.fetch_url(weights.url, weights.sha256_prefix)
     }
 
-    /// The local path of the file at `url`, downloading it if it is not cached. The download
-    /// goes to a temporary file in the cache directory, its SHA-256 must start with
-    /// `sha256_prefix` (hex), and only then is it renamed into place.
+    /// The local path of the file at `url`: the cached file, else PyTorch hub's copy if its
+    /// hash matches, else a download. The download goes to a temporary file in the cache
+    /// directory, its SHA-256 must start with `sha256_prefix` (hex), and only then is it
+    /// renamed into place.
     ///
     /// # Errors
     ///
-    /// [`Error::Download`] for a connection failure, an HTTP error status or a transfer cut
-    /// short; [`Error::HashMismatch`] for a corrupt file; [`Error::Io`] if the cache directory
-    /// cannot be written. No partial file is left behind in any case.
+    /// [`Error::Offline`] when offline and the file is in no cache; [`Error::Download`] for a
+    /// connection failure, an HTTP error status or a transfer cut short (saying where to place
+    /// the file instead); [`Error::HashMismatch`] for a corrupt file; [`Error::Io`] if the cache
+    /// directory cannot be written. No partial file, and no cache directory created for a
+    /// download that failed, is left behind in any case.
     pub fn fetch_url(&self, url: &str, sha256_prefix: &str) -> Result<PathBuf, Error> {
         let name = url
             .rsplit('/')
@@ -97,8 +169,56 @@ impl WeightsCache {
         if target.is_file() {
             return Ok(target);
         }
-        std::fs::create_dir_all(&self.dir).map_err(io_error(&self.dir))?;
+        if let Some(hub) = &self.torch_hub {
+            let copy = hub.join(name);
+            let prefix = sha256_prefix.to_ascii_lowercase();
+            if copy.is_file() && file_sha256(&copy).is_ok_and(|digest| digest.starts_with(&prefix))
+            {
+                return Ok(copy);
+            }
+        }
+        if self.offline {
+            return Err(Error::Offline {
+                url: url.to_string(),
+                file: name.to_string(),
+                searched: std::iter::once(self.dir.clone())
+                    .chain(self.torch_hub.clone())
+                    .collect(),
+            });
+        }
+        let created = create_dir_all(&self.dir)?;
+        let result = self.download_verified(url, name, &target, sha256_prefix);
+        if result.is_err()
+            && let Some(top) = created
+        {
+            // Best effort, and only directories this call created and left empty.
+            for dir in self.dir.ancestors() {
+                if std::fs::remove_dir(dir).is_err() || dir == top {
+                    break;
+                }
+            }
+        }
+        result.map_err(|error| match error {
+            Error::Download { url, reason } => Error::Download {
+                reason: format!(
+                    "{reason}; to do without the network, place {name} in {} (the directory \
+                     {CACHE_DIR_ENV} names) or load a copy with `from_file`",
+                    self.dir.display()
+                ),
+                url,
+            },
+            other => other,
+        })
+    }
 
+    /// Downloads `url` to a temporary file beside `target`, checks its hash and renames it.
+    fn download_verified(
+        &self,
+        url: &str,
+        name: &str,
+        target: &Path,
+        sha256_prefix: &str,
+    ) -> Result<PathBuf, Error> {
         let temporary = TemporaryFile(self.dir.join(format!(
             ".{name}.{}-{}.part",
             std::process::id(),
@@ -113,8 +233,8 @@ impl WeightsCache {
             });
         }
         // Atomic on one file system; the temporary's guard then finds nothing to remove.
-        std::fs::rename(&temporary.0, &target).map_err(io_error(&target))?;
-        Ok(target)
+        std::fs::rename(&temporary.0, target).map_err(io_error(target))?;
+        Ok(target.to_path_buf())
     }
 
     /// Streams `url` into `path`, returning the hex SHA-256 of what arrived.
@@ -157,11 +277,7 @@ impl WeightsCache {
             return Err(cut_short(received, format!("expected {len} bytes")));
         }
         file.sync_all().map_err(io_error(path))?;
-        Ok(hasher
-            .finalize()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect())
+        Ok(hex(&hasher.finalize()))
     }
 
     fn progress_bar(&self, len: Option<u64>, url: &str) -> ProgressBar {
@@ -180,6 +296,36 @@ impl WeightsCache {
         bar.set_message(format!("downloading {url}"));
         bar
     }
+}
+
+/// Creates `dir` and its missing parents; the topmost directory created, if any.
+fn create_dir_all(dir: &Path) -> Result<Option<PathBuf>, Error> {
+    let top = dir
+        .ancestors()
+        .take_while(|ancestor| !ancestor.as_os_str().is_empty() && !ancestor.exists())
+        .last()
+        .map(Path::to_path_buf);
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    Ok(top)
+}
+
+/// The hex SHA-256 of a file's contents.
+pub(crate) fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; CHUNK_SIZE];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn download_error(url: &str, reason: impl ToString) -> Error {

@@ -34,7 +34,7 @@ use burn::tensor::activation::softmax;
 
 pub use coco_categories::COCO_CATEGORIES;
 pub use detection_weights::{DetectionWeightsInfo, SsdLite320MobileNetV3LargeWeights};
-pub use download::{CACHE_DIR_ENV, WeightsCache};
+pub use download::{CACHE_DIR_ENV, OFFLINE_ENV, WeightsCache, torch_hub_checkpoints};
 pub use imagenet_categories::IMAGENET_CATEGORIES;
 pub(crate) use resize::resize_bilinear;
 pub use transform::load_rgb_image;
@@ -69,6 +69,21 @@ pub fn top_k(logits: Tensor<2>, k: usize) -> Vec<Vec<(usize, f32)>> {
         .collect()
 }
 
+/// Checks that `path` is the weights file `file`: its SHA-256 starts with `sha256_prefix`.
+pub(crate) fn verify_file(path: &Path, file: &str, sha256_prefix: &str) -> Result<(), Error> {
+    let found = download::file_sha256(path).map_err(crate::error::io_error(path))?;
+    if found.starts_with(&sha256_prefix.to_ascii_lowercase()) {
+        Ok(())
+    } else {
+        Err(Error::WrongFile {
+            path: path.to_path_buf(),
+            file: file.to_string(),
+            expected: sha256_prefix.to_string(),
+            found,
+        })
+    }
+}
+
 impl MobileNetV2 {
     /// MobileNetV2 with torchvision's ImageNet weights, downloaded into the
     /// [`WeightsCache::from_env`] cache on first use.
@@ -81,12 +96,30 @@ impl MobileNetV2 {
         Self::from_file(weights, path, device)
     }
 
-    /// MobileNetV2 configured for `weights`, loaded from a local copy of its file (offline).
+    /// MobileNetV2 configured for `weights`, loaded from a local copy of its file (offline),
+    /// which must be that file: its SHA-256 is checked against the entry's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongFile`] for another file; otherwise as
+    /// [`MobileNetV2::load_torchvision`].
+    pub fn from_file(
+        weights: MobileNetV2Weights,
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self, Error> {
+        let info = weights.info();
+        verify_file(path.as_ref(), info.file_name(), info.sha256_prefix)?;
+        Self::from_file_unverified(weights, path, device)
+    }
+
+    /// As [`from_file`](Self::from_file) without the hash check: weights of one's own
+    /// (fine-tuned, converted) in the layout of `weights`.
     ///
     /// # Errors
     ///
     /// As [`MobileNetV2::load_torchvision`].
-    pub fn from_file(
+    pub fn from_file_unverified(
         weights: MobileNetV2Weights,
         path: impl AsRef<Path>,
         device: &Device,
@@ -114,12 +147,31 @@ impl MobileNetV3 {
         Self::from_file(weights, path, device)
     }
 
-    /// MobileNetV3 configured for `weights`, loaded from a local copy of its file (offline).
+    /// MobileNetV3 configured for `weights`, loaded from a local copy of its file (offline),
+    /// which must be that file: its SHA-256 is checked against the entry's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongFile`] for another file; otherwise as
+    /// [`MobileNetV3::load_torchvision`].
+    pub fn from_file(
+        weights: impl Into<MobileNetV3Weights>,
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self, Error> {
+        let weights = weights.into();
+        let info = weights.info();
+        verify_file(path.as_ref(), info.file_name(), info.sha256_prefix)?;
+        Self::from_file_unverified(weights, path, device)
+    }
+
+    /// As [`from_file`](Self::from_file) without the hash check: weights of one's own
+    /// (fine-tuned, converted) in the layout of `weights`.
     ///
     /// # Errors
     ///
     /// As [`MobileNetV3::load_torchvision`].
-    pub fn from_file(
+    pub fn from_file_unverified(
         weights: impl Into<MobileNetV3Weights>,
         path: impl AsRef<Path>,
         device: &Device,
