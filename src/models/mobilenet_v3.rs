@@ -364,6 +364,20 @@ impl MobileNetV3 {
         })
     }
 
+    /// [`forward`](Self::forward) with the input checked first: an empty batch, a zero height
+    /// or width, or another channel count is an [`Error::InvalidInput`] instead of a panic. Any
+    /// other size works (1x1, 1x10000: padding keeps every stage at least one pixel wide).
+    /// Non-finite inputs compute without error: an all-NaN or all-infinite image, or a single
+    /// NaN pixel, makes every logit NaN, as in PyTorch (`tests/degenerate_inputs.rs`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] naming the shape and what was expected.
+    pub fn try_forward(&self, x: Tensor<4>) -> Result<Tensor<2>, Error> {
+        self.features.check_input(x.dims())?;
+        Ok(self.forward(x))
+    }
+
     /// The inference form of the model: every batch norm folded into the convolution before
     /// it. Outputs equal the unfused model's to float rounding; the result saves and loads with
     /// [`save_burnpack`](Self::save_burnpack)/[`load_burnpack`](Self::load_burnpack) into a
