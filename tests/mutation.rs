@@ -14,7 +14,7 @@ use std::path::Path;
 use burn::tensor::Device;
 use common::training::train_case;
 use mobilenet_burn::pretrained::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, load_rgb_image};
-use mobilenet_burn::{Error, MobileNetV2Config, MobileNetV3};
+use mobilenet_burn::{Error, MobileNetV2Config};
 
 /// SplitMix64: the cases are the same on every run.
 struct Rng(u64);
@@ -212,25 +212,19 @@ fn mutated_files_load_or_give_typed_errors() {
         &read(&v3s.checkpoint_path()),
         1,
         700,
-        &load_v3s,
+        load_v3s,
     ));
     let legacy = common::fixtures().join(&v2.checkpoint);
-    panics.extend(run("legacy.pth", &read(&legacy), 2, 700, &load_v2));
+    panics.extend(run("legacy.pth", &read(&legacy), 2, 700, load_v2));
     let half = common::fixtures().join("wrapped/float16.safetensors");
-    panics.extend(run("model.safetensors", &read(&half), 3, 700, &load_v3s));
-    panics.extend(run("model.bpk", &read(&burnpack), 4, 700, &load_burnpack));
-    panics.extend(run("picture.png", &read(&png), 5, 600, &load_image));
-    panics.extend(run("picture.jpg", &read(&jpeg), 6, 600, &load_image));
+    panics.extend(run("model.safetensors", &read(&half), 3, 700, load_v3s));
+    panics.extend(run("model.bpk", &read(&burnpack), 4, 700, load_burnpack));
+    panics.extend(run("picture.png", &read(&png), 5, 600, load_image));
+    panics.extend(run("picture.jpg", &read(&jpeg), 6, 600, load_image));
     assert!(
         panics.is_empty(),
         "{} panics:\n{}",
         panics.len(),
         panics.join("\n")
     );
-}
-
-/// Keeps the model type named, so a change of the loaders' signatures shows here first.
-#[allow(dead_code)]
-fn loads_into(model: MobileNetV3, path: &Path) -> Result<MobileNetV3, Error> {
-    model.load_torchvision(path)
 }
