@@ -18,10 +18,10 @@ mod font5x7;
 
 use std::path::PathBuf;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use image::{Rgb, RgbImage};
 use mobilenet_burn::Error;
-use mobilenet_burn::detection::{Detections, SsdLite};
+use mobilenet_burn::detection::{Detections, SsdLite, image_to_tensor};
 use mobilenet_burn::pretrained::{SsdLite320MobileNetV3LargeWeights, load_rgb_image};
 
 const USAGE: &str = "usage: detect [--weights FILE] [--min-score 0.5] [--out detections.png] IMAGE";
@@ -76,29 +76,11 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-/// The image as a `[3, height, width]` tensor in [0, 1], as torchvision's detectors take it.
-fn to_tensor(image: &RgbImage, device: &Device) -> Tensor<3> {
-    let (width, height) = (image.width() as usize, image.height() as usize);
-    let mut values = vec![0.0f32; 3 * height * width];
-    for (x, y, pixel) in image.enumerate_pixels() {
-        for channel in 0..3 {
-            values[(channel * height + y as usize) * width + x as usize] =
-                f32::from(pixel[channel]) / 255.0;
-        }
-    }
-    Tensor::from_data(TensorData::new(values, [3, height, width]), device)
-}
-
 /// Draws each detection's box (2 pixels wide) and a label tag above it.
 fn draw(image: &mut RgbImage, detections: &Detections, names: &[&str], min_score: f32) {
     let (width, height) = image.dimensions();
-    for ((b, &score), &label) in detections
-        .boxes
-        .iter()
-        .zip(&detections.scores)
-        .zip(&detections.labels)
-        .filter(|((_, score), _)| **score >= min_score)
-    {
+    for detection in detections.above(min_score).iter() {
+        let (b, score, label) = (detection.bbox, detection.score, detection.label);
         let colour = Rgb(COLOURS[label % COLOURS.len()]);
         let clamp_x = |v: f32| (v.max(0.0) as u32).min(width - 1);
         let clamp_y = |v: f32| (v.max(0.0) as u32).min(height - 1);
@@ -146,7 +128,9 @@ fn run(args: &Args) -> Result<(), Error> {
     .fuse();
     let image = load_rgb_image(&args.image)?;
     let started = std::time::Instant::now();
-    let detections = detector.detect(&[to_tensor(&image, &device)])?.remove(0);
+    let detections = detector
+        .detect(&[image_to_tensor(&image, &device)])?
+        .remove(0);
     eprintln!(
         "{} detections in {:.1} ms (transform, network, NMS)",
         detections.len(),
@@ -154,13 +138,8 @@ fn run(args: &Args) -> Result<(), Error> {
     );
     let names = weights.info().categories;
     println!("| label | score | box (x1, y1, x2, y2) |\n|---|---:|---|");
-    for ((b, score), &label) in detections
-        .boxes
-        .iter()
-        .zip(&detections.scores)
-        .zip(&detections.labels)
-        .filter(|((_, score), _)| **score >= args.min_score)
-    {
+    for detection in detections.above(args.min_score).iter() {
+        let (b, score, label) = (detection.bbox, detection.score, detection.label);
         println!(
             "| {} | {score:.3} | ({:.1}, {:.1}, {:.1}, {:.1}) |",
             names.get(label).unwrap_or(&"?"),

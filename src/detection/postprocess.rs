@@ -26,6 +26,59 @@ impl Detections {
     pub fn is_empty(&self) -> bool {
         self.scores.is_empty()
     }
+
+    /// The detections one by one, best first.
+    ///
+    /// ```
+    /// use mobilenet_burn::detection::{Detection, Detections};
+    ///
+    /// let found = Detections {
+    ///     boxes: vec![[1.0, 2.0, 30.0, 40.0], [5.0, 5.0, 9.0, 9.0]],
+    ///     scores: vec![0.9, 0.2],
+    ///     labels: vec![17, 3],
+    /// };
+    /// let confident: Vec<Detection> = found.iter().filter(|d| d.score > 0.5).collect();
+    /// assert_eq!(confident.len(), 1);
+    /// assert_eq!((confident[0].label, confident[0].bbox), (17, [1.0, 2.0, 30.0, 40.0]));
+    /// ```
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Detection> + '_ {
+        self.boxes
+            .iter()
+            .zip(&self.scores)
+            .zip(&self.labels)
+            .map(|((&bbox, &score), &label)| Detection { bbox, score, label })
+    }
+
+    /// The detections whose score is at least `min_score`.
+    pub fn above(&self, min_score: f32) -> Detections {
+        let mut kept = Detections::default();
+        for detection in self.iter().filter(|d| d.score >= min_score) {
+            kept.boxes.push(detection.bbox);
+            kept.scores.push(detection.score);
+            kept.labels.push(detection.label);
+        }
+        kept
+    }
+}
+
+impl<'a> IntoIterator for &'a Detections {
+    type Item = Detection;
+    type IntoIter = Box<dyn ExactSizeIterator<Item = Detection> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+/// One detection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    /// `[x1, y1, x2, y2]` in pixels of the image as given.
+    pub bbox: [f32; 4],
+    /// Softmax probability of the label.
+    pub score: f32,
+    /// Class index (0 is the background; see `pretrained::COCO_CATEGORIES` for names).
+    pub label: usize,
 }
 
 /// Thresholds of the post-processing.

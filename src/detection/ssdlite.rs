@@ -451,8 +451,40 @@ impl SsdLite {
         ))
     }
 
-    /// Detections for each image (`[3, height, width]`, values in [0, 1], any size), with boxes
-    /// in each image's pixels: transform, network, decoding, non-maximum suppression.
+    /// Keeps only detections with a class probability above `score_threshold` (torchvision's
+    /// `score_thresh`; 0.001 by default, which keeps many weak boxes: 0.5 is a common choice
+    /// for display).
+    pub fn with_score_threshold(mut self, score_threshold: f64) -> Self {
+        self.postprocess.score_threshold = score_threshold;
+        self
+    }
+
+    /// Decodes image files (any format the `image` crate reads) and detects in each, boxes in
+    /// each file's pixels (feature `pretrained`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] or [`Error::Image`] for the first file that cannot be read or decoded;
+    /// otherwise as [`detect`](Self::detect).
+    #[cfg(feature = "pretrained")]
+    pub fn detect_files(
+        &self,
+        paths: &[impl AsRef<std::path::Path>],
+    ) -> Result<Vec<Detections>, Error> {
+        let device = self.backbone.stem.conv.weight.device();
+        let images = paths
+            .iter()
+            .map(|path| {
+                let image = crate::pretrained::load_rgb_image(path)?;
+                Ok(super::image_to_tensor(&image, &device))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        self.detect(&images)
+    }
+
+    /// Detections for each image (`[3, height, width]`, values in [0, 1], any size, as
+    /// [`image_to_tensor`](super::image_to_tensor) makes), with boxes in each image's pixels:
+    /// transform, network, decoding, non-maximum suppression.
     ///
     /// # Errors
     ///

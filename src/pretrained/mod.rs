@@ -35,6 +35,9 @@ use burn::tensor::activation::softmax;
 pub use coco_categories::COCO_CATEGORIES;
 pub use detection_weights::{DetectionWeightsInfo, SsdLite320MobileNetV3LargeWeights};
 pub use download::{CACHE_DIR_ENV, OFFLINE_ENV, WeightsCache, torch_hub_checkpoints};
+/// The image type [`load_rgb_image`] returns and [`EvalTransform::apply`] takes, from the
+/// `image` crate version this crate uses.
+pub use image::RgbImage;
 pub use imagenet_categories::IMAGENET_CATEGORIES;
 pub(crate) use resize::resize_bilinear;
 pub use transform::load_rgb_image;
