@@ -18,7 +18,7 @@ fn detect_files_threshold_and_iter_agree_with_detect() {
 
     let from_files = model.detect_files(&[&path]).unwrap();
     let image = image_to_tensor(&load_rgb_image(&path).unwrap(), &device);
-    let direct = model.detect(&[image.clone()]).unwrap();
+    let direct = model.detect(std::slice::from_ref(&image)).unwrap();
     assert_eq!(from_files, direct);
     assert!(
         !direct[0].is_empty(),
