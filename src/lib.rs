@@ -54,7 +54,7 @@ pub use layers::conv_norm_act::{BatchNormSpec, Conv2dNormActivation, Conv2dNormA
 pub use layers::inverted_residual::{BlockLayout, InvertedResidual, InvertedResidualConfig};
 pub use layers::squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig};
 pub use make_divisible::{CHANNEL_DIVISOR, make_divisible};
-pub use models::feature_info::{FeatureInfo, FeatureLocation};
+pub use models::feature_info::{FeatureExtractor, FeatureInfo, FeatureLocation};
 pub use models::features::Features;
 pub use models::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
 pub use models::mobilenet_v3::{MobileNetV3, MobileNetV3Config};

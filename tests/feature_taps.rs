@@ -187,3 +187,26 @@ fn torchvision_dilated_is_output_stride_16() {
         .expect_err("output stride 4");
     assert!(error.to_string().contains("output_stride"), "{error}");
 }
+
+#[test]
+fn features_only_returns_the_taps_of_forward_intermediates() {
+    let device = common::cpu_device();
+    let model = mobilenet_burn::MobileNetV3Config::large()
+        .with_width_mult(0.35)
+        .init(&device);
+    let x = burn::tensor::Tensor::<4>::random(
+        [1, 3, 48, 40],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let location = mobilenet_burn::FeatureLocation::Expansion;
+    let expected = model
+        .forward_intermediates(x.clone(), location, &[1, 4])
+        .unwrap();
+    let extractor = model.features_only(location, &[1, 4]).unwrap();
+    assert_eq!(extractor.feature_info().len(), 2);
+    let found = extractor.forward(x).unwrap();
+    for (a, b) in found.into_iter().zip(expected) {
+        assert_eq!(a.into_data(), b.into_data());
+    }
+}

@@ -154,7 +154,7 @@ impl Features {
 /// Adds `feature_info` and `forward_intermediates` to a model whose trunk is `self.features`.
 /// `with_last_conv` says whether the last 1x1 convolution is a tap candidate, `c5` what C5 is.
 macro_rules! feature_tap_methods {
-    ($model:ident, with_last_conv: $with_last_conv:expr, c5: $c5:literal) => {
+    ($model:ident, with_last_conv: $with_last_conv:expr, c5: $c5:literal, config: $config:literal) => {
         impl $model {
             /// The feature taps, C1 (stride 2) to C5 (stride 32): layer, channels, stride and
             /// location, equal to timm's `feature_info` for the same model.
@@ -185,17 +185,86 @@ macro_rules! feature_tap_methods {
                 let taps = self.feature_info(location);
                 self.features.forward_intermediates(x, &taps, indices)
             }
+
+            /// timm's `features_only=True`: the trunk without pooling or classifier, returning
+            /// the taps `indices` (positions in [`feature_info`](Self::feature_info), timm's
+            /// `out_indices`) on every forward. Load weights first, then convert.
+            ///
+            /// ```
+            /// use burn::tensor::{Device, Tensor};
+            #[doc = concat!("use mobilenet_burn::{FeatureLocation, ", stringify!($model), "Config};")]
+            ///
+            /// let device = Device::flex();
+            #[doc = concat!("# let config = ", stringify!($model), "Config::", $config, ";")]
+            /// let backbone = config
+            ///     .init(&device)
+            ///     .features_only(FeatureLocation::BlockOutput, &[2, 3, 4])
+            ///     .unwrap();
+            /// let maps = backbone.forward(Tensor::<4>::zeros([1, 3, 64, 64], &device)).unwrap();
+            /// let strides: Vec<usize> = backbone.feature_info().iter().map(|t| t.reduction).collect();
+            /// assert_eq!(strides, [8, 16, 32]);
+            /// assert_eq!(maps[2].dims()[2..], [2, 2]);
+            /// ```
+            ///
+            /// # Errors
+            ///
+            /// [`Error::NoSuchFeatureTap`] for an index past the taps.
+            pub fn features_only(
+                self,
+                location: FeatureLocation,
+                indices: &[usize],
+            ) -> Result<FeatureExtractor, Error> {
+                let taps = self.feature_info(location);
+                if let Some(&index) = indices.iter().find(|&&index| index >= taps.len()) {
+                    return Err(Error::NoSuchFeatureTap {
+                        index,
+                        taps: taps.len(),
+                    });
+                }
+                Ok(FeatureExtractor {
+                    taps: indices.iter().map(|&index| taps[index]).collect(),
+                    features: self.features,
+                })
+            }
         }
     };
+}
+
+/// A classifier's trunk that returns feature maps (timm's `features_only=True`), made by
+/// `MobileNetV2::features_only` or `MobileNetV3::features_only`.
+#[derive(Debug, Clone)]
+pub struct FeatureExtractor {
+    /// Stem, blocks and last convolution, under torchvision's `features` keys.
+    pub features: Features,
+    taps: Vec<FeatureInfo>,
+}
+
+impl FeatureExtractor {
+    /// The taps returned, in order (timm's `feature_info` of a `features_only` model).
+    pub fn feature_info(&self) -> &[FeatureInfo] {
+        &self.taps
+    }
+
+    /// The feature maps of the taps, computing the trunk only as far as the deepest one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for an input the trunk does not take.
+    pub fn forward(&self, x: Tensor<4>) -> Result<Vec<Tensor<4>>, Error> {
+        let indices: Vec<usize> = (0..self.taps.len()).collect();
+        self.features.forward_intermediates(x, &self.taps, &indices)
+    }
 }
 
 feature_tap_methods!(
     MobileNetV2,
     with_last_conv: false,
-    c5: "the last block (320 channels for V2 1.0), as timm's `mobilenetv2_100`"
+    c5: "the last block (320 channels for V2 1.0), as timm's `mobilenetv2_100`",
+    config: "new()"
 );
 feature_tap_methods!(
     MobileNetV3,
     with_last_conv: true,
-    c5: "the last 1x1 convolution, as timm's `mobilenetv3_*`"
+    c5: "the last 1x1 convolution, as timm's `mobilenetv3_*`",
+    config: "small()"
 );
