@@ -27,6 +27,7 @@
 //! assert_eq!(logits.dims(), [1, 1000]);
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod checkpoint;
 #[cfg(feature = "pretrained")]
