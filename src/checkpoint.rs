@@ -425,11 +425,22 @@ fn temporary_path(path: &Path) -> PathBuf {
 
 /// The loading and saving methods of a model type, written once for both MobileNets.
 macro_rules! checkpoint_methods {
-    ($model:ident) => {
+    ($model:ident, import: $import:literal, config: $config:literal) => {
         impl $model {
             /// Loads a torchvision `state_dict`: a `.pth` file (zip, or the legacy format of
             /// PyTorch before 1.6) or a `.safetensors` file, as saved by
-            /// `torch.save(model.state_dict(), path)`.
+            /// `torch.save(model.state_dict(), path)`, also wrapped as people save it (the
+            /// reference scripts' `{"model": ...}`, Lightning's `state_dict`, `module.` or
+            /// `_orig_mod.` prefixes) and in float16 or bfloat16 (cast to the model's dtype).
+            ///
+            /// ```no_run
+            /// use burn::tensor::Device;
+            #[doc = concat!("use ", $import, ";")]
+            ///
+            #[doc = concat!("let model = ", $config, ".init(&Device::flex())")]
+            ///     .load_torchvision("checkpoint.pth")?;
+            /// # Ok::<(), mobilenet_burn::Error>(())
+            /// ```
             ///
             /// # Errors
             ///
@@ -443,6 +454,20 @@ macro_rules! checkpoint_methods {
 
             /// Saves the weights in burn's burnpack format. The file appears only once
             /// complete: it is written beside `path` and renamed.
+            ///
+            /// ```
+            /// use burn::tensor::Device;
+            #[doc = concat!("use ", $import, ";")]
+            ///
+            /// let device = Device::flex();
+            /// let path = std::env::temp_dir().join(format!("doc-{}.bpk", std::process::id()));
+            #[doc = concat!("let model = ", $config, ".init(&device);")]
+            /// model.save_burnpack(&path)?;
+            #[doc = concat!("let again = ", $config, ".init(&device).load_burnpack(&path)?;")]
+            /// assert_eq!(again.num_learnable_params(), model.num_learnable_params());
+            /// # std::fs::remove_file(&path).ok();
+            /// # Ok::<(), mobilenet_burn::Error>(())
+            /// ```
             ///
             /// # Errors
             ///
@@ -469,9 +494,21 @@ macro_rules! checkpoint_methods {
     };
 }
 
-checkpoint_methods!(MobileNetV2);
-checkpoint_methods!(MobileNetV3);
-checkpoint_methods!(SsdLite);
+checkpoint_methods!(
+    MobileNetV2,
+    import: "mobilenet_burn::MobileNetV2Config",
+    config: "MobileNetV2Config::new().with_width_mult(0.25)"
+);
+checkpoint_methods!(
+    MobileNetV3,
+    import: "mobilenet_burn::MobileNetV3Config",
+    config: "MobileNetV3Config::small().with_width_mult(0.25)"
+);
+checkpoint_methods!(
+    SsdLite,
+    import: "mobilenet_burn::detection::SsdLiteConfig",
+    config: "SsdLiteConfig::mobilenet_v3_large(3)"
+);
 
 #[cfg(test)]
 mod tests {
