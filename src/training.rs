@@ -143,9 +143,19 @@ pub fn torchvision_rmsprop(momentum: f32, weight_decay: f32) -> RmsPropConfig {
 
 /// The fine-tuning methods of a classifier: `$head` is the torchvision key of its output layer.
 macro_rules! transfer_methods {
-    ($model:ident, $head:literal) => {
+    ($model:ident, $head:literal, import: $import:literal, config: $config:literal) => {
         impl $model {
             /// Number of classes: the width of the output layer.
+            ///
+            /// ```
+            /// use burn::tensor::Device;
+            #[doc = concat!("use ", $import, ";")]
+            ///
+            /// let device = Device::flex();
+            #[doc = concat!("let model = ", $config, ".init(&device);")]
+            /// assert_eq!(model.num_classes(), 1000);
+            /// assert_eq!(model.reset_classifier(10, &device).num_classes(), 10);
+            /// ```
             pub fn num_classes(&self) -> usize {
                 self.classifier.weight.dims()[1]
             }
@@ -217,6 +227,21 @@ macro_rules! transfer_methods {
             /// BatchNorm in inference behaviour (running statistics used and left untouched),
             /// so the backbone computes the same function before and after training steps. The
             /// classifier stays trainable.
+            ///
+            /// ```
+            /// use burn::module::Module;
+            /// use burn::tensor::Device;
+            #[doc = concat!("use ", $import, ";")]
+            ///
+            /// let device = Device::flex().autodiff();
+            #[doc = concat!("let model = ", $config, ".init(&device)")]
+            ///     .reset_classifier(3, &device)
+            ///     .freeze_backbone()
+            ///     .train();
+            /// // Training steps now change the classifier only (`tests/fine_tuning.rs` checks
+            /// // that the backbone stays bit-identical).
+            /// assert_eq!(model.num_classes(), 3);
+            /// ```
             pub fn freeze_backbone(self) -> Self {
                 Self {
                     features: burn::module::Module::freeze(self.features),
@@ -235,7 +260,8 @@ macro_rules! transfer_methods {
 
             /// The backbone's parameters (keys under `features.`), for per-group learning
             /// rates with burn's `ModuleLrScheduler::with_group` or per-group optimizers with
-            /// `ModuleOptimizer::with_group`, and for `freeze_group`.
+            /// `ModuleOptimizer::with_group`, and for `freeze_group`; `tests/fine_tuning.rs`
+            /// shows a backbone at a tenth of the head's learning rate.
             pub fn backbone_params() -> ParamGroup {
                 ParamGroup::from_predicate("features.")
             }
@@ -279,6 +305,16 @@ mod methods {
     use crate::checkpoint::{save_torchvision, synchronized, torchvision_checkpoint_shapes};
     use crate::{Error, MobileNetV2, MobileNetV3, ShapeMismatch};
 
-    transfer_methods!(MobileNetV2, "classifier.1");
-    transfer_methods!(MobileNetV3, "classifier.3");
+    transfer_methods!(
+        MobileNetV2,
+        "classifier.1",
+        import: "mobilenet_burn::MobileNetV2Config",
+        config: "MobileNetV2Config::new().with_width_mult(0.25)"
+    );
+    transfer_methods!(
+        MobileNetV3,
+        "classifier.3",
+        import: "mobilenet_burn::MobileNetV3Config",
+        config: "MobileNetV3Config::small().with_width_mult(0.25)"
+    );
 }
