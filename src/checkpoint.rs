@@ -123,23 +123,18 @@ fn safetensors_store(path: &Path) -> SafetensorsStore {
 /// (see the module's documentation), into `model`.
 pub(crate) fn load_torchvision<M: ModuleSnapshot>(model: M, path: &Path) -> Result<M, Error> {
     let expected = shapes(&model, true);
-    let (found, prefix) = torchvision_shapes(&expected, path)?;
-    let pattern = prefix_pattern(&prefix);
     match detect_format(path)? {
         Format::Pytorch => {
-            let store = pytorch_store(path);
-            let store = match &pattern {
-                Some(pattern) => store.with_key_remapping(pattern, ""),
-                None => store,
-            };
+            let (store, found) = unwrapped(pytorch_store(path), &expected, path, |store, from| {
+                store.with_key_remapping(from, "")
+            })?;
             load_checked(model, store, path, expected, found, true)
         }
         Format::Safetensors => {
-            let store = safetensors_store(path);
-            let store = match &pattern {
-                Some(pattern) => store.with_key_remapping(pattern, ""),
-                None => store,
-            };
+            let (store, found) =
+                unwrapped(safetensors_store(path), &expected, path, |store, from| {
+                    store.with_key_remapping(from, "")
+                })?;
             load_checked(model, store, path, expected, found, true)
         }
     }
@@ -151,21 +146,35 @@ pub(crate) fn torchvision_checkpoint_shapes<M: ModuleSnapshot>(
     model: &M,
     path: &Path,
 ) -> Result<ShapeMap, Error> {
-    Ok(torchvision_shapes(&shapes(model, true), path)?.0)
+    let expected = shapes(model, true);
+    Ok(match detect_format(path)? {
+        Format::Pytorch => unwrapped(pytorch_store(path), &expected, path, |store, _| store)?.1,
+        Format::Safetensors => {
+            unwrapped(safetensors_store(path), &expected, path, |store, _| store)?.1
+        }
+    })
 }
 
-/// The state dict's keys (prefix stripped, keys outside it dropped) and the prefix.
-fn torchvision_shapes(expected: &ShapeMap, path: &Path) -> Result<(ShapeMap, String), Error> {
-    let stored = match detect_format(path)? {
-        Format::Pytorch => stored_shapes(&mut pytorch_store(path), path)?,
-        Format::Safetensors => stored_shapes(&mut safetensors_store(path), path)?,
-    };
+/// Reads `store`'s keys once and unwraps the state dict for `expected`: the keys under the
+/// prefix found (stripped; keys outside it dropped), and the store with `remap(store, pattern)`
+/// applied when there is a prefix. A bare state dict keeps the store, and the tensors it read.
+fn unwrapped<S: ModuleStore>(
+    mut store: S,
+    expected: &ShapeMap,
+    path: &Path,
+    remap: impl FnOnce(S, &str) -> S,
+) -> Result<(S, ShapeMap), Error> {
+    let stored = stored_shapes(&mut store, path)?;
     let prefix = state_dict_prefix(expected, &stored);
     let found = stored
         .into_iter()
         .filter_map(|(key, shape)| Some((key.strip_prefix(prefix.as_str())?.to_string(), shape)))
         .collect();
-    Ok((found, prefix))
+    let store = match prefix_pattern(&prefix) {
+        Some(pattern) => remap(store, &pattern),
+        None => store,
+    };
+    Ok((store, found))
 }
 
 /// The key prefix (empty, or ending in `.`) under which most of `expected`'s keys appear in
