@@ -32,6 +32,11 @@ impl DetectionWeightsInfo {
     pub fn num_classes(&self) -> usize {
         self.categories.len()
     }
+
+    /// The file name the weights are cached under: the last segment of the URL.
+    pub fn file_name(&self) -> &'static str {
+        super::weights::url_file_name(self.url)
+    }
 }
 
 /// torchvision's `SSDLite320_MobileNet_V3_Large_Weights`.
@@ -90,8 +95,7 @@ impl SsdLite {
         device: &Device,
     ) -> Result<Self, Error> {
         let info = weights.info();
-        let file = info.url.rsplit('/').next().unwrap_or(info.url);
-        super::verify_file(path.as_ref(), file, info.sha256_prefix)?;
+        super::verify_file(path.as_ref(), info.file_name(), info.sha256_prefix)?;
         Self::from_file_unverified(weights, path, device)
     }
 

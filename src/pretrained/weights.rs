@@ -53,8 +53,13 @@ pub struct WeightsInfo {
 impl WeightsInfo {
     /// The file name the weights are cached under: the last segment of the URL.
     pub fn file_name(&self) -> &'static str {
-        self.url.rsplit('/').next().unwrap_or(self.url)
+        url_file_name(self.url)
     }
+}
+
+/// The last segment of a weights URL, the name its file is cached under.
+pub(crate) fn url_file_name(url: &'static str) -> &'static str {
+    url.rsplit('/').next().unwrap_or(url)
 }
 
 const fn imagenet(resize_size: u32) -> EvalTransform {
