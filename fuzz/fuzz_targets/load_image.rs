@@ -2,7 +2,6 @@
 //! (images up to 16 megapixels; the decoder's own limits refuse larger allocations).
 #![no_main]
 
-#[path = "common.rs"]
 mod common;
 
 use burn::tensor::Device;

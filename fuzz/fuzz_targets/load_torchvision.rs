@@ -3,21 +3,14 @@
 //! Seeds: zip and legacy `.pth`, `.safetensors` (see `fuzz/README.md`).
 #![no_main]
 
-#[path = "common.rs"]
 mod common;
 
 use std::sync::LazyLock;
 
 use burn::tensor::Device;
 use libfuzzer_sys::fuzz_target;
-use mobilenet_burn::{MobileNetV2, MobileNetV2Config, MobileNetV3, MobileNetV3Config};
+use mobilenet_burn::{MobileNetV2, MobileNetV2Config};
 
-static V3S: LazyLock<MobileNetV3> = LazyLock::new(|| {
-    MobileNetV3Config::small()
-        .with_width_mult(0.25)
-        .with_num_classes(3)
-        .init(&Device::flex())
-});
 static V2: LazyLock<MobileNetV2> = LazyLock::new(|| {
     MobileNetV2Config::new()
         .with_width_mult(0.25)
@@ -31,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let path = common::write_input(file);
     if choice % 2 == 0 {
-        let _ = V3S.clone().load_torchvision(&path);
+        let _ = common::V3S_W025.clone().load_torchvision(&path);
     } else {
         let _ = V2.clone().load_torchvision(&path);
     }
