@@ -485,17 +485,37 @@ macro_rules! checkpoint_methods {
                 save_burnpack(&synchronized(self), path.as_ref())
             }
 
-            /// Loads weights saved by `save_burnpack` into a model of the same configuration.
+            /// Loads weights saved by `save_burnpack` into a model of the same configuration;
+            /// see [`save_burnpack`](Self::save_burnpack) for an example.
             ///
             /// # Errors
             ///
             /// As [`load_torchvision`](Self::load_torchvision).
+            ///
+            /// ```
+            /// use burn::tensor::Device;
+            #[doc = concat!("use ", $import, ";")]
+            ///
+            /// let device = Device::flex();
+            /// let missing = std::env::temp_dir().join("no-such-file.bpk");
+            #[doc = concat!("let error = ", $config, ".init(&device).load_burnpack(&missing).unwrap_err();")]
+            /// assert!(error.to_string().contains("no-such-file.bpk"));
+            /// ```
             pub fn load_burnpack(self, path: impl AsRef<Path>) -> Result<Self, Error> {
                 load_burnpack(self, path.as_ref())
             }
 
             /// Number of learned parameters as torchvision counts them (BatchNorm running
             /// statistics excluded; burn's `num_params` includes them).
+            ///
+            /// ```
+            /// use burn::module::Module;
+            /// use burn::tensor::Device;
+            #[doc = concat!("use ", $import, ";")]
+            ///
+            #[doc = concat!("let model = ", $config, ".init(&Device::flex());")]
+            /// assert!(model.num_learnable_params() < model.num_params());
+            /// ```
             pub fn num_learnable_params(&self) -> usize {
                 num_learnable_params(self)
             }

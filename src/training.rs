@@ -82,6 +82,25 @@ pub fn soft_cross_entropy(logits: Tensor<2>, targets: Tensor<2>, smoothing: f32)
 }
 
 /// What [`load_torchvision_backbone`](crate::MobileNetV3::load_torchvision_backbone) left out.
+///
+/// ```
+/// use burn::tensor::Device;
+/// use mobilenet_burn::MobileNetV3Config;
+///
+/// let device = Device::flex();
+/// let path = std::env::temp_dir().join(format!("imagenet-{}.safetensors", std::process::id()));
+/// MobileNetV3Config::small().init(&device).save_torchvision(&path)?;
+/// // 1000 ImageNet classes in the file, 5 in the model: all but the output layer load.
+/// let (model, report) = MobileNetV3Config::small()
+///     .with_num_classes(5)
+///     .init(&device)
+///     .load_torchvision_backbone(&path)?;
+/// assert!(!report.is_complete());
+/// assert_eq!(report.reinitialized[0].key, "classifier.3.weight");
+/// assert_eq!(report.reinitialized[0].found, [1000, 1024]);
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), mobilenet_burn::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransferReport {
     /// The output layer's parameters that were not loaded because the checkpoint has another
@@ -92,7 +111,14 @@ pub struct TransferReport {
 }
 
 impl TransferReport {
-    /// Whether every parameter of the model came from the checkpoint.
+    /// Whether every parameter of the model came from the checkpoint; see [`TransferReport`]
+    /// for an example.
+    ///
+    /// ```
+    /// use mobilenet_burn::training::TransferReport;
+    ///
+    /// assert!(TransferReport::default().is_complete());
+    /// ```
     pub fn is_complete(&self) -> bool {
         self.reinitialized.is_empty()
     }
@@ -106,6 +132,15 @@ impl TransferReport {
 /// `MomentumConfig` defaults to `dampening = 0.1` where PyTorch's default is 0: with burn's
 /// default, every step after the first moves by 10% less gradient. Here dampening is 0 and
 /// Nesterov off; `momentum = 0` gives plain SGD, `weight_decay = 0` none.
+///
+/// ```
+/// use mobilenet_burn::training::torch_sgd;
+///
+/// // torchvision's classification recipe: SGD, momentum 0.9, weight decay 1e-4.
+/// let optimizer = torch_sgd(0.9, 1e-4).init();
+/// # let _ = optimizer;
+/// // `tests/training_parity.rs` checks its steps against `torch.optim.SGD`.
+/// ```
 pub fn torch_sgd(momentum: f64, weight_decay: f32) -> SgdConfig {
     SgdConfig::new()
         .with_momentum((momentum != 0.0).then(|| {
@@ -132,6 +167,14 @@ pub const TORCHVISION_RMSPROP_EPS: f32 = 0.0316;
 /// the momentum buffer accumulates that quotient without dampening, and weight decay is added to
 /// the gradient first. Only burn's defaults differ (`alpha = 0.99`, `eps = 1e-5`, momentum 0.9);
 /// they are set here. The parity tests check three steps against PyTorch.
+///
+/// ```
+/// use mobilenet_burn::training::torchvision_rmsprop;
+///
+/// // torchvision's MobileNetV3 recipe: `--opt rmsprop --momentum 0.9 --wd 0.00001`.
+/// let optimizer = torchvision_rmsprop(0.9, 1e-5).init();
+/// # let _ = optimizer;
+/// ```
 pub fn torchvision_rmsprop(momentum: f32, weight_decay: f32) -> RmsPropConfig {
     RmsPropConfig::new()
         .with_alpha(TORCHVISION_RMSPROP_ALPHA)
@@ -167,6 +210,15 @@ macro_rules! transfer_methods {
             /// # Panics
             ///
             /// If `num_classes` is zero (as the config's `init` would).
+            ///
+            /// ```
+            /// use burn::tensor::{Device, Tensor};
+            #[doc = concat!("use ", $import, ";")]
+            ///
+            /// let device = Device::flex();
+            #[doc = concat!("let model = ", $config, ".init(&device).reset_classifier(2, &device);")]
+            /// assert_eq!(model.forward(Tensor::zeros([1, 3, 32, 32], &device)).dims(), [1, 2]);
+            /// ```
             pub fn reset_classifier(self, num_classes: usize, device: &Device) -> Self {
                 assert!(num_classes > 0, "reset_classifier: num_classes must be positive");
                 let hidden = self.classifier.weight.dims()[0];
@@ -186,6 +238,20 @@ macro_rules! transfer_methods {
             ///
             /// As [`load_torchvision`](Self::load_torchvision), for every key but the output
             /// layer's.
+            ///
+            /// ```
+            /// use burn::tensor::Device;
+            #[doc = concat!("use ", $import, ";")]
+            ///
+            /// let device = Device::flex();
+            /// let path = std::env::temp_dir().join(format!("backbone-{}.safetensors", std::process::id()));
+            #[doc = concat!($config, ".init(&device).save_torchvision(&path)?;")]
+            #[doc = concat!("let (model, report) = ", $config, ".with_num_classes(7).init(&device)")]
+            ///     .load_torchvision_backbone(&path)?;
+            /// assert_eq!((model.num_classes(), report.reinitialized.len()), (7, 2));
+            /// # std::fs::remove_file(&path).ok();
+            /// # Ok::<(), mobilenet_burn::Error>(())
+            /// ```
             pub fn load_torchvision_backbone(
                 self,
                 path: impl AsRef<Path>,
@@ -251,6 +317,14 @@ macro_rules! transfer_methods {
 
             /// Sets the momentum of every batch normalization (timm's `--bn-momentum`); see
             /// [`Features::with_batch_norm_momentum`](crate::Features::with_batch_norm_momentum).
+            ///
+            /// ```
+            /// use burn::tensor::Device;
+            #[doc = concat!("use ", $import, ";")]
+            ///
+            #[doc = concat!("let model = ", $config, ".init(&Device::flex()).with_batch_norm_momentum(0.1);")]
+            /// assert_eq!(model.features.last_conv.norm.as_ref().unwrap().momentum, 0.1);
+            /// ```
             pub fn with_batch_norm_momentum(self, momentum: f64) -> Self {
                 Self {
                     features: self.features.with_batch_norm_momentum(momentum),
@@ -262,11 +336,33 @@ macro_rules! transfer_methods {
             /// rates with burn's `ModuleLrScheduler::with_group` or per-group optimizers with
             /// `ModuleOptimizer::with_group`, and for `freeze_group`; `tests/fine_tuning.rs`
             /// shows a backbone at a tenth of the head's learning rate.
+            ///
+            /// ```
+            /// use burn::lr_scheduler::module_lr_scheduler::ModuleLrSchedulerConfig;
+            #[doc = concat!("use mobilenet_burn::", stringify!($model), ";")]
+            ///
+            /// // The head at 0.01, the pretrained backbone at a tenth of it.
+            /// let scheduler = ModuleLrSchedulerConfig::new(0.01.into())
+            #[doc = concat!("    .with_group(", stringify!($model), "::backbone_params(), 0.001)")]
+            ///     .init()
+            ///     .unwrap();
+            /// # let _ = scheduler;
+            /// ```
             pub fn backbone_params() -> ParamGroup {
                 ParamGroup::from_predicate("features.")
             }
 
-            /// The classifier's parameters (keys under `classifier.`).
+            /// The classifier's parameters (keys under `classifier.`); see
+            /// [`backbone_params`](Self::backbone_params) for an example.
+            ///
+            /// ```
+            /// use burn::module::ParamId;
+            #[doc = concat!("use mobilenet_burn::", stringify!($model), ";")]
+            ///
+            #[doc = concat!("let head = ", stringify!($model), "::head_params();")]
+            #[doc = concat!("assert!(head.matches(&ParamId::new(), Some(\"", $head, ".weight\")));")]
+            /// assert!(!head.matches(&ParamId::new(), Some("features.0.0.weight")));
+            /// ```
             pub fn head_params() -> ParamGroup {
                 ParamGroup::from_predicate("classifier.")
             }
@@ -280,6 +376,21 @@ macro_rules! transfer_methods {
             ///
             /// [`Error::Save`] if the file cannot be written, or if the model was
             /// [`fuse`](Self::fuse)d: a folded model has no BatchNorm, so no torchvision layout.
+            ///
+            /// ```
+            /// use burn::tensor::Device;
+            #[doc = concat!("use ", $import, ";")]
+            ///
+            /// let device = Device::flex();
+            /// let path = std::env::temp_dir().join(format!("tv-{}.safetensors", std::process::id()));
+            #[doc = concat!("let model = ", $config, ".init(&device);")]
+            /// model.save_torchvision(&path)?;
+            #[doc = concat!("let again = ", $config, ".init(&device).load_torchvision(&path)?;")]
+            /// assert_eq!(again.num_classes(), model.num_classes());
+            /// assert!(model.fuse().save_torchvision(&path).is_err()); // no BatchNorm to save
+            /// # std::fs::remove_file(&path).ok();
+            /// # Ok::<(), mobilenet_burn::Error>(())
+            /// ```
             pub fn save_torchvision(&self, path: impl AsRef<Path>) -> Result<(), Error> {
                 let path = path.as_ref();
                 if self.features.is_fused() {

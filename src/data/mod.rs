@@ -85,6 +85,13 @@ pub struct TrainTransform {
 impl TrainTransform {
     /// The reference recipe's defaults at `crop_size`: flip with probability 0.5, ImageNet's
     /// normalization, no erasing.
+    ///
+    /// ```
+    /// use mobilenet_burn::data::TrainTransform;
+    ///
+    /// let transform = TrainTransform::imagenet(224);
+    /// assert!(transform.flip.is_some() && transform.erasing.is_none());
+    /// ```
     pub fn imagenet(crop_size: u32) -> Self {
         Self {
             crop: RandomResizedCrop::new(crop_size),
@@ -97,6 +104,13 @@ impl TrainTransform {
     }
 
     /// Adds `RandomErasing` with probability `p` (torchvision's `--random-erase`).
+    ///
+    /// ```
+    /// use mobilenet_burn::data::TrainTransform;
+    ///
+    /// let transform = TrainTransform::imagenet(224).with_random_erasing(0.1);
+    /// assert_eq!(transform.erasing.unwrap().p, 0.1);
+    /// ```
     pub fn with_random_erasing(mut self, p: f32) -> Self {
         self.erasing = Some(RandomErasing {
             p,
@@ -108,12 +122,32 @@ impl TrainTransform {
     /// Adds an automatic augmentation (torchvision's `--auto-augment ta_wide` or `imagenet`).
     /// The reference recipe samples its geometric operations bilinearly
     /// (`interpolation=BILINEAR`).
+    ///
+    /// ```
+    /// use mobilenet_burn::data::{AutoAugmentation, TrainTransform, TrivialAugmentWide};
+    ///
+    /// // torchvision's MobileNetV3 recipe: `--auto-augment ta_wide --random-erase 0.1`.
+    /// let transform = TrainTransform::imagenet(224)
+    ///     .with_auto_augment(AutoAugmentation::TrivialAugmentWide(TrivialAugmentWide::default()))
+    ///     .with_random_erasing(0.1);
+    /// assert!(transform.auto_augment.is_some());
+    /// ```
     pub fn with_auto_augment(mut self, augmentation: AutoAugmentation) -> Self {
         self.auto_augment = Some(augmentation);
         self
     }
 
     /// The transformed image, `[3, size, size]` values in row-major order.
+    ///
+    /// ```
+    /// use mobilenet_burn::data::{SeededDraws, TrainTransform};
+    /// use mobilenet_burn::pretrained::RgbImage;
+    ///
+    /// let image = RgbImage::from_pixel(320, 240, [200, 30, 90].into());
+    /// let mut draws = SeededDraws::for_item(0, 0, 17); // seed, epoch, image index
+    /// let values = TrainTransform::imagenet(96).apply(&image, &mut draws);
+    /// assert_eq!(values.len(), 3 * 96 * 96);
+    /// ```
     pub fn apply(&self, image: &RgbImage, draws: &mut impl Draws) -> Vec<f32> {
         let image = self.crop.apply(image, draws);
         let image = match &self.flip {

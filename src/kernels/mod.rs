@@ -48,12 +48,27 @@ static STATE: AtomicU8 = AtomicU8::new(UNSET);
 /// Turns the native CPU kernels on or off for the whole process (default: on, unless
 /// `MOBILENET_BURN_KERNELS=burn`). Off, every layer runs burn's own operations; outputs agree
 /// within float rounding either way.
+///
+/// ```no_run
+/// use mobilenet_burn::kernels;
+///
+/// // Time burn's own operations against the native kernels.
+/// kernels::set_enabled(false);
+/// // ... forward passes ...
+/// kernels::set_enabled(true);
+/// ```
 pub fn set_enabled(enabled: bool) {
     STATE.store(if enabled { ON } else { OFF }, Ordering::Relaxed);
 }
 
 /// Whether the native CPU kernels are used where they apply. Always `false` without the `flex`
 /// feature.
+///
+/// ```
+/// use mobilenet_burn::kernels;
+///
+/// println!("native kernels: {}", if kernels::enabled() { "on" } else { "off" });
+/// ```
 pub fn enabled() -> bool {
     if !cfg!(feature = "flex") {
         return false;
@@ -116,6 +131,19 @@ static LAYERS_RUN: AtomicU64 = AtomicU64::new(0);
 /// How many layers the native kernels have computed in this process, so far: a way to check
 /// that a model takes the fast path (a fused model on burn-flex runs every convolution and
 /// squeeze-and-excitation here).
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::{MobileNetV3Config, kernels};
+///
+/// let device = Device::flex();
+/// let model = MobileNetV3Config::small().init(&device).fuse();
+/// let before = kernels::layers_run();
+/// model.forward(Tensor::zeros([1, 3, 64, 64], &device));
+/// if kernels::enabled() {
+///     assert!(kernels::layers_run() > before);
+/// }
+/// ```
 pub fn layers_run() -> u64 {
     LAYERS_RUN.load(Ordering::Relaxed)
 }
@@ -132,6 +160,18 @@ static TRAINING_LAYERS_RUN: AtomicU64 = AtomicU64::new(0);
 /// convolutions and its batch norms (with the activation after them) as differentiable
 /// operations with hand-written backward steps, not through [`layers_run`]'s inference
 /// kernels, which have no backward. See `docs/training.md`.
+///
+/// ```
+/// use burn::module::Module;
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::{MobileNetV3Config, kernels};
+///
+/// let device = Device::flex().autodiff();
+/// let model = MobileNetV3Config::small().init(&device).train();
+/// let before = kernels::training_layers_run();
+/// model.forward(Tensor::zeros([2, 3, 32, 32], &device));
+/// println!("{} layers on the training kernels", kernels::training_layers_run() - before);
+/// ```
 pub fn training_layers_run() -> u64 {
     TRAINING_LAYERS_RUN.load(Ordering::Relaxed)
 }

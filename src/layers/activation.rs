@@ -17,6 +17,18 @@ const HARD_SIGMOID_OFFSET: f64 = 0.5;
 
 /// Which nonlinearity a layer applies. An enum rather than torchvision's `"RE"`/`"HS"` strings,
 /// so that a typo is a compile error rather than a silent ReLU.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::Activation;
+///
+/// let x = Tensor::<1>::from_floats([-4.0, -1.0, 0.0, 2.0, 7.0], &Device::flex());
+/// let relu6 = Activation::ReLU6.forward(x.clone()).into_data();
+/// assert_eq!(relu6.to_vec::<f32>().unwrap(), [0.0, 0.0, 0.0, 2.0, 6.0]);
+/// // h-swish: x * relu6(x + 3) / 6
+/// let hswish = Activation::HardSwish.forward(x).into_data();
+/// assert!((hswish.to_vec::<f32>().unwrap()[3] - 2.0 * 5.0 / 6.0).abs() < 1e-6);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Activation {
     /// `max(x, 0)`.
@@ -34,6 +46,16 @@ impl Activation {
     ///
     /// # Shapes
     /// Any shape; the output has the input's shape.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::Activation;
+    ///
+    /// let x = Tensor::<4>::ones([1, 8, 4, 4], &Device::flex()).mul_scalar(-2.0);
+    /// let y = Activation::ReLU.forward(x);
+    /// assert_eq!(y.dims(), [1, 8, 4, 4]);
+    /// assert_eq!(y.sum().into_scalar::<f32>(), 0.0);
+    /// ```
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Activation::ReLU => relu(x),
@@ -53,17 +75,39 @@ impl Activation {
 
 /// Configuration of [`HardSwish`]. It has no parameters; it exists so that every layer of this
 /// crate is built the same way (`Config::new().init()`).
+///
+/// ```
+/// use mobilenet_burn::{HardSwish, HardSwishConfig};
+///
+/// let layer: HardSwish = HardSwishConfig::new().init();
+/// # let _ = layer;
+/// ```
 #[derive(Config, Debug)]
 pub struct HardSwishConfig {}
 
 impl HardSwishConfig {
-    /// Builds the layer.
+    /// Builds the layer; see [`HardSwishConfig`] for an example.
+    ///
+    /// ```
+    /// # use mobilenet_burn::HardSwishConfig;
+    /// let h_swish = HardSwishConfig::new().init();
+    /// # let _ = h_swish;
+    /// ```
     pub fn init(&self) -> HardSwish {
         HardSwish
     }
 }
 
 /// PyTorch's `nn.Hardswish`: `x * relu6(x + 3) / 6`.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::HardSwish;
+///
+/// let x = Tensor::<1>::from_floats([-3.0, 0.0, 3.0], &Device::flex());
+/// let y = HardSwish.forward(x).into_data().to_vec::<f32>().unwrap();
+/// assert_eq!(y, [0.0, 0.0, 3.0]);
+/// ```
 #[derive(Module, Debug, Default)]
 pub struct HardSwish;
 
@@ -72,6 +116,14 @@ impl HardSwish {
     ///
     /// # Shapes
     /// Any shape; the output has the input's shape.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::HardSwish;
+    ///
+    /// let x = Tensor::<4>::zeros([2, 16, 7, 7], &Device::flex());
+    /// assert_eq!(HardSwish.forward(x).dims(), [2, 16, 7, 7]);
+    /// ```
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         Activation::HardSwish.forward(x)
     }
@@ -82,6 +134,18 @@ impl HardSwish {
 /// The defaults are PyTorch's `nn.Hardsigmoid`, `relu6(x + 3) / 6`. burn's own
 /// `HardSigmoidConfig` defaults to ONNX's slope of 0.2, which is not what torchvision's weights
 /// were trained with.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::HardSigmoidConfig;
+///
+/// let x = Tensor::<1>::from_floats([-5.0, 0.0, 1.5, 5.0], &Device::flex());
+/// let pytorch = HardSigmoidConfig::new().init();
+/// let onnx = HardSigmoidConfig::new().with_slope(0.2).init();
+/// assert_eq!(pytorch.forward(x.clone()).into_data().to_vec::<f32>().unwrap(), [0.0, 0.5, 0.75, 1.0]);
+/// let onnx = onnx.forward(x).into_data().to_vec::<f32>().unwrap();
+/// assert!((onnx[2] - 0.8).abs() < 1e-6); // 0.2 * 1.5 + 0.5
+/// ```
 #[derive(Config, Debug)]
 pub struct HardSigmoidConfig {
     /// Slope of the linear part. Default: `1/6` (PyTorch).
@@ -93,7 +157,13 @@ pub struct HardSigmoidConfig {
 }
 
 impl HardSigmoidConfig {
-    /// Builds the layer.
+    /// Builds the layer; see [`HardSigmoidConfig`] for an example.
+    ///
+    /// ```
+    /// # use mobilenet_burn::HardSigmoidConfig;
+    /// let gate = HardSigmoidConfig::new().init();
+    /// assert_eq!(gate.slope, 1.0 / 6.0);
+    /// ```
     pub fn init(&self) -> HardSigmoid {
         HardSigmoid {
             slope: self.slope,
@@ -104,6 +174,15 @@ impl HardSigmoidConfig {
 
 /// Hard-sigmoid, `clamp(slope * x + offset, 0, 1)`; with the default config, PyTorch's
 /// `nn.Hardsigmoid`.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::HardSigmoid;
+///
+/// let x = Tensor::<1>::from_floats([-3.0, 0.0, 3.0], &Device::flex());
+/// let y = HardSigmoid::default().forward(x).into_data().to_vec::<f32>().unwrap();
+/// assert_eq!(y, [0.0, 0.5, 1.0]);
+/// ```
 #[derive(Module, Debug)]
 pub struct HardSigmoid {
     /// Slope of the linear part.
@@ -123,6 +202,14 @@ impl HardSigmoid {
     ///
     /// # Shapes
     /// Any shape; the output has the input's shape.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::HardSigmoid;
+    ///
+    /// let gate = HardSigmoid::default().forward(Tensor::<4>::zeros([1, 24, 1, 1], &Device::flex()));
+    /// assert_eq!(gate.dims(), [1, 24, 1, 1]);
+    /// ```
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         // `clamp(y, 0, 1)` as `relu` and a mask fill at `y >= 1`, so that the gradient is 0 at
         // both ends of the ramp, as PyTorch's `hardsigmoid_backward` makes it (burn's clamp

@@ -16,6 +16,15 @@ use crate::kernels;
 use crate::torch_paths::torchvision_module;
 
 /// The two constants of a batch normalization layer that differ between the MobileNets.
+///
+/// ```
+/// use mobilenet_burn::{BatchNormSpec, Conv2dNormActivationConfig};
+///
+/// // A V3-style block: eps 1e-3, but the faster running statistics of PyTorch's default.
+/// let spec = BatchNormSpec { momentum: 0.1, ..BatchNormSpec::MOBILENET_V3 };
+/// let config = Conv2dNormActivationConfig::new(16, 32).with_norm(Some(spec));
+/// assert_eq!(config.norm.unwrap().epsilon, 1e-3);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BatchNormSpec {
     /// Added to the variance before its square root.
@@ -46,6 +55,19 @@ impl BatchNormSpec {
 }
 
 /// Configuration of [`Conv2dNormActivation`].
+///
+/// ```
+/// use mobilenet_burn::{Activation, BatchNormSpec, Conv2dNormActivationConfig};
+///
+/// // MobileNetV3's stem: 3 -> 16 channels, 3x3, stride 2, h-swish.
+/// let stem = Conv2dNormActivationConfig::new(3, 16)
+///     .with_stride(2)
+///     .with_norm(Some(BatchNormSpec::MOBILENET_V3))
+///     .with_activation(Activation::HardSwish);
+/// // A depthwise 5x5 convolution over 72 channels.
+/// let depthwise = Conv2dNormActivationConfig::new(72, 72).with_kernel_size(5).with_groups(72);
+/// # let _ = (stem, depthwise);
+/// ```
 #[derive(Config, Debug)]
 pub struct Conv2dNormActivationConfig {
     /// Input channels.
@@ -82,6 +104,16 @@ impl Conv2dNormActivationConfig {
     ///
     /// Panics, as burn's `Conv2dConfig::init` does, if a channel count is zero or not divisible
     /// by `groups`, or if `kernel_size`, `stride` or `dilation` is zero.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::Conv2dNormActivationConfig;
+    ///
+    /// let device = Device::flex();
+    /// let block = Conv2dNormActivationConfig::new(3, 16).with_stride(2).init(&device);
+    /// // Padding 1 on every side: ceil(15 / 2) = 8.
+    /// assert_eq!(block.forward(Tensor::zeros([1, 3, 15, 15], &device)).dims(), [1, 16, 8, 8]);
+    /// ```
     pub fn init(&self, device: &Device) -> Conv2dNormActivation {
         assert!(
             self.kernel_size > 0 && self.stride > 0 && self.dilation > 0,
@@ -114,6 +146,20 @@ impl Conv2dNormActivationConfig {
 /// Convolution, optional batch normalization, activation.
 ///
 /// Parameters are stored under torchvision's keys: the convolution at `0`, the norm at `1`.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::{Activation, Conv2dNormActivationConfig};
+///
+/// let device = Device::flex();
+/// let pointwise = Conv2dNormActivationConfig::new(24, 96)
+///     .with_kernel_size(1)
+///     .with_activation(Activation::ReLU6)
+///     .init(&device);
+/// assert_eq!(pointwise.out_channels(), 96);
+/// let y = pointwise.forward(Tensor::ones([2, 24, 14, 14], &device));
+/// assert_eq!(y.dims(), [2, 96, 14, 14]);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Conv2dNormActivation {
     /// The convolution; weight `[out_channels, in_channels / groups, kernel_size, kernel_size]`.
@@ -139,6 +185,16 @@ impl Conv2dNormActivation {
     /// # Shapes
     /// - input: `[batch, in_channels, height, width]`
     /// - output: `[batch, out_channels, ceil(height / stride), ceil(width / stride)]`
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::Conv2dNormActivationConfig;
+    ///
+    /// let device = Device::flex();
+    /// let block = Conv2dNormActivationConfig::new(8, 8).with_groups(8).init(&device);
+    /// let y = block.forward(Tensor::ones([1, 8, 10, 6], &device));
+    /// assert_eq!(y.dims(), [1, 8, 10, 6]);
+    /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         // Once BatchNorm is folded, a native kernel (burn-flex) may do all of it in one pass.
         let x = match &self.norm {
@@ -163,6 +219,19 @@ impl Conv2dNormActivation {
     /// Folds the batch norm into the convolution (for inference): the result has no norm and
     /// a convolution with bias, and computes the same function. A block without norm is
     /// returned unchanged.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor, Tolerance};
+    /// use mobilenet_burn::Conv2dNormActivationConfig;
+    ///
+    /// let device = Device::flex();
+    /// let block = Conv2dNormActivationConfig::new(4, 8).init(&device);
+    /// let x = Tensor::random([1, 4, 9, 9], burn::tensor::Distribution::Default, &device);
+    /// let before = block.forward(x.clone());
+    /// let fused = block.fuse();
+    /// assert!(fused.norm.is_none() && fused.conv.bias.is_some());
+    /// fused.forward(x).into_data().assert_approx_eq::<f32>(&before.into_data(), Tolerance::default());
+    /// ```
     pub fn fuse(self) -> Self {
         match &self.norm {
             Some(norm) => Self {
@@ -174,7 +243,13 @@ impl Conv2dNormActivation {
         }
     }
 
-    /// Output channels.
+    /// Output channels; see [`Conv2dNormActivation`] for an example.
+    ///
+    /// ```
+    /// # use mobilenet_burn::Conv2dNormActivationConfig;
+    /// let block = Conv2dNormActivationConfig::new(3, 32).init(&burn::tensor::Device::flex());
+    /// assert_eq!(block.out_channels(), 32);
+    /// ```
     pub fn out_channels(&self) -> usize {
         self.conv.weight.shape()[0]
     }

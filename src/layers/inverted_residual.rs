@@ -24,6 +24,17 @@ use crate::{
 };
 
 /// Which torchvision `state_dict` layout a block's parameters follow.
+///
+/// ```
+/// use burn::tensor::Device;
+/// use mobilenet_burn::{Activation, BlockLayout, InvertedResidualConfig};
+///
+/// // MobileNetV2's second block (`features.2` in torchvision), under V2's keys `conv.{i}`.
+/// let block = InvertedResidualConfig::new(16, 3, 96, 24, false, Activation::ReLU6, 2)
+///     .with_layout(BlockLayout::MobileNetV2)
+///     .init(&Device::flex());
+/// assert_eq!(block.layout, BlockLayout::MobileNetV2);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BlockLayout {
     /// `conv.{i}`: expansion and depthwise as `Conv2dNormActivation`s, then the projection
@@ -44,6 +55,15 @@ pub enum BlockLayout {
 
 /// Configuration of [`InvertedResidual`]: one row of an architecture table, with its input
 /// channels resolved.
+///
+/// ```
+/// use mobilenet_burn::{Activation, BatchNormSpec, InvertedResidualConfig};
+///
+/// // MobileNetV3-Large's `features.4`: 24 -> 72 -> 40 channels, 5x5 depthwise, stride 2, SE.
+/// let config = InvertedResidualConfig::new(24, 5, 72, 40, true, Activation::ReLU, 2)
+///     .with_norm(BatchNormSpec::MOBILENET_V3);
+/// assert_eq!(config.dilation, 1);
+/// ```
 #[derive(Config, Debug)]
 pub struct InvertedResidualConfig {
     /// Input channels.
@@ -80,6 +100,16 @@ impl InvertedResidualConfig {
     ///
     /// Panics if `stride` is not 1 or 2 (as torchvision raises), or if a channel count,
     /// `kernel_size` or `dilation` is zero.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::{Activation, InvertedResidualConfig};
+    ///
+    /// let device = Device::flex();
+    /// let block = InvertedResidualConfig::new(24, 3, 72, 24, false, Activation::ReLU, 1).init(&device);
+    /// assert!(block.use_residual); // stride 1, 24 channels in and out
+    /// assert_eq!(block.forward(Tensor::zeros([1, 24, 8, 8], &device)).dims(), [1, 24, 8, 8]);
+    /// ```
     pub fn init(&self, device: &Device) -> InvertedResidual {
         assert!(
             (1..=2).contains(&self.stride),
@@ -130,6 +160,18 @@ impl InvertedResidualConfig {
 
 /// Expand (1x1), depthwise (kxk), optional squeeze-and-excitation, project (1x1, no
 /// activation), plus the input when shapes allow.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::{Activation, InvertedResidualConfig};
+///
+/// let device = Device::flex();
+/// let block = InvertedResidualConfig::new(16, 5, 96, 40, true, Activation::HardSwish, 2).init(&device);
+/// assert!(block.expand.is_some() && block.squeeze_excitation.is_some());
+/// assert_eq!((block.expanded_channels(), block.stride()), (96, 2));
+/// let y = block.forward(Tensor::ones([1, 16, 28, 28], &device));
+/// assert_eq!(y.dims(), [1, 40, 14, 14]);
+/// ```
 #[derive(Debug, Clone)]
 pub struct InvertedResidual {
     /// 1x1 expansion to `expanded_channels`; absent when the block does not expand.
@@ -197,6 +239,20 @@ impl InvertedResidual {
 
     /// Folds every batch norm into the convolution before it (for inference). The result
     /// computes the same function with fewer passes over the activations.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Distribution, Tensor, Tolerance};
+    /// use mobilenet_burn::{Activation, InvertedResidualConfig};
+    ///
+    /// let device = Device::flex();
+    /// let block = InvertedResidualConfig::new(8, 3, 32, 8, true, Activation::HardSwish, 1).init(&device);
+    /// let x = Tensor::random([1, 8, 12, 12], Distribution::Default, &device);
+    /// let before = block.forward(x.clone());
+    /// let fused = block.fuse();
+    /// assert!(fused.project_norm.is_none());
+    /// let after = fused.forward(x);
+    /// after.into_data().assert_approx_eq::<f32>(&before.into_data(), Tolerance::default());
+    /// ```
     pub fn fuse(self) -> Self {
         let project_conv = match &self.project_norm {
             Some(norm) => fold_batch_norm(self.project_conv, norm),
@@ -219,6 +275,15 @@ impl InvertedResidual {
     /// - input: `[batch, in_channels, height, width]`
     /// - output: `[batch, out_channels, ceil(height / s), ceil(width / s)]`, where `s` is the
     ///   depthwise stride
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::{Activation, InvertedResidualConfig};
+    ///
+    /// let device = Device::flex();
+    /// let block = InvertedResidualConfig::new(32, 3, 192, 64, false, Activation::ReLU6, 2).init(&device);
+    /// assert_eq!(block.forward(Tensor::zeros([2, 32, 7, 9], &device)).dims(), [2, 64, 4, 5]);
+    /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let residual = self.use_residual.then(|| x.clone());
         self.project(self.hidden(x), residual)
@@ -231,6 +296,16 @@ impl InvertedResidual {
     /// - input: `[batch, in_channels, height, width]`
     /// - output: (`[batch, out_channels, h, w]`, `[batch, expanded_channels, h, w]`), `h` and `w`
     ///   as in [`forward`](Self::forward)
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::{Activation, InvertedResidualConfig};
+    ///
+    /// let device = Device::flex();
+    /// let block = InvertedResidualConfig::new(40, 5, 240, 80, true, Activation::HardSwish, 2).init(&device);
+    /// let (out, hidden) = block.forward_with_hidden(Tensor::zeros([1, 40, 14, 14], &device));
+    /// assert_eq!((out.dims(), hidden.dims()), ([1, 80, 7, 7], [1, 240, 7, 7]));
+    /// ```
     pub fn forward_with_hidden(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let residual = self.use_residual.then(|| x.clone());
         let hidden = self.hidden(x);
@@ -281,12 +356,28 @@ impl InvertedResidual {
         }
     }
 
-    /// Channels after the expansion (the depthwise convolution's width).
+    /// Channels after the expansion (the depthwise convolution's width); see
+    /// [`InvertedResidual`] for an example.
+    ///
+    /// ```
+    /// # use mobilenet_burn::{Activation, InvertedResidualConfig};
+    /// let block = InvertedResidualConfig::new(16, 3, 64, 24, false, Activation::ReLU, 2)
+    ///     .init(&burn::tensor::Device::flex());
+    /// assert_eq!(block.expanded_channels(), 64);
+    /// ```
     pub fn expanded_channels(&self) -> usize {
         self.depthwise.out_channels()
     }
 
-    /// The block's spatial stride (its depthwise convolution's).
+    /// The block's spatial stride (its depthwise convolution's); see [`InvertedResidual`] for
+    /// an example.
+    ///
+    /// ```
+    /// # use mobilenet_burn::{Activation, InvertedResidualConfig};
+    /// let block = InvertedResidualConfig::new(16, 3, 64, 24, false, Activation::ReLU, 2)
+    ///     .init(&burn::tensor::Device::flex());
+    /// assert_eq!(block.stride(), 2);
+    /// ```
     pub fn stride(&self) -> usize {
         self.depthwise.conv.stride[0]
     }

@@ -17,6 +17,15 @@ use crate::{Activation, HardSigmoid};
 pub const SQUEEZE_FACTOR: usize = 4;
 
 /// Configuration of [`SqueezeExcitation`].
+///
+/// ```
+/// use mobilenet_burn::SqueezeExcitationConfig;
+///
+/// // A squeeze to a quarter, as MobileNetV3 does, and one of one's own.
+/// assert_eq!(SqueezeExcitationConfig::mobilenet_v3(72).squeeze_channels, 24);
+/// let own = SqueezeExcitationConfig::new(64, 16);
+/// # let _ = own;
+/// ```
 #[derive(Config, Debug)]
 pub struct SqueezeExcitationConfig {
     /// Channels of the input, and of the gate.
@@ -27,6 +36,15 @@ pub struct SqueezeExcitationConfig {
 
 impl SqueezeExcitationConfig {
     /// MobileNetV3's squeeze width for `channels`: `make_divisible(channels / 4, 8)`.
+    ///
+    /// ```
+    /// use mobilenet_burn::SqueezeExcitationConfig;
+    ///
+    /// // torchvision's V3-Large: 72 -> 24, 120 -> 32, 960 -> 240.
+    /// for (channels, squeeze) in [(72, 24), (120, 32), (960, 240)] {
+    ///     assert_eq!(SqueezeExcitationConfig::mobilenet_v3(channels).squeeze_channels, squeeze);
+    /// }
+    /// ```
     pub fn mobilenet_v3(channels: usize) -> Self {
         Self::new(
             channels,
@@ -39,6 +57,14 @@ impl SqueezeExcitationConfig {
     /// # Panics
     ///
     /// Panics if a channel count is zero (burn's convolution check).
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::SqueezeExcitationConfig;
+    ///
+    /// let se = SqueezeExcitationConfig::mobilenet_v3(96).init(&Device::flex());
+    /// assert_eq!(se.fc1.weight.dims(), [24, 96, 1, 1]);
+    /// ```
     pub fn init(&self, device: &Device) -> SqueezeExcitation {
         let conv_1x1 = |channels_in, channels_out| {
             init::conv2d(
@@ -58,6 +84,16 @@ impl SqueezeExcitationConfig {
 /// between), hard-sigmoid, and scale the input by the result.
 ///
 /// Parameters are stored under torchvision's keys `fc1` and `fc2`.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::SqueezeExcitationConfig;
+///
+/// let device = Device::flex();
+/// let se = SqueezeExcitationConfig::mobilenet_v3(40).init(&device);
+/// let y = se.forward(Tensor::ones([1, 40, 7, 7], &device));
+/// assert_eq!(y.dims(), [1, 40, 7, 7]);
+/// ```
 #[derive(Module, Debug)]
 pub struct SqueezeExcitation {
     /// Squeeze: weight `[squeeze_channels, channels, 1, 1]`, bias `[squeeze_channels]`.
@@ -74,6 +110,17 @@ impl SqueezeExcitation {
     /// # Shapes
     /// - input: `[batch, channels, height, width]`
     /// - output: the input's shape
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::SqueezeExcitationConfig;
+    ///
+    /// let device = Device::flex();
+    /// let se = SqueezeExcitationConfig::new(16, 8).init(&device);
+    /// // The gate lies in [0, 1]: an input of zeros stays zeros.
+    /// let y = se.forward(Tensor::zeros([2, 16, 5, 5], &device));
+    /// assert_eq!(y.abs().sum().into_scalar::<f32>(), 0.0);
+    /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         // On burn-flex, a native kernel scales the feature map in place.
         let x = match kernels::squeeze_excitation(self, x) {

@@ -15,6 +15,17 @@ use burn::tensor::Tensor;
 use crate::{Error, Features, MobileNetV2, MobileNetV3};
 
 /// Where a tap reads, as timm's `feature_location`.
+///
+/// ```
+/// use burn::tensor::Device;
+/// use mobilenet_burn::{FeatureLocation, MobileNetV3Config};
+///
+/// let model = MobileNetV3Config::large().init(&Device::flex());
+/// // C4 (stride 16) of V3-Large: the block's 112 output channels, or the 672 its projection reads.
+/// let output = model.feature_info(FeatureLocation::BlockOutput)[3];
+/// let expansion = model.feature_info(FeatureLocation::Expansion)[3];
+/// assert_eq!((output.channels, expansion.channels), (112, 672));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeatureLocation {
     /// The output of the layer (timm's default, `""`).
@@ -26,6 +37,16 @@ pub enum FeatureLocation {
 }
 
 /// One feature tap.
+///
+/// ```
+/// use burn::tensor::Device;
+/// use mobilenet_burn::{FeatureLocation, MobileNetV2Config};
+///
+/// let model = MobileNetV2Config::new().init(&Device::flex());
+/// for tap in model.feature_info(FeatureLocation::BlockOutput) {
+///     println!("features.{}: {} channels at stride {}", tap.layer, tap.channels, tap.reduction);
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FeatureInfo {
     /// The layer, as torchvision numbers `features`: 0 is the stem, `1..=blocks` the inverted
@@ -159,6 +180,16 @@ macro_rules! feature_tap_methods {
             /// The feature taps, C1 (stride 2) to C5 (stride 32): layer, channels, stride and
             /// location, equal to timm's `feature_info` for the same model.
             #[doc = concat!("C5 is ", $c5, ".")]
+            ///
+            /// ```
+            /// use burn::tensor::Device;
+            #[doc = concat!("use mobilenet_burn::{FeatureLocation, ", stringify!($model), "Config};")]
+            ///
+            #[doc = concat!("let model = ", stringify!($model), "Config::", $config, ".init(&Device::flex());")]
+            /// let taps = model.feature_info(FeatureLocation::BlockOutput);
+            /// let strides: Vec<usize> = taps.iter().map(|tap| tap.reduction).collect();
+            /// assert_eq!(strides, [2, 4, 8, 16, 32]);
+            /// ```
             pub fn feature_info(&self, location: FeatureLocation) -> Vec<FeatureInfo> {
                 self.features.feature_info(location, $with_last_conv)
             }
@@ -176,6 +207,19 @@ macro_rules! feature_tap_methods {
             ///
             /// [`Error::NoSuchFeatureTap`] for an index past the taps, [`Error::InvalidInput`]
             /// for an input the model does not take.
+            ///
+            /// ```
+            /// use burn::tensor::{Device, Tensor};
+            #[doc = concat!("use mobilenet_burn::{FeatureLocation, ", stringify!($model), "Config};")]
+            ///
+            /// let device = Device::flex();
+            #[doc = concat!("let model = ", stringify!($model), "Config::", $config, ".init(&device);")]
+            /// let x = Tensor::zeros([1, 3, 96, 128], &device);
+            /// // C3 and C4, as an SSD or FPN head reads them.
+            /// let maps = model.forward_intermediates(x, FeatureLocation::BlockOutput, &[2, 3]).unwrap();
+            /// assert_eq!(maps[0].dims()[2..], [12, 16]);
+            /// assert_eq!(maps[1].dims()[2..], [6, 8]);
+            /// ```
             pub fn forward_intermediates(
                 &self,
                 x: Tensor<4>,
@@ -232,6 +276,21 @@ macro_rules! feature_tap_methods {
 
 /// A classifier's trunk that returns feature maps (timm's `features_only=True`), made by
 /// `MobileNetV2::features_only` or `MobileNetV3::features_only`.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::{FeatureLocation, MobileNetV3Config};
+///
+/// let device = Device::flex();
+/// let backbone = MobileNetV3Config::small()
+///     .init(&device)
+///     .features_only(FeatureLocation::BlockOutput, &[3, 4])
+///     .unwrap();
+/// let channels: Vec<usize> = backbone.feature_info().iter().map(|tap| tap.channels).collect();
+/// assert_eq!(channels, [48, 576]);
+/// let maps = backbone.forward(Tensor::zeros([1, 3, 64, 64], &device)).unwrap();
+/// assert_eq!(maps[1].dims(), [1, 576, 2, 2]);
+/// ```
 #[derive(Debug, Clone)]
 pub struct FeatureExtractor {
     /// Stem, blocks and last convolution, under torchvision's `features` keys.
@@ -241,6 +300,16 @@ pub struct FeatureExtractor {
 
 impl FeatureExtractor {
     /// The taps returned, in order (timm's `feature_info` of a `features_only` model).
+    ///
+    /// ```
+    /// # use burn::tensor::Device;
+    /// # use mobilenet_burn::{FeatureLocation, MobileNetV2Config};
+    /// let backbone = MobileNetV2Config::new()
+    ///     .init(&Device::flex())
+    ///     .features_only(FeatureLocation::Expansion, &[3])
+    ///     .unwrap();
+    /// assert_eq!(backbone.feature_info()[0].channels, 576); // timm's C4 of mobilenetv2_100
+    /// ```
     pub fn feature_info(&self) -> &[FeatureInfo] {
         &self.taps
     }
@@ -250,6 +319,21 @@ impl FeatureExtractor {
     /// # Errors
     ///
     /// [`Error::InvalidInput`] for an input the trunk does not take.
+    ///
+    /// ```
+    /// # use burn::tensor::{Device, Tensor};
+    /// # use mobilenet_burn::{Error, FeatureLocation, MobileNetV3Config};
+    /// let device = Device::flex();
+    /// let backbone = MobileNetV3Config::small()
+    ///     .init(&device)
+    ///     .features_only(FeatureLocation::BlockOutput, &[0, 1, 2])
+    ///     .unwrap();
+    /// let maps = backbone.forward(Tensor::zeros([2, 3, 32, 32], &device)).unwrap();
+    /// assert_eq!(maps.len(), 3);
+    /// // An input without three channels is an error, not a panic.
+    /// let gray = backbone.forward(Tensor::zeros([1, 1, 32, 32], &device));
+    /// assert!(matches!(gray, Err(Error::InvalidInput { .. })));
+    /// ```
     pub fn forward(&self, x: Tensor<4>) -> Result<Vec<Tensor<4>>, Error> {
         let indices: Vec<usize> = (0..self.taps.len()).collect();
         self.features.forward_intermediates(x, &self.taps, &indices)

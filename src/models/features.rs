@@ -9,6 +9,17 @@ use crate::torch_paths::torchvision_module;
 use crate::{BatchNormSpec, Conv2dNormActivation, Error, InvertedResidual};
 
 /// Stem, blocks and last convolution, stored under torchvision's keys `0`, `1..=n`, `n + 1`.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::MobileNetV2Config;
+///
+/// let device = Device::flex();
+/// let features = MobileNetV2Config::new().init(&device).features;
+/// assert_eq!((features.in_channels(), features.blocks.len(), features.out_channels()), (3, 17, 1280));
+/// let map = features.forward(Tensor::zeros([1, 3, 64, 64], &device));
+/// assert_eq!(map.dims(), [1, 1280, 2, 2]);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Features {
     /// The stride-2 3x3 stem convolution (`features.0`).
@@ -37,6 +48,15 @@ impl Features {
     /// in short runs from scratch. Parameters and statistics are unchanged; the momentum is
     /// configuration, not saved with the weights, so set it again after building a model to
     /// resume.
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let features = MobileNetV3Config::small().init(&Device::flex()).features;
+    /// let features = features.with_batch_norm_momentum(0.1);
+    /// assert_eq!(features.stem.norm.as_ref().unwrap().momentum, 0.1);
+    /// ```
     pub fn with_batch_norm_momentum(mut self, momentum: f64) -> Self {
         let mut norms = vec![self.stem.norm.as_mut(), self.last_conv.norm.as_mut()];
         for block in &mut self.blocks {
@@ -50,12 +70,24 @@ impl Features {
         self
     }
 
-    /// Input channels the stem takes.
+    /// Input channels the stem takes; see [`Features`] for an example.
+    ///
+    /// ```
+    /// # use mobilenet_burn::MobileNetV3Config;
+    /// let model = MobileNetV3Config::small().init(&burn::tensor::Device::flex());
+    /// assert_eq!(model.features.in_channels(), 3);
+    /// ```
     pub fn in_channels(&self) -> usize {
         self.stem.conv.weight.shape()[1] * self.stem.conv.groups
     }
 
-    /// Output channels of the last convolution.
+    /// Output channels of the last convolution; see [`Features`] for an example.
+    ///
+    /// ```
+    /// # use mobilenet_burn::MobileNetV3Config;
+    /// let model = MobileNetV3Config::small().init(&burn::tensor::Device::flex());
+    /// assert_eq!(model.features.out_channels(), 576);
+    /// ```
     pub fn out_channels(&self) -> usize {
         self.last_conv.out_channels()
     }
@@ -67,6 +99,16 @@ impl Features {
     /// # Errors
     ///
     /// [`Error::InvalidInput`] naming the shape and what was expected.
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let features = MobileNetV3Config::small().init(&Device::flex()).features;
+    /// assert!(features.check_input([1, 3, 1, 10_000]).is_ok());
+    /// let error = features.check_input([1, 4, 224, 224]).unwrap_err();
+    /// assert!(error.to_string().contains("expected 3 channels"));
+    /// ```
     pub fn check_input(&self, shape: [usize; 4]) -> Result<(), Error> {
         let [batch, channels, height, width] = shape;
         let in_channels = self.in_channels();
@@ -103,6 +145,15 @@ impl Features {
     }
 
     /// Folds every batch norm into the convolution before it, for inference.
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let features = MobileNetV3Config::small().init(&Device::flex()).features;
+    /// assert!(!features.is_fused());
+    /// assert!(features.fuse().is_fused());
+    /// ```
     pub fn fuse(self) -> Self {
         Self {
             stem: self.stem.fuse(),
@@ -116,7 +167,13 @@ impl Features {
     }
 
     /// Whether [`fuse`](Self::fuse) folded the batch norms (the stem has none left; every
-    /// MobileNet stem has one before).
+    /// MobileNet stem has one before); see [`fuse`](Self::fuse) for an example.
+    ///
+    /// ```
+    /// # use mobilenet_burn::MobileNetV2Config;
+    /// let model = MobileNetV2Config::new().init(&burn::tensor::Device::flex()).fuse();
+    /// assert!(model.features.is_fused());
+    /// ```
     pub fn is_fused(&self) -> bool {
         self.stem.norm.is_none()
     }
@@ -132,6 +189,16 @@ impl Features {
     ///
     /// Panics with the message of [`Features::check_input`] on an input it rejects, as burn's
     /// own layers panic on bad shapes.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let device = Device::flex();
+    /// let features = MobileNetV3Config::large().init(&device).features;
+    /// let map = features.forward(Tensor::zeros([1, 3, 100, 60], &device));
+    /// assert_eq!(map.dims(), [1, 960, 4, 2]);
+    /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         if let Err(error) = self.check_input(x.dims()) {
             panic!("{error}");

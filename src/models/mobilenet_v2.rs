@@ -25,6 +25,16 @@ use crate::{
 const DEPTHWISE_KERNEL_SIZE: usize = 3;
 
 /// Configuration of [`MobileNetV2`].
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::MobileNetV2Config;
+///
+/// let device = Device::flex();
+/// // torchvision's mobilenet_v2(width_mult=0.5, num_classes=10).
+/// let model = MobileNetV2Config::new().with_width_mult(0.5).with_num_classes(10).init(&device);
+/// assert_eq!(model.forward(Tensor::zeros([2, 3, 96, 96], &device)).dims(), [2, 10]);
+/// ```
 #[derive(Config, Debug)]
 pub struct MobileNetV2Config {
     /// Number of classes. Default: 1000.
@@ -57,6 +67,14 @@ impl MobileNetV2Config {
     /// [`Error::InvalidConfig`] naming the first invalid field: `width_mult` not positive and
     /// finite, `num_classes` zero, `dropout` outside `[0, 1)`, `round_nearest` zero, or an
     /// empty or invalid stage table.
+    ///
+    /// ```
+    /// use mobilenet_burn::{Error, MobileNetV2Config};
+    ///
+    /// assert!(MobileNetV2Config::new().validate().is_ok());
+    /// let error = MobileNetV2Config::new().with_dropout(1.0).validate().unwrap_err();
+    /// assert!(matches!(error, Error::InvalidConfig { field: "dropout", .. }));
+    /// ```
     pub fn validate(&self) -> Result<(), Error> {
         check_width_mult(self.width_mult)?;
         check_num_classes(self.num_classes)?;
@@ -85,6 +103,17 @@ impl MobileNetV2Config {
 
     /// The blocks with every structural rule applied: width scaling and rounding, only the
     /// first block of a stage strides, expansion `round(in * t)`, and input channels threaded.
+    ///
+    /// ```
+    /// use mobilenet_burn::MobileNetV2Config;
+    ///
+    /// let blocks = MobileNetV2Config::new().block_configs();
+    /// assert_eq!(blocks.len(), 17);
+    /// // features.2: the first block of the second stage, 16 -> 96 -> 24 channels, stride 2.
+    /// let block = &blocks[1];
+    /// assert_eq!((block.in_channels, block.expanded_channels, block.out_channels), (16, 96, 24));
+    /// assert_eq!(block.stride, 2);
+    /// ```
     pub fn block_configs(&self) -> Vec<InvertedResidualConfig> {
         let mut in_channels = self.adjust(MOBILENET_V2_STEM_CHANNELS as f64);
         let mut blocks = Vec::new();
@@ -111,6 +140,13 @@ impl MobileNetV2Config {
     }
 
     /// Width of the last convolution: 1280, scaled only by multipliers above 1.
+    ///
+    /// ```
+    /// use mobilenet_burn::MobileNetV2Config;
+    ///
+    /// assert_eq!(MobileNetV2Config::new().with_width_mult(0.5).last_channels(), 1280);
+    /// assert_eq!(MobileNetV2Config::new().with_width_mult(1.4).last_channels(), 1792);
+    /// ```
     pub fn last_channels(&self) -> usize {
         make_divisible(
             MOBILENET_V2_LAST_CHANNELS as f64 * self.width_mult.max(1.0),
@@ -123,6 +159,16 @@ impl MobileNetV2Config {
     /// # Errors
     ///
     /// As [`MobileNetV2Config::validate`].
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::MobileNetV2Config;
+    ///
+    /// let device = Device::flex();
+    /// assert!(MobileNetV2Config::new().with_width_mult(0.35).try_init(&device).is_ok());
+    /// let error = MobileNetV2Config::new().with_width_mult(-1.0).try_init(&device).unwrap_err();
+    /// assert!(error.to_string().contains("width_mult"));
+    /// ```
     pub fn try_init(&self, device: &Device) -> Result<MobileNetV2, Error> {
         self.validate()?;
         let blocks = self.block_configs();
@@ -154,6 +200,14 @@ impl MobileNetV2Config {
     ///
     /// Panics with the message of [`MobileNetV2Config::validate`] on an invalid config (burn's
     /// `init` convention); [`MobileNetV2Config::try_init`] returns it instead.
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::MobileNetV2Config;
+    ///
+    /// let model = MobileNetV2Config::new().init(&Device::flex());
+    /// assert_eq!(model.summary(224, 224).total_params(), 3_504_872); // torchvision's count
+    /// ```
     pub fn init(&self, device: &Device) -> MobileNetV2 {
         self.try_init(device)
             .unwrap_or_else(|error| panic!("{error}"))
@@ -204,6 +258,16 @@ impl MobileNetV2 {
     /// # Panics
     ///
     /// On an input [`Features::check_input`] rejects, with its message.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::MobileNetV2Config;
+    ///
+    /// let device = Device::flex();
+    /// let model = MobileNetV2Config::new().with_width_mult(0.35).init(&device);
+    /// let logits = model.forward(Tensor::zeros([4, 3, 64, 48], &device));
+    /// assert_eq!(logits.dims(), [4, 1000]);
+    /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         // The head too runs on the thread pool (see `kernels::run_on_thread_pool`).
         kernels::forward_on_thread_pool(x.is_autodiff(), || {
@@ -220,6 +284,17 @@ impl MobileNetV2 {
     /// # Errors
     ///
     /// [`Error::InvalidInput`] naming the shape and what was expected.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::{Error, MobileNetV2Config};
+    ///
+    /// let device = Device::flex();
+    /// let model = MobileNetV2Config::new().with_width_mult(0.35).init(&device);
+    /// assert!(model.try_forward(Tensor::zeros([1, 3, 1, 1], &device)).is_ok());
+    /// let empty = model.try_forward(Tensor::zeros([0, 3, 32, 32], &device));
+    /// assert!(matches!(empty, Err(Error::InvalidInput { .. })));
+    /// ```
     pub fn try_forward(&self, x: Tensor<4>) -> Result<Tensor<2>, Error> {
         self.features.check_input(x.dims())?;
         Ok(self.forward(x))
@@ -230,6 +305,18 @@ impl MobileNetV2 {
     /// [`save_burnpack`](Self::save_burnpack)/[`load_burnpack`](Self::load_burnpack) into a
     /// fused model of the same configuration. torchvision checkpoints load into the unfused
     /// model only: load first, then fuse.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Distribution, Tensor, Tolerance};
+    /// use mobilenet_burn::MobileNetV2Config;
+    ///
+    /// let device = Device::flex();
+    /// let model = MobileNetV2Config::new().with_width_mult(0.35).init(&device);
+    /// let x = Tensor::random([1, 3, 64, 64], Distribution::Default, &device);
+    /// let before = model.forward(x.clone());
+    /// let after = model.fuse().forward(x);
+    /// after.into_data().assert_approx_eq::<f32>(&before.into_data(), Tolerance::absolute(1e-4));
+    /// ```
     pub fn fuse(self) -> Self {
         Self {
             features: self.features.fuse(),
@@ -240,6 +327,15 @@ impl MobileNetV2 {
     /// Per-layer output shapes, parameters and multiply-adds for an input of
     /// `[1, 3, height, width]`, with totals (torchvision's 0.301 GFLOPS at 224x224 are these
     /// multiply-adds).
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::MobileNetV2Config;
+    ///
+    /// let summary = MobileNetV2Config::new().init(&Device::flex()).summary(224, 224);
+    /// assert_eq!(summary.total_params(), 3_504_872);
+    /// println!("{summary}"); // a Markdown table, one row per layer
+    /// ```
     pub fn summary(&self, height: usize, width: usize) -> ModelSummary {
         let input_shape = [1, IMAGE_CHANNELS, height, width];
         let (mut layers, features) = self.features.summary_rows(input_shape);
@@ -256,6 +352,16 @@ impl MobileNetV2 {
     /// # Shapes
     /// - input: `[batch, 3, height, width]`
     /// - output: `[batch, last_channels, ceil(height / 32), ceil(width / 32)]`
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::MobileNetV2Config;
+    ///
+    /// let device = Device::flex();
+    /// let model = MobileNetV2Config::new().init(&device);
+    /// let map = model.forward_features(Tensor::zeros([1, 3, 224, 224], &device));
+    /// assert_eq!(map.dims(), [1, 1280, 7, 7]);
+    /// ```
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
         self.features.forward(x)
     }
@@ -266,6 +372,16 @@ impl MobileNetV2 {
     /// # Shapes
     /// - input: `[batch, channels, height, width]`
     /// - output: `[batch, num_classes]`
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::MobileNetV2Config;
+    ///
+    /// let device = Device::flex();
+    /// let model = MobileNetV2Config::new().with_num_classes(5).init(&device);
+    /// let logits = model.forward_head(Tensor::ones([3, 1280, 7, 7], &device));
+    /// assert_eq!(logits.dims(), [3, 5]);
+    /// ```
     pub fn forward_head(&self, features: Tensor<4>) -> Tensor<2> {
         let x = global_average_pool(features);
         self.classifier.forward(self.dropout.forward(x))

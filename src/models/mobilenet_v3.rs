@@ -100,6 +100,14 @@ pub struct MobileNetV3Config {
 
 impl MobileNetV3Config {
     /// MobileNetV3-Large (torchvision's `mobilenet_v3_large`).
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let model = MobileNetV3Config::large().init(&Device::flex());
+    /// assert_eq!(model.summary(224, 224).total_params(), 5_483_032); // torchvision's count
+    /// ```
     pub fn large() -> Self {
         Self::new(
             MOBILENET_V3_STEM_CHANNELS,
@@ -109,6 +117,14 @@ impl MobileNetV3Config {
     }
 
     /// MobileNetV3-Small (torchvision's `mobilenet_v3_small`).
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let model = MobileNetV3Config::small().init(&Device::flex());
+    /// assert_eq!(model.summary(224, 224).total_params(), 2_542_856); // torchvision's count
+    /// ```
     pub fn small() -> Self {
         Self::new(
             MOBILENET_V3_STEM_CHANNELS,
@@ -119,6 +135,14 @@ impl MobileNetV3Config {
 
     /// MobileNetV3-Large-Minimal (timm's `tf_mobilenetv3_large_minimal_100`): 3x3 kernels, no SE,
     /// ReLU everywhere.
+    ///
+    /// ```
+    /// use mobilenet_burn::{Activation, MobileNetV3Config};
+    ///
+    /// let config = MobileNetV3Config::large_minimal();
+    /// assert!(config.blocks.iter().all(|row| row.kernel_size == 3 && !row.use_se));
+    /// assert!(config.blocks.iter().all(|row| row.activation == Activation::ReLU));
+    /// ```
     pub fn large_minimal() -> Self {
         Self::new(
             MOBILENET_V3_STEM_CHANNELS,
@@ -130,6 +154,15 @@ impl MobileNetV3Config {
     }
 
     /// MobileNetV3-Small-Minimal (timm's `tf_mobilenetv3_small_minimal_100`).
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let device = Device::flex();
+    /// let model = MobileNetV3Config::small_minimal().with_num_classes(10).init(&device);
+    /// assert_eq!(model.forward(Tensor::zeros([1, 3, 64, 64], &device)).dims(), [1, 10]);
+    /// ```
     pub fn small_minimal() -> Self {
         Self::new(
             MOBILENET_V3_STEM_CHANNELS,
@@ -156,6 +189,14 @@ impl MobileNetV3Config {
     /// [`Error::InvalidConfig`] naming the first invalid field: `width_mult` not positive and
     /// finite, `num_classes` zero, `dropout` outside `[0, 1)`, an empty or invalid block table,
     /// or `reduced_tail`/`dilated` on a table without a stride-2 block.
+    ///
+    /// ```
+    /// use mobilenet_burn::{Error, MobileNetV3Config};
+    ///
+    /// assert!(MobileNetV3Config::large().with_dilated(true).validate().is_ok());
+    /// let error = MobileNetV3Config::small().with_num_classes(0).validate().unwrap_err();
+    /// assert!(matches!(error, Error::InvalidConfig { field: "num_classes", .. }));
+    /// ```
     pub fn validate(&self) -> Result<(), Error> {
         check_width_mult(self.width_mult)?;
         check_num_classes(self.num_classes)?;
@@ -202,6 +243,18 @@ impl MobileNetV3Config {
 
     /// The blocks with every structural rule applied: width scaling and rounding, the reduced
     /// tail, dilation, and each block's input channels threaded from the one before.
+    ///
+    /// ```
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// // torchvision's reduced_tail (for detection and segmentation) halves the last stage.
+    /// let full = MobileNetV3Config::large().block_configs();
+    /// let reduced = MobileNetV3Config::large().with_reduced_tail(true).block_configs();
+    /// assert_eq!((full[14].out_channels, reduced[14].out_channels), (160, 80));
+    /// // dilated=True: the last stage keeps stride 16 and dilates its depthwise convolutions.
+    /// let dilated = MobileNetV3Config::large().with_dilated(true).block_configs();
+    /// assert_eq!(dilated[14].dilation, 2);
+    /// ```
     pub fn block_configs(&self) -> Vec<InvertedResidualConfig> {
         let tail_start = self.tail_start().unwrap_or(self.blocks.len());
         let tail_divider = |in_tail: bool| {
@@ -254,6 +307,13 @@ impl MobileNetV3Config {
     }
 
     /// Hidden width of the classifier after scaling and tail reduction.
+    ///
+    /// ```
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// assert_eq!(MobileNetV3Config::large().resolved_head_channels(), 1280);
+    /// assert_eq!(MobileNetV3Config::large().with_reduced_tail(true).resolved_head_channels(), 640);
+    /// ```
     pub fn resolved_head_channels(&self) -> usize {
         self.adjust(self.head_channels / if self.reduced_tail { TAIL_REDUCTION } else { 1 })
     }
@@ -263,6 +323,15 @@ impl MobileNetV3Config {
     /// # Errors
     ///
     /// As [`MobileNetV3Config::validate`].
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let device = Device::flex();
+    /// let error = MobileNetV3Config::small().with_width_mult(f64::NAN).try_init(&device).unwrap_err();
+    /// assert!(error.to_string().contains("width_mult"));
+    /// ```
     pub fn try_init(&self, device: &Device) -> Result<MobileNetV3, Error> {
         self.validate()?;
         let norm = Some(BatchNormSpec::MOBILENET_V3);
@@ -301,6 +370,14 @@ impl MobileNetV3Config {
     ///
     /// Panics with the message of [`MobileNetV3Config::validate`] on an invalid config (burn's
     /// `init` convention); [`MobileNetV3Config::try_init`] returns it instead.
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let model = MobileNetV3Config::small().with_num_classes(37).init(&Device::flex());
+    /// assert_eq!(model.classifier.weight.dims(), [1024, 37]);
+    /// ```
     pub fn init(&self, device: &Device) -> MobileNetV3 {
         self.try_init(device)
             .unwrap_or_else(|error| panic!("{error}"))
@@ -357,6 +434,19 @@ impl MobileNetV3 {
     /// # Panics
     ///
     /// On an input [`Features::check_input`] rejects, with its message.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let device = Device::flex();
+    /// let model = MobileNetV3Config::small().init(&device);
+    /// let probabilities = burn::tensor::activation::softmax(
+    ///     model.forward(Tensor::zeros([2, 3, 64, 64], &device)),
+    ///     1,
+    /// );
+    /// assert_eq!(probabilities.dims(), [2, 1000]);
+    /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         // The head too runs on the thread pool (see `kernels::run_on_thread_pool`).
         kernels::forward_on_thread_pool(x.is_autodiff(), || {
@@ -373,6 +463,17 @@ impl MobileNetV3 {
     /// # Errors
     ///
     /// [`Error::InvalidInput`] naming the shape and what was expected.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::{Error, MobileNetV3Config};
+    ///
+    /// let device = Device::flex();
+    /// let model = MobileNetV3Config::small().init(&device);
+    /// assert!(model.try_forward(Tensor::zeros([1, 3, 1, 300], &device)).is_ok());
+    /// let rgba = model.try_forward(Tensor::zeros([1, 4, 32, 32], &device));
+    /// assert!(matches!(rgba, Err(Error::InvalidInput { .. })));
+    /// ```
     pub fn try_forward(&self, x: Tensor<4>) -> Result<Tensor<2>, Error> {
         self.features.check_input(x.dims())?;
         Ok(self.forward(x))
@@ -383,6 +484,18 @@ impl MobileNetV3 {
     /// [`save_burnpack`](Self::save_burnpack)/[`load_burnpack`](Self::load_burnpack) into a
     /// fused model of the same configuration. torchvision checkpoints load into the unfused
     /// model only: load first, then fuse.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Distribution, Tensor, Tolerance};
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let device = Device::flex();
+    /// let model = MobileNetV3Config::small().init(&device);
+    /// let x = Tensor::random([1, 3, 64, 64], Distribution::Default, &device);
+    /// let before = model.forward(x.clone());
+    /// let after = model.fuse().forward(x);
+    /// after.into_data().assert_approx_eq::<f32>(&before.into_data(), Tolerance::absolute(1e-4));
+    /// ```
     pub fn fuse(self) -> Self {
         Self {
             features: self.features.fuse(),
@@ -393,6 +506,14 @@ impl MobileNetV3 {
     /// Per-layer output shapes, parameters and multiply-adds for an input of
     /// `[1, 3, height, width]`, with totals (torchvision's 0.217 and 0.057 GFLOPS for Large and
     /// Small at 224x224 are these multiply-adds).
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let summary = MobileNetV3Config::small().init(&Device::flex()).summary(224, 224);
+    /// assert_eq!((summary.total_macs() as f64 / 1e9 * 1000.0).round() / 1000.0, 0.057);
+    /// ```
     pub fn summary(&self, height: usize, width: usize) -> ModelSummary {
         let input_shape = [1, IMAGE_CHANNELS, height, width];
         let (mut layers, features) = self.features.summary_rows(input_shape);
@@ -410,6 +531,16 @@ impl MobileNetV3 {
     /// # Shapes
     /// - input: `[batch, 3, height, width]`
     /// - output: `[batch, 6 * last_block_channels, ceil(height / 32), ceil(width / 32)]`
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let device = Device::flex();
+    /// let model = MobileNetV3Config::small().init(&device);
+    /// let map = model.forward_features(Tensor::zeros([1, 3, 224, 224], &device));
+    /// assert_eq!(map.dims(), [1, 576, 7, 7]);
+    /// ```
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
         self.features.forward(x)
     }
@@ -420,6 +551,16 @@ impl MobileNetV3 {
     /// # Shapes
     /// - input: `[batch, channels, height, width]`
     /// - output: `[batch, num_classes]`
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::MobileNetV3Config;
+    ///
+    /// let device = Device::flex();
+    /// let model = MobileNetV3Config::large().with_num_classes(3).init(&device);
+    /// let logits = model.forward_head(Tensor::ones([2, 960, 7, 7], &device));
+    /// assert_eq!(logits.dims(), [2, 3]);
+    /// ```
     pub fn forward_head(&self, features: Tensor<4>) -> Tensor<2> {
         let x = global_average_pool(features);
         let x = self.head_activation.forward(self.head.forward(x));

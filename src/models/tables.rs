@@ -10,6 +10,16 @@ use crate::Activation::{HardSwish as HS, ReLU as RE};
 
 /// One inverted-residual block of a MobileNetV3 table (torchvision's `bneck_conf`, less the
 /// input channels and the width multiplier).
+///
+/// ```
+/// use mobilenet_burn::tables::{BlockSpec, MOBILENET_V3_LARGE};
+/// use mobilenet_burn::Activation;
+///
+/// // The paper's table 1, row "bneck, 5x5 | 72 | 40 | SE | RE | 2".
+/// let row = BlockSpec { kernel_size: 5, expanded_channels: 72, out_channels: 40, use_se: true,
+///                       activation: Activation::ReLU, stride: 2 };
+/// assert_eq!(MOBILENET_V3_LARGE[3], row);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockSpec {
     /// Depthwise kernel size.
@@ -97,6 +107,14 @@ pub const MOBILENET_V3_LAST_CONV_EXPANSION: usize = 6;
 
 /// The "minimalistic" form of a MobileNetV3 table (Keras' `minimalistic=True`, timm's
 /// `tf_mobilenetv3_*_minimal_100`): every kernel 3x3, no squeeze-and-excitation, ReLU everywhere.
+///
+/// ```
+/// use mobilenet_burn::tables::{minimal, MOBILENET_V3_SMALL};
+///
+/// let table = minimal(&MOBILENET_V3_SMALL);
+/// assert_eq!(table.len(), MOBILENET_V3_SMALL.len());
+/// assert!(table.iter().all(|row| row.kernel_size == 3 && !row.use_se));
+/// ```
 pub fn minimal(table: &[BlockSpec]) -> Vec<BlockSpec> {
     table
         .iter()
@@ -111,6 +129,16 @@ pub fn minimal(table: &[BlockSpec]) -> Vec<BlockSpec> {
 
 /// One stage of the MobileNetV2 table: `repeats` blocks expanding by `expand_ratio` to
 /// `channels` outputs, the first with `stride`.
+///
+/// ```
+/// use mobilenet_burn::tables::{StageSpec, MOBILENET_V2_STAGES};
+///
+/// // The paper's table 2, row "bottleneck | t 6 | c 24 | n 2 | s 2".
+/// let row = StageSpec { expand_ratio: 6, channels: 24, repeats: 2, stride: 2 };
+/// assert_eq!(MOBILENET_V2_STAGES[1], row);
+/// let blocks: usize = MOBILENET_V2_STAGES.iter().map(|stage| stage.repeats).sum();
+/// assert_eq!(blocks, 17);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageSpec {
     /// Expansion factor `t` of each block (1 means no expansion layer).

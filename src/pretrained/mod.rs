@@ -54,6 +54,17 @@ use crate::{Error, MobileNetV2, MobileNetV2Config, MobileNetV3, MobileNetV3Confi
 ///
 /// # Shapes
 /// - logits: `[batch, num_classes]`
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::pretrained::top_k;
+///
+/// let logits = Tensor::<2>::from_floats([[0.0, 3.0, 1.0], [2.0, 0.0, 0.0]], &Device::flex());
+/// let best = top_k(logits, 2);
+/// assert_eq!((best[0][0].0, best[0][1].0), (1, 2));
+/// assert_eq!(best[1][0].0, 0);
+/// assert!(best[0][0].1 > 0.8); // softmax probability
+/// ```
 pub fn top_k(logits: Tensor<2>, k: usize) -> Vec<Vec<(usize, f32)>> {
     let [batch, num_classes] = logits.dims();
     let probabilities = softmax(logits, 1).into_data();
@@ -94,6 +105,15 @@ impl MobileNetV2 {
     /// # Errors
     ///
     /// As [`WeightsCache::fetch`] and [`MobileNetV2::load_torchvision`].
+    ///
+    /// ```no_run
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::pretrained::MobileNetV2Weights;
+    /// use mobilenet_burn::MobileNetV2;
+    ///
+    /// let model = MobileNetV2::pretrained(MobileNetV2Weights::ImageNet1kV2, &Device::flex())?.fuse();
+    /// # Ok::<(), mobilenet_burn::Error>(())
+    /// ```
     pub fn pretrained(weights: MobileNetV2Weights, device: &Device) -> Result<Self, Error> {
         let path = WeightsCache::from_env()?.fetch(weights.info())?;
         Self::from_file(weights, path, device)
@@ -106,6 +126,19 @@ impl MobileNetV2 {
     ///
     /// [`Error::WrongFile`] for another file; otherwise as
     /// [`MobileNetV2::load_torchvision`].
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::pretrained::MobileNetV2Weights;
+    /// use mobilenet_burn::{Error, MobileNetV2};
+    ///
+    /// // A file that is not the entry's: refused before anything is parsed.
+    /// let path = std::env::temp_dir().join(format!("not-the-weights-{}.pth", std::process::id()));
+    /// std::fs::write(&path, b"<html>404</html>").unwrap();
+    /// let result = MobileNetV2::from_file(MobileNetV2Weights::ImageNet1kV2, &path, &Device::flex());
+    /// assert!(matches!(result, Err(Error::WrongFile { .. })));
+    /// # std::fs::remove_file(&path).ok();
+    /// ```
     pub fn from_file(
         weights: MobileNetV2Weights,
         path: impl AsRef<Path>,
@@ -122,6 +155,16 @@ impl MobileNetV2 {
     /// # Errors
     ///
     /// As [`MobileNetV2::load_torchvision`].
+    ///
+    /// ```no_run
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::pretrained::MobileNetV2Weights;
+    /// use mobilenet_burn::MobileNetV2;
+    ///
+    /// // A state_dict saved from torchvision's model after fine-tuning, same classes.
+    /// let model = MobileNetV2::from_file_unverified(MobileNetV2Weights::ImageNet1kV2, "finetuned.pth", &Device::flex())?;
+    /// # Ok::<(), mobilenet_burn::Error>(())
+    /// ```
     pub fn from_file_unverified(
         weights: MobileNetV2Weights,
         path: impl AsRef<Path>,
@@ -141,6 +184,15 @@ impl MobileNetV3 {
     /// # Errors
     ///
     /// As [`WeightsCache::fetch`] and [`MobileNetV3::load_torchvision`].
+    ///
+    /// ```no_run
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::pretrained::MobileNetV3LargeWeights;
+    /// use mobilenet_burn::MobileNetV3;
+    ///
+    /// let model = MobileNetV3::pretrained(MobileNetV3LargeWeights::ImageNet1kV1, &Device::flex())?.fuse();
+    /// # Ok::<(), mobilenet_burn::Error>(())
+    /// ```
     pub fn pretrained(
         weights: impl Into<MobileNetV3Weights>,
         device: &Device,
@@ -157,6 +209,19 @@ impl MobileNetV3 {
     ///
     /// [`Error::WrongFile`] for another file; otherwise as
     /// [`MobileNetV3::load_torchvision`].
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::pretrained::MobileNetV3LargeWeights;
+    /// use mobilenet_burn::{Error, MobileNetV3};
+    ///
+    /// // A file that is not the entry's: refused before anything is parsed.
+    /// let path = std::env::temp_dir().join(format!("not-the-weights-{}.pth", std::process::id()));
+    /// std::fs::write(&path, b"<html>404</html>").unwrap();
+    /// let result = MobileNetV3::from_file(MobileNetV3LargeWeights::ImageNet1kV1, &path, &Device::flex());
+    /// assert!(matches!(result, Err(Error::WrongFile { .. })));
+    /// # std::fs::remove_file(&path).ok();
+    /// ```
     pub fn from_file(
         weights: impl Into<MobileNetV3Weights>,
         path: impl AsRef<Path>,
@@ -174,6 +239,16 @@ impl MobileNetV3 {
     /// # Errors
     ///
     /// As [`MobileNetV3::load_torchvision`].
+    ///
+    /// ```no_run
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::pretrained::MobileNetV3LargeWeights;
+    /// use mobilenet_burn::MobileNetV3;
+    ///
+    /// // A state_dict saved from torchvision's model after fine-tuning, same classes.
+    /// let model = MobileNetV3::from_file_unverified(MobileNetV3LargeWeights::ImageNet1kV1, "finetuned.pth", &Device::flex())?;
+    /// # Ok::<(), mobilenet_burn::Error>(())
+    /// ```
     pub fn from_file_unverified(
         weights: impl Into<MobileNetV3Weights>,
         path: impl AsRef<Path>,
