@@ -114,8 +114,9 @@ pub enum Error {
     /// A local weights file is not the file its entry names: its SHA-256 does not start with
     /// the entry's digits. `from_file_unverified` loads files of one's own.
     #[error(
-        "{} is not {file}: its SHA-256 {found} does not start with {expected} (for weights of \
-         your own, use `from_file_unverified`)",
+        "{} is not {file}: its SHA-256 {found} does not start with {expected} (if it is a \
+         cached download, delete it to download again; for weights of your own, use \
+         `from_file_unverified`)",
         path.display()
     )]
     WrongFile {

@@ -192,12 +192,13 @@ fn concurrent_downloads_both_end_with_a_valid_file() {
 fn cached_file_is_used_without_network() {
     // The torchvision URL cannot be reached from here: a cache hit must not try.
     let dir = tempfile::tempdir().expect("tempdir");
-    let info = MobileNetV2Weights::DEFAULT.info();
-    std::fs::write(dir.path().join(info.file_name()), payload()).expect("write");
+    let hash = sha256_hex(&payload());
+    let name = format!("weights-{}.pth", &hash[..8]);
+    std::fs::write(dir.path().join(&name), payload()).expect("write");
     let path = WeightsCache::new(dir.path())
-        .fetch(info)
+        .fetch_url(&format!("{UNREACHABLE}/{name}"), &hash[..8])
         .expect("cache hit");
-    assert_eq!(path, dir.path().join(info.file_name()));
+    assert_eq!(path, dir.path().join(&name));
 }
 
 /// A URL on a port nothing listens on: any attempt to download fails.
@@ -288,6 +289,22 @@ fn a_failed_download_says_what_to_do_and_leaves_no_empty_directory() {
         "the cache directory it created is removed again"
     );
     assert!(!root.path().join("new").exists());
+}
+
+#[test]
+fn a_damaged_cached_file_is_reported_not_loaded() {
+    let server = serve(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = WeightsCache::new(dir.path()).with_progress(false);
+    let hash = sha256_hex(&payload());
+    let url = format!("{}/models/weights-{}.pth", server.base, &hash[..8]);
+    let path = cache.fetch_url(&url, &hash[..8]).expect("download");
+    // Cut short after the download, as a full disk or an interrupted copy would.
+    let bytes = std::fs::read(&path).expect("file");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
+    let error = cache.fetch_url(&url, &hash[..8]).expect_err("damaged");
+    assert!(matches!(error, Error::WrongFile { .. }), "{error:?}");
+    assert!(error.to_string().contains("delete it"), "{error}");
 }
 
 #[test]

@@ -78,8 +78,9 @@ impl SsdLite {
         device: &Device,
     ) -> Result<Self, Error> {
         let info = weights.info();
+        // `fetch_url` verified the file's hash, on every path.
         let path = WeightsCache::from_env()?.fetch_url(info.url, info.sha256_prefix)?;
-        Self::from_file(weights, path, device)
+        Self::from_file_unverified(weights, path, device)
     }
 
     /// SSDLite320 configured for `weights` (MobileNetV3-Large with the reduced tail, 91

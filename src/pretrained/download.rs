@@ -147,8 +147,8 @@ impl WeightsCache {
         self.fetch_url(weights.url, weights.sha256_prefix)
     }
 
-    /// The local path of the file at `url`: the cached file, else PyTorch hub's copy if its
-    /// hash matches, else a download. The download goes to a temporary file in the cache
+    /// The local path of the file at `url`, verified: the cached file (its hash checked),
+    /// else PyTorch hub's copy if its hash matches, else a download. The download goes to a temporary file in the cache
     /// directory, its SHA-256 must start with `sha256_prefix` (hex), and only then is it
     /// renamed into place.
     ///
@@ -156,7 +156,8 @@ impl WeightsCache {
     ///
     /// [`Error::Offline`] when offline and the file is in no cache; [`Error::Download`] for a
     /// connection failure, an HTTP error status or a transfer cut short (saying where to place
-    /// the file instead); [`Error::HashMismatch`] for a corrupt file; [`Error::Io`] if the cache
+    /// the file instead); [`Error::HashMismatch`] for a corrupt download, [`Error::WrongFile`] for
+    /// a cached file whose hash differs; [`Error::Io`] if the cache
     /// directory cannot be written. No partial file, and no cache directory created for a
     /// download that failed, is left behind in any case.
     pub fn fetch_url(&self, url: &str, sha256_prefix: &str) -> Result<PathBuf, Error> {
@@ -167,6 +168,9 @@ impl WeightsCache {
             .ok_or_else(|| download_error(url, "the URL names no file"))?;
         let target = self.dir.join(name);
         if target.is_file() {
+            // A cached file is trusted no more than a downloaded one: a truncated copy or
+            // another file under the name is reported, not loaded.
+            crate::pretrained::verify_file(&target, name, sha256_prefix)?;
             return Ok(target);
         }
         if let Some(hub) = &self.torch_hub {

@@ -115,8 +115,9 @@ impl MobileNetV2 {
     /// # Ok::<(), mobilenet_burn::Error>(())
     /// ```
     pub fn pretrained(weights: MobileNetV2Weights, device: &Device) -> Result<Self, Error> {
+        // `fetch` verified the file's hash, on every path.
         let path = WeightsCache::from_env()?.fetch(weights.info())?;
-        Self::from_file(weights, path, device)
+        Self::from_file_unverified(weights, path, device)
     }
 
     /// MobileNetV2 configured for `weights`, loaded from a local copy of its file (offline),
@@ -198,8 +199,9 @@ impl MobileNetV3 {
         device: &Device,
     ) -> Result<Self, Error> {
         let weights = weights.into();
+        // `fetch` verified the file's hash, on every path.
         let path = WeightsCache::from_env()?.fetch(weights.info())?;
-        Self::from_file(weights, path, device)
+        Self::from_file_unverified(weights, path, device)
     }
 
     /// MobileNetV3 configured for `weights`, loaded from a local copy of its file (offline),
