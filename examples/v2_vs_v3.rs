@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use mobilenet_burn::{
-    Activation, Features, MobileNetV2Config, MobileNetV3, MobileNetV3Config, kernels,
+    Activation, Features, MobileNetV2Config, MobileNetV3, MobileNetV3Config, native,
 };
 
 /// Untimed passes before measuring.
@@ -161,8 +161,8 @@ fn stage_latencies(
 ) -> Vec<(String, f64)> {
     let sync4 = |x: Tensor<4>| drop(x.into_data());
     let mut stages = Vec::new();
-    // On the thread pool, as inside `forward` (see `kernels::run_on_thread_pool`).
-    let stem = |x: Tensor<4>| kernels::run_on_thread_pool(|| features.stem.forward(x));
+    // On the thread pool, as inside `forward` (see `native::run_on_thread_pool`).
+    let stem = |x: Tensor<4>| native::run_on_thread_pool(|| features.stem.forward(x));
     let stem_out = stem(input.clone());
     stages.push((
         "stem".to_string(),
@@ -180,7 +180,7 @@ fn stage_latencies(
         let group = &features.blocks[start..end];
         stride *= group[0].depthwise.conv.stride[0];
         let run = |x: Tensor<4>| {
-            kernels::run_on_thread_pool(|| group.iter().fold(x, |x, block| block.forward(x)))
+            native::run_on_thread_pool(|| group.iter().fold(x, |x, block| block.forward(x)))
         };
         let latency = measure(runs, || sync4(run(x.clone()))).median;
         stages.push((format!("blocks @ stride {stride}"), latency));
@@ -188,7 +188,7 @@ fn stage_latencies(
         start = end;
     }
     let latency = measure(runs, || {
-        let last = kernels::run_on_thread_pool(|| features.last_conv.forward(x.clone()));
+        let last = native::run_on_thread_pool(|| features.last_conv.forward(x.clone()));
         drop(head(last).into_data())
     })
     .median;

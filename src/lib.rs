@@ -36,10 +36,12 @@ pub mod detection;
 mod error;
 mod fuse;
 mod init;
-pub mod kernels;
+#[cfg(feature = "flex")]
+mod kernels;
 pub mod layers;
 mod make_divisible;
 pub mod models;
+pub mod native;
 #[cfg(feature = "pretrained")]
 pub mod pretrained;
 mod summary;

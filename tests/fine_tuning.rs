@@ -11,12 +11,9 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use common::training::{state_dict, train_case};
+use mobilenet_burn::native;
 use mobilenet_burn::training::{TransferReport, torch_sgd};
 use mobilenet_burn::{Error, MobileNetV2, MobileNetV3, ShapeMismatch};
-
-/// Held by the tests of this binary that run inference on plain tensors or count the layers the
-/// native kernels compute, since the count is process-wide.
-static KERNEL_COUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn training_device() -> Device {
     common::cpu_device().autodiff()
@@ -138,10 +135,6 @@ fn frozen_backbone_is_bit_identical_after_training_steps() {
     let model = v3s(&device).freeze_backbone().train();
     let plain = common::cpu_device();
     let probe = Tensor::<4>::random([2, 3, 48, 48], Distribution::Normal(0.0, 1.0), &plain);
-    // Inference on plain flex tensors runs the native kernels: not while another test counts.
-    let _counting = KERNEL_COUNT
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let before_features = model.valid().forward_features(probe.clone()).into_data();
     let before = state_dict(&model);
 
@@ -246,13 +239,10 @@ fn a_training_forward_never_takes_the_native_kernels() {
     let device = Device::flex().autodiff();
     let model = v3s(&device).fuse().train();
     let x = Tensor::<4>::random([2, 3, 48, 48], Distribution::Normal(0.0, 1.0), &device);
-    let _counting = KERNEL_COUNT
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let before = mobilenet_burn::kernels::layers_run();
-    let logits = model.forward(x);
-    let _ = logits.sum().backward();
-    assert_eq!(mobilenet_burn::kernels::layers_run(), before);
+    let (_, counts) = native::count_layers(|| {
+        let _ = model.forward(x).sum().backward();
+    });
+    assert_eq!(counts.inference, 0);
 }
 
 /// An unfused model training on burn-flex runs its 1x1 and depthwise convolutions and its batch
@@ -265,11 +255,17 @@ fn training_on_flex_takes_the_training_kernels() {
     let device = Device::flex().autodiff();
     let model = v3s(&device).train();
     let x = Tensor::<4>::random([2, 3, 48, 48], Distribution::Normal(0.0, 1.0), &device);
-    let before = mobilenet_burn::kernels::training_layers_run();
-    let _ = model.forward(x).sum().backward();
-    // Other tests of this file may train at the same time: at least this forward's layers.
-    let ran = mobilenet_burn::kernels::training_layers_run() - before;
-    assert!(ran >= 33 + 34, "{ran} layers on the training kernels");
+    let (_, counts) = native::count_layers(|| {
+        let _ = model.forward(x).sum().backward();
+    });
+    // Counted per call: exactly this forward's 33 convolutions, 34 batch norms and the 9
+    // squeeze-and-excitations of V3-Small's blocks.
+    assert_eq!(
+        counts.training,
+        33 + 34 + 9,
+        "layers on the training kernels"
+    );
+    assert_eq!(counts.inference, 0);
 }
 
 /// A model loaded on a plain device and forked (or moved) to an autodiff one trains every
@@ -330,9 +326,6 @@ fn resuming_from_a_checkpoint_equals_the_uninterrupted_step() {
 
     let plain = common::cpu_device();
     let probe = Tensor::<4>::random([2, 3, 48, 48], Distribution::Normal(0.0, 1.0), &plain);
-    let _counting = KERNEL_COUNT
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let logits = |model: &MobileNetV3| model.valid().forward(probe.clone()).into_data();
     assert_eq!(logits(&resumed), logits(&uninterrupted));
     // Without the optimizer's state (momentum lost) the step differs: the test can fail.

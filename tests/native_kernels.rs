@@ -1,14 +1,13 @@
 //! The native CPU kernels (burn-flex, fused models) against torchvision and against burn's own
 //! operations, on every fixture case: all architectures, widths, dilation, odd input sizes,
-//! batches of 2 and 3. One test in its own binary, because it switches the process-wide
-//! `kernels::set_enabled`.
+//! batches of 2 and 3. Both paths run in one process: `native::with_kernels` chooses per call.
 #![cfg(feature = "flex")]
 
 mod common;
 
 use burn::tensor::Device;
 use common::{cases, max_abs_diff};
-use mobilenet_burn::kernels;
+use mobilenet_burn::native;
 
 /// The foundation issue's bound against torchvision, and the fuse issue's bound between paths.
 const TORCHVISION_TOLERANCE: f32 = 1e-4;
@@ -21,21 +20,23 @@ fn native_kernels_match_torchvision_and_burn() {
         let model = case.load(&device).fuse();
         let input = case.tensor::<4>("input", &device);
 
-        kernels::set_enabled(true);
-        let before = kernels::layers_run();
-        let native = model.forward(input.clone());
-        let native_features = model.forward_features(input.clone());
+        let ((native, native_features), counts) = native::count_layers(|| {
+            native::with_kernels(true, || {
+                (
+                    model.forward(input.clone()),
+                    model.forward_features(input.clone()),
+                )
+            })
+        });
         assert!(
-            kernels::layers_run() > before,
+            counts.inference > 0,
             "{}: the native kernels did not run",
             case.name
         );
 
-        kernels::set_enabled(false);
-        let before = kernels::layers_run();
-        let burn = model.forward(input.clone());
-        assert_eq!(kernels::layers_run(), before, "kernels ran while disabled");
-        kernels::set_enabled(true);
+        let (burn, counts) =
+            native::count_layers(|| native::with_kernels(false, || model.forward(input.clone())));
+        assert_eq!(counts.inference, 0, "kernels ran while disabled");
 
         let (diff, scale) = max_abs_diff(native.clone(), case.tensor::<2>("logits", &device));
         println!(

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::anchors::DefaultBoxes;
 use super::postprocess::{Detections, PostprocessOptions, postprocess};
 use super::transform::normalize_and_resize;
+use crate::native::Outcome;
 use crate::torch_paths::torchvision_module;
 use crate::{
     Activation, BatchNormSpec, BlockLayout, Conv2dNormActivation, Conv2dNormActivationConfig,
@@ -241,9 +242,9 @@ impl PredictionBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.depthwise.forward(x);
         // The 1x1 projection with its bias: a native kernel on burn-flex, else burn's.
-        match crate::kernels::conv2d(&self.conv, Activation::Identity, x, None) {
-            Ok(y) => y,
-            Err(x) => self.conv.forward(x),
+        match crate::native::conv2d(&self.conv, Activation::Identity, x, None) {
+            Outcome::Computed(y) => y,
+            Outcome::Declined(x) => self.conv.forward(x),
         }
     }
 }
@@ -391,7 +392,7 @@ impl SsdLite {
     /// # Shapes
     /// - input: `[batch, 3, size, size]`, values in [-1, 1]
     pub fn forward(&self, x: Tensor<4>) -> SsdLiteHeadOutput {
-        crate::kernels::forward_on_thread_pool(x.is_autodiff(), || {
+        crate::native::forward_on_thread_pool(x.is_autodiff(), || {
             let maps = self.backbone.forward(x);
             let grid_sizes = maps.iter().map(|m| [m.dims()[2], m.dims()[3]]).collect();
             let head = |blocks: &[PredictionBlock], columns: usize| {

@@ -12,9 +12,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::elementwise::activate_slice;
+use super::elementwise::{Nonlinearity, activate_slice};
 use super::simd::{MulAdd, dispatch};
-use crate::Activation;
 
 /// Below this many multiply-adds a matrix multiply runs on one thread; above it, `gemm` splits it
 /// over rayon's threads.
@@ -56,7 +55,7 @@ pub(crate) struct Epilogue<'a> {
     pub bias: Option<&'a [f32]>,
     /// Same layout as the output (the block's input, for a residual connection).
     pub residual: Option<&'a [f32]>,
-    pub activation: Activation,
+    pub activation: Nonlinearity,
 }
 
 /// `segment = activation(segment + bias[channel] + residual[channel, column..])`: part of one
@@ -197,11 +196,16 @@ pub(crate) unsafe fn initialized(slice: &mut [MaybeUninit<f32>]) -> &mut [f32] {
 }
 
 /// A buffer of `len` values for a kernel that writes each one before anything reads it:
-/// `fill` gets the uninitialized values and must write them all.
-pub(crate) fn filled_by(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+/// `fill` gets the uninitialized values and must write them all. (Not zeroing the output first
+/// saves a pass over every feature map.)
+///
+/// # Safety
+/// `fill` must write every one of the `len` elements it is given (unless it panics).
+pub(crate) unsafe fn filled_by(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
     let mut values = Vec::with_capacity(len);
     fill(&mut values.spare_capacity_mut()[..len]);
-    // SAFETY: `fill` wrote all `len` values (the contract of every caller in this module).
+    // SAFETY: `fill` wrote all `len` values, as the caller guarantees; if it panicked, the
+    // length is still 0 and nothing uninitialized is exposed.
     unsafe { values.set_len(len) };
     values
 }
@@ -214,6 +218,9 @@ pub(crate) fn for_each_image(
     batch: usize,
     per_image: impl Fn(usize, &mut [MaybeUninit<f32>], bool) + Sync,
 ) {
+    if output.is_empty() {
+        return;
+    }
     let image_len = output.len() / batch.max(1);
     if batch >= rayon::current_num_threads() && batch > 1 {
         output
@@ -237,7 +244,7 @@ pub(crate) fn pointwise(
 ) -> Vec<f32> {
     let (in_channels, out_channels) = (geometry.in_channels, geometry.out_channels);
     let pixels = geometry.in_pixels();
-    filled_by(batch * out_channels * pixels, |output| {
+    let fill = |output: &mut [MaybeUninit<f32>]| {
         for_each_image(output, batch, |image, out, threads| {
             let input = &x[image * in_channels * pixels..(image + 1) * in_channels * pixels];
             let residual = epilogue
@@ -256,7 +263,11 @@ pub(crate) fn pointwise(
                 threads,
             );
         })
-    })
+    };
+    // SAFETY: `for_each_image` hands every image's part of `output` to the closure, and
+    // `pointwise_image` writes all of it (`matmul`/`gemm_into` write every element of their
+    // `[m, n]` block, and the blocks cover the image).
+    unsafe { filled_by(batch * out_channels * pixels, fill) }
 }
 
 /// Below this many output rows per task, a pointwise convolution is split by columns: the
@@ -352,7 +363,7 @@ pub(crate) fn dense(
         geometry.in_channels * geometry.in_pixels(),
         geometry.out_pixels(),
     );
-    filled_by(batch * geometry.out_channels * out_pixels, |output| {
+    let fill = |output: &mut [MaybeUninit<f32>]| {
         for_each_image(output, batch, |image, out, threads| {
             let mut columns = vec![0.0f32; depth * out_pixels];
             im2col(
@@ -373,7 +384,10 @@ pub(crate) fn dense(
                 dispatch!(epilogue_rows(out, out_pixels, 0, epilogue));
             }
         })
-    })
+    };
+    // SAFETY: `for_each_image` hands every image's part of `output` to the closure, and `matmul`
+    // writes all of it.
+    unsafe { filled_by(batch * geometry.out_channels * out_pixels, fill) }
 }
 
 /// `columns[(channel, ky, kx), (oy, ox)]` = the input pixel under that tap, or 0 in the padding.
@@ -411,8 +425,8 @@ fn im2col(image: &[f32], columns: &mut [f32], geometry: &ConvGeometry) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::direct::{depthwise, direct};
     use super::*;
-    use crate::kernels::direct::{depthwise, direct};
 
     /// Deterministic values in [-1, 1).
     fn values(len: usize, seed: u32) -> Vec<f32> {
@@ -538,9 +552,9 @@ mod tests {
             let weight = values(channels * kernel * kernel, 100 + index as u32);
             let bias = values(channels, 200 + index as u32);
             for activation in [
-                Activation::Identity,
-                Activation::ReLU6,
-                Activation::HardSwish,
+                Nonlinearity::Identity,
+                Nonlinearity::ReLU6,
+                Nonlinearity::HardSwish,
             ] {
                 let epilogue = Epilogue {
                     bias: Some(&bias),
@@ -576,7 +590,7 @@ mod tests {
             let epilogue = Epilogue {
                 bias: Some(&bias),
                 residual: Some(&residual),
-                activation: Activation::HardSwish,
+                activation: Nonlinearity::HardSwish,
             };
             let expected = reference(&x, 1, &g, &weight, false, epilogue);
             let actual = pool.install(|| pointwise(&x, 1, &g, &weight, epilogue));
@@ -601,12 +615,12 @@ mod tests {
                 Epilogue {
                     bias: Some(&bias),
                     residual: Some(&residual),
-                    activation: Activation::Identity,
+                    activation: Nonlinearity::Identity,
                 },
                 Epilogue {
                     bias: None,
                     residual: None,
-                    activation: Activation::ReLU,
+                    activation: Nonlinearity::ReLU,
                 },
             ] {
                 let expected = reference(&x, batch, &g, &weight, false, epilogue);
@@ -623,7 +637,7 @@ mod tests {
             let epilogue = Epilogue {
                 bias: Some(&bias[..16]),
                 residual: None,
-                activation: Activation::HardSwish,
+                activation: Nonlinearity::HardSwish,
             };
             let expected = reference(&x, batch, &g, &weight, false, epilogue);
             assert_close(&dense(&x, batch, &g, &weight, epilogue), &expected, "dense");

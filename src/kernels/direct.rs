@@ -13,9 +13,8 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::conv::{ConvGeometry, Epilogue, filled_by, initialized};
-use super::elementwise::activate_slice;
+use super::elementwise::{Nonlinearity, activate_slice};
 use super::simd::{MulAdd, dispatch};
-use crate::Activation;
 
 /// Output elements per rayon task (planes are grouped up to this).
 const TASK_ELEMENTS: usize = 1 << 13;
@@ -209,6 +208,9 @@ fn flat_block<M: MulAdd, const N: usize>(
 
 /// Copies the `out_width` valid columns of each flat row into the output plane, writing all of
 /// it; returns the plane, initialized.
+///
+/// # Panics
+/// If `out` is not a whole number of `out_width`-long rows, or `wide` is too short for them.
 #[inline(always)]
 fn compact_rows<'a>(
     wide: &[f32],
@@ -216,13 +218,19 @@ fn compact_rows<'a>(
     row_distance: usize,
     out_width: usize,
 ) -> &'a mut [f32] {
+    // Checked, not assumed: a remainder would be left unwritten and then read as floats.
+    assert!(
+        out_width > 0 && out.len().is_multiple_of(out_width),
+        "compact_rows: {} values are not whole rows of {out_width}",
+        out.len()
+    );
     for (oy, out_row) in out.chunks_exact_mut(out_width).enumerate() {
         let row = &wide[oy * row_distance..oy * row_distance + out_width];
         out_row.iter_mut().zip(row).for_each(|(slot, &value)| {
             slot.write(value);
         });
     }
-    // SAFETY: the rows above cover the plane (`out.len() == out_height * out_width`).
+    // SAFETY: `out` is whole rows (checked above), and the loop wrote every one of them.
     unsafe { initialized(out) }
 }
 
@@ -248,7 +256,7 @@ fn depthwise_plane<M: MulAdd>(
     layout: &PhaseLayout,
     offsets: &[usize],
     scratch: &mut Scratch,
-    activation: Activation,
+    activation: Nonlinearity,
 ) {
     if scratch.zeroed_for != Some(*geometry) {
         scratch.phases.clear();
@@ -277,7 +285,7 @@ pub(crate) fn depthwise(
     let taps = geometry.kernel[0] * geometry.kernel[1];
     let layout = PhaseLayout::new(geometry);
     let offsets = layout.tap_offsets(geometry);
-    filled_by(batch * channels * out_pixels, |output| {
+    let fill = |output: &mut [MaybeUninit<f32>]| {
         output
             .par_chunks_mut(out_pixels)
             .enumerate()
@@ -296,7 +304,10 @@ pub(crate) fn depthwise(
                     epilogue.activation
                 ));
             })
-    })
+    };
+    // SAFETY: each `out_pixels` chunk of `output` (all of it: its length is a multiple) goes to
+    // `depthwise_plane`, whose `compact_rows` writes the whole chunk or panics.
+    unsafe { filled_by(batch * channels * out_pixels, fill) }
 }
 
 /// Taps (input channels x kernel) above which a `groups == 1` convolution goes to im2col and
@@ -327,7 +338,7 @@ pub(crate) fn direct(
     let taps = offsets.len();
     let mut phases = vec![0.0f32; in_channels * layout.total];
     let image_len = geometry.out_channels * out_pixels;
-    filled_by(batch * image_len, |output| {
+    let fill = |output: &mut [MaybeUninit<f32>]| {
         for (image, out) in output.chunks_mut(image_len).enumerate() {
             let input = &x[image * in_channels * in_pixels..(image + 1) * in_channels * in_pixels];
             for (plane, phase_planes) in input
@@ -350,5 +361,8 @@ pub(crate) fn direct(
                 },
             );
         }
-    })
+    };
+    // SAFETY: every `out_pixels` chunk of every image (all of `output`: its length is a
+    // multiple) is written in full by `compact_rows`, or it panics.
+    unsafe { filled_by(batch * image_len, fill) }
 }

@@ -5,19 +5,32 @@
 use rayon::prelude::*;
 
 use super::simd::{MulAdd, dispatch};
-use crate::Activation;
+
+/// The activation a kernel applies last: the kernels' own enum, so that this layer needs
+/// nothing from the rest of the crate (the bridge converts the layers' `Activation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nonlinearity {
+    /// `max(x, 0)`.
+    ReLU,
+    /// `min(max(x, 0), 6)`.
+    ReLU6,
+    /// `x * relu6(x + 3) / 6`.
+    HardSwish,
+    /// None.
+    Identity,
+}
 
 /// Applies `activation` to every element, in place, with PyTorch's formulas.
 #[inline(always)]
-pub(crate) fn activate_slice<M: MulAdd>(values: &mut [f32], activation: Activation) {
+pub(crate) fn activate_slice<M: MulAdd>(values: &mut [f32], activation: Nonlinearity) {
     match activation {
-        Activation::ReLU => values.iter_mut().for_each(|x| *x = x.max(0.0)),
-        Activation::ReLU6 => values.iter_mut().for_each(|x| *x = x.clamp(0.0, 6.0)),
+        Nonlinearity::ReLU => values.iter_mut().for_each(|x| *x = x.max(0.0)),
+        Nonlinearity::ReLU6 => values.iter_mut().for_each(|x| *x = x.clamp(0.0, 6.0)),
         // torch: x * relu6(x + 3) / 6
-        Activation::HardSwish => values
+        Nonlinearity::HardSwish => values
             .iter_mut()
             .for_each(|x| *x = *x * (*x + 3.0).clamp(0.0, 6.0) / 6.0),
-        Activation::Identity => {}
+        Nonlinearity::Identity => {}
     }
 }
 
@@ -131,13 +144,13 @@ mod tests {
         let inputs = [-7.0f32, -3.0, -1.5, 0.0, 0.5, 2.9, 3.0, 6.0, 8.0];
         let relu6 = |x: f32| x.clamp(0.0, 6.0);
         for (activation, expected) in [
-            (Activation::ReLU, inputs.map(|x| x.max(0.0))),
-            (Activation::ReLU6, inputs.map(relu6)),
+            (Nonlinearity::ReLU, inputs.map(|x| x.max(0.0))),
+            (Nonlinearity::ReLU6, inputs.map(relu6)),
             (
-                Activation::HardSwish,
+                Nonlinearity::HardSwish,
                 inputs.map(|x| x * relu6(x + 3.0) / 6.0),
             ),
-            (Activation::Identity, inputs),
+            (Nonlinearity::Identity, inputs),
         ] {
             let mut values = inputs;
             activate_slice::<Plain>(&mut values, activation);

@@ -19,9 +19,8 @@ use rayon::prelude::*;
 
 use super::conv::{ConvGeometry, filled_by};
 use super::direct::{PhaseLayout, flat_conv, split_into_phases};
-use super::elementwise::SqueezeExcitationWeights;
+use super::elementwise::{Nonlinearity, SqueezeExcitationWeights};
 use super::simd::{MulAdd, dispatch};
-use crate::Activation;
 
 /// Sizes of a batch of feature maps: `[batch, channels, pixels per channel]`.
 pub(crate) type MapDims = [usize; 3];
@@ -208,22 +207,22 @@ impl Act for Identity {
 macro_rules! with_act {
     ($activation:expr, $function:ident::<$m:ident>($($arg:expr),* $(,)?)) => {
         match $activation {
-            Activation::ReLU => $function::<$m, ReLU>($($arg),*),
-            Activation::ReLU6 => $function::<$m, ReLU6>($($arg),*),
-            Activation::HardSwish => $function::<$m, HardSwish>($($arg),*),
-            Activation::Identity => $function::<$m, Identity>($($arg),*),
+            Nonlinearity::ReLU => $function::<$m, ReLU>($($arg),*),
+            Nonlinearity::ReLU6 => $function::<$m, ReLU6>($($arg),*),
+            Nonlinearity::HardSwish => $function::<$m, HardSwish>($($arg),*),
+            Nonlinearity::Identity => $function::<$m, Identity>($($arg),*),
         }
     };
 }
 
 /// `grad * activation'(x)`, with ATen's values at the kinks (see each [`Act`]).
 #[cfg(test)]
-pub(crate) fn activation_grad(x: f32, grad: f32, activation: Activation) -> f32 {
+pub(crate) fn activation_grad(x: f32, grad: f32, activation: Nonlinearity) -> f32 {
     match activation {
-        Activation::ReLU => ReLU::grad(x, grad),
-        Activation::ReLU6 => ReLU6::grad(x, grad),
-        Activation::HardSwish => HardSwish::grad(x, grad),
-        Activation::Identity => Identity::grad(x, grad),
+        Nonlinearity::ReLU => ReLU::grad(x, grad),
+        Nonlinearity::ReLU6 => ReLU6::grad(x, grad),
+        Nonlinearity::HardSwish => HardSwish::grad(x, grad),
+        Nonlinearity::Identity => Identity::grad(x, grad),
     }
 }
 
@@ -235,13 +234,13 @@ pub(crate) fn norm_act_apply(
     z: &[f32],
     dims: MapDims,
     statistics: &NormStatistics,
-    activation: Activation,
+    activation: Nonlinearity,
 ) -> Vec<f32> {
     let [_, channels, pixels] = dims;
     if pixels == 0 {
         return Vec::new();
     }
-    filled_by(z.len(), |y| {
+    let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(pixels)
             .zip(z.par_chunks(pixels))
             .enumerate()
@@ -251,7 +250,10 @@ pub(crate) fn norm_act_apply(
                 let (scale, shift) = (statistics.scale[channel], statistics.shift[channel]);
                 dispatch!(apply_plane(out, input, scale, shift, activation));
             })
-    })
+    };
+    // SAFETY: `y` and `z` are cut into the same `pixels`-long chunks (equal lengths), and
+    // `apply_plane_with` writes each output chunk in full, zipped with its input chunk.
+    unsafe { filled_by(z.len(), fill) }
 }
 
 /// Writes every element of `out`.
@@ -261,7 +263,7 @@ fn apply_plane<M: MulAdd>(
     input: &[f32],
     scale: f32,
     shift: f32,
-    activation: Activation,
+    activation: Nonlinearity,
 ) {
     with_act!(activation, apply_plane_with::<M>(out, input, scale, shift))
 }
@@ -287,7 +289,7 @@ fn backward_sums<M: MulAdd>(
     mean: f32,
     scale: f32,
     shift: f32,
-    activation: Activation,
+    activation: Nonlinearity,
 ) -> (f64, f64) {
     with_act!(
         activation,
@@ -338,7 +340,7 @@ pub(crate) fn norm_act_backward(
     dims: MapDims,
     gamma: &[f32],
     statistics: &NormStatistics,
-    activation: Activation,
+    activation: Nonlinearity,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [batch, channels, pixels] = dims;
     assert!(z.len() == batch * channels * pixels && grad.len() == z.len());
@@ -379,7 +381,7 @@ pub(crate) fn norm_act_backward(
     if pixels == 0 {
         return (Vec::new(), dgamma, dbeta);
     }
-    let dz = filled_by(z.len(), |dz| {
+    let fill = |dz: &mut [MaybeUninit<f32>]| {
         dz.par_chunks_mut(pixels)
             .enumerate()
             .with_min_len((TASK_ELEMENTS / pixels).max(1))
@@ -396,7 +398,10 @@ pub(crate) fn norm_act_backward(
                     activation
                 ));
             })
-    });
+    };
+    // SAFETY: every `pixels` chunk of `dz` (all of it) goes to `backward_plane_with`, which writes
+    // it zipped with `z` and `grad` slices of the same length (`grad.len() == z.len()`, asserted).
+    let dz = unsafe { filled_by(z.len(), fill) };
     (dz, dgamma, dbeta)
 }
 
@@ -409,7 +414,7 @@ fn backward_plane<M: MulAdd>(
     coefficients: [f32; 3],
     scale: f32,
     shift: f32,
-    activation: Activation,
+    activation: Nonlinearity,
 ) {
     with_act!(
         activation,
@@ -457,7 +462,7 @@ pub(crate) fn pointwise_backward(
     let dx = if cout == 0 || pixels == 0 {
         vec![0.0f32; x.len()]
     } else {
-        filled_by(x.len(), |dx| {
+        let fill = |dx: &mut [MaybeUninit<f32>]| {
             dx.par_chunks_mut(cin * pixels)
                 .enumerate()
                 .for_each(|(image, dx)| {
@@ -490,7 +495,10 @@ pub(crate) fn pointwise_backward(
                         );
                     }
                 })
-        })
+        };
+        // SAFETY: each image's `cin x pixels` block of `dx` (all of it) is written in full by
+        // gemm (above).
+        unsafe { filled_by(x.len(), fill) }
     };
     let partials: Vec<Vec<f32>> = (0..batch.div_ceil(IMAGES_PER_PARTIAL))
         .into_par_iter()
@@ -727,7 +735,7 @@ pub(crate) fn squeeze_excitation_forward(
         .iter()
         .map(|&v| (v * weights.slope + weights.offset).clamp(0.0, 1.0))
         .collect();
-    let y = filled_by(x.len(), |y| {
+    let fill = |y: &mut [MaybeUninit<f32>]| {
         if pixels == 0 {
             return;
         }
@@ -741,7 +749,10 @@ pub(crate) fn squeeze_excitation_forward(
                     o.write(v * g);
                 });
             })
-    });
+    };
+    // SAFETY: with `pixels > 0`, `y` and `x` are cut into the same `pixels`-long chunks (equal
+    // lengths) and each output chunk is written in full; with `pixels == 0` there is nothing.
+    let y = unsafe { filled_by(x.len(), fill) };
     let saved = SqueezeSaved {
         pooled,
         hidden,
@@ -826,7 +837,7 @@ pub(crate) fn squeeze_excitation_backward(
             }
         }
     }
-    let dx = filled_by(x.len(), |dx| {
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
         if pixels == 0 {
             return;
         }
@@ -841,6 +852,30 @@ pub(crate) fn squeeze_excitation_backward(
                     o.write(g * gate + from_pool);
                 });
             })
-    });
+    };
+    // SAFETY: with `pixels > 0`, `dx` and `grad` are cut into the same `pixels`-long chunks
+    // (`grad.len() == x.len()`, asserted) and each chunk of `dx` is written in full; with
+    // `pixels == 0` there is nothing.
+    let dx = unsafe { filled_by(x.len(), fill) };
     [dx, dfc1_weight, dfc1_bias, dfc2_weight, dfc2_bias]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gradients at the kinks are ATen's: ReLU6 passes none at exactly 0 and 6, h-swish's is
+    /// `x / 3 + 0.5` from -3 to 3 inclusive and 0 below.
+    #[test]
+    fn activation_gradients_at_the_kinks_are_atens() {
+        let at = |activation, x: f32| activation_grad(x, 1.0, activation);
+        assert_eq!(at(Nonlinearity::ReLU6, 0.0), 0.0);
+        assert_eq!(at(Nonlinearity::ReLU6, 6.0), 0.0);
+        assert_eq!(at(Nonlinearity::ReLU6, 5.5), 1.0);
+        assert_eq!(at(Nonlinearity::ReLU, 0.0), 0.0);
+        assert_eq!(at(Nonlinearity::HardSwish, -3.0), -0.5);
+        assert_eq!(at(Nonlinearity::HardSwish, -3.5), 0.0);
+        assert_eq!(at(Nonlinearity::HardSwish, 3.0), 1.5);
+        assert_eq!(at(Nonlinearity::HardSwish, 3.5), 1.0);
+    }
 }

@@ -16,7 +16,7 @@ use burn::tensor::Tensor;
 use burn::tensor::module::batch_norm_train;
 
 use crate::Activation;
-use crate::kernels;
+use crate::native;
 
 /// `norm` applied to `x` as PyTorch's `BatchNorm2d` would.
 ///
@@ -45,7 +45,7 @@ pub(crate) fn batch_norm(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 }
 
 /// `activation(batch_norm(norm, x))`, in one differentiable operation on burn-flex's autodiff
-/// when the training kernels apply (see [`crate::kernels::training_layers_run`]), else as
+/// when the training kernels apply (see [`LayerCounts::training`](crate::native::LayerCounts::training)), else as
 /// burn's operations.
 pub(crate) fn batch_norm_act(norm: &BatchNorm, activation: Activation, x: Tensor<4>) -> Tensor<4> {
     if !(x.device().is_autodiff() && norm.training.is_enabled()) {
@@ -54,7 +54,7 @@ pub(crate) fn batch_norm_act(norm: &BatchNorm, activation: Activation, x: Tensor
     let [batch, _, height, width] = x.dims();
     let count = batch * height * width;
     let device = x.device();
-    let (output, batch_mean, batch_var) = match kernels::training::norm_act(norm, activation, &x) {
+    let (output, batch_mean, batch_var) = match native::training::norm_act(norm, activation, &x) {
         Some(result) => result,
         None => {
             let result = batch_norm_train(x, norm.gamma.val(), norm.beta.val(), norm.epsilon);

@@ -12,7 +12,7 @@ use super::batch_norm::batch_norm_act;
 use crate::Activation;
 use crate::fuse::fold_batch_norm;
 use crate::init;
-use crate::kernels;
+use crate::native::{self, Outcome};
 use crate::torch_paths::torchvision_module;
 
 /// The two constants of a batch normalization layer that differ between the MobileNets.
@@ -198,15 +198,15 @@ impl Conv2dNormActivation {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         // Once BatchNorm is folded, a native kernel (burn-flex) may do all of it in one pass.
         let x = match &self.norm {
-            None => match kernels::conv2d(&self.conv, self.activation, x, None) {
-                Ok(y) => return y,
-                Err(x) => x,
+            None => match native::conv2d(&self.conv, self.activation, x, None) {
+                Outcome::Computed(y) => return y,
+                Outcome::Declined(x) => x,
             },
             Some(_) => x,
         };
         // In training on burn-flex, the convolution and the batch norm with its activation are
         // differentiable operations of the training kernels.
-        let x = match kernels::training::conv(&self.conv, &x) {
+        let x = match native::training::conv(&self.conv, &x) {
             Some(y) => y,
             None => self.conv.forward(x),
         };

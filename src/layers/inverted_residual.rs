@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::batch_norm::batch_norm;
 use crate::fuse::fold_batch_norm;
 use crate::init;
-use crate::kernels;
+use crate::native::{self, Outcome};
 use crate::torch_paths::torchvision_module;
 use crate::{
     Activation, BatchNormSpec, Conv2dNormActivation, Conv2dNormActivationConfig, SqueezeExcitation,
@@ -330,19 +330,19 @@ impl InvertedResidual {
         // Folded projection: a native kernel (burn-flex) may add the residual in the same pass.
         let y = match &self.project_norm {
             None => {
-                match kernels::conv2d(
+                match native::conv2d(
                     &self.project_conv,
                     Activation::Identity,
                     y,
                     residual.as_ref(),
                 ) {
-                    Ok(y) => return y,
-                    Err(y) => y,
+                    Outcome::Computed(y) => return y,
+                    Outcome::Declined(y) => y,
                 }
             }
             Some(_) => y,
         };
-        let y = match kernels::training::conv(&self.project_conv, &y) {
+        let y = match native::training::conv(&self.project_conv, &y) {
             Some(y) => y,
             None => self.project_conv.forward(y),
         };

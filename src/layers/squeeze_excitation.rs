@@ -9,8 +9,8 @@ use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
 use crate::init;
-use crate::kernels;
 use crate::make_divisible::{CHANNEL_DIVISOR, make_divisible};
+use crate::native::{self, Outcome};
 use crate::{Activation, HardSigmoid};
 
 /// MobileNetV3 squeezes to a quarter of the expanded channels (rounded to a multiple of 8).
@@ -123,12 +123,12 @@ impl SqueezeExcitation {
     /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         // On burn-flex, a native kernel scales the feature map in place.
-        let x = match kernels::squeeze_excitation(self, x) {
-            Ok(y) => return y,
-            Err(x) => x,
+        let x = match native::squeeze_excitation(self, x) {
+            Outcome::Computed(y) => return y,
+            Outcome::Declined(x) => x,
         };
         // In training on burn-flex, one differentiable operation of the training kernels.
-        if let Some(y) = kernels::training::squeeze_excitation(self, &x) {
+        if let Some(y) = native::training::squeeze_excitation(self, &x) {
             return y;
         }
         let scale = adaptive_avg_pool2d(x.clone(), [1, 1]);

@@ -4,7 +4,7 @@
 use burn::tensor::Tensor;
 use burn::tensor::module::adaptive_avg_pool2d;
 
-use crate::kernels;
+use crate::native;
 use crate::torch_paths::torchvision_module;
 use crate::{BatchNormSpec, Conv2dNormActivation, Error, InvertedResidual};
 
@@ -203,11 +203,15 @@ impl Features {
         if let Err(error) = self.check_input(x.dims()) {
             panic!("{error}");
         }
-        kernels::forward_on_thread_pool(x.is_autodiff(), || {
-            let x = self.stem.forward(x);
-            let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
-            self.last_conv.forward(x)
-        })
+        native::forward_on_thread_pool(x.is_autodiff(), || self.forward_on_caller(x))
+    }
+
+    /// [`forward`](Self::forward) without entering the thread pool or checking the input: for
+    /// the public forwards that have done both already.
+    pub(crate) fn forward_on_caller(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.stem.forward(x);
+        let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
+        self.last_conv.forward(x)
     }
 }
 

@@ -14,8 +14,8 @@ use super::tables::{
     MOBILENET_V3_STEM_CHANNELS, minimal,
 };
 use crate::init;
-use crate::kernels;
 use crate::make_divisible::{CHANNEL_DIVISOR, make_divisible};
+use crate::native;
 use crate::summary::{ModelSummary, linear_row, pool_row};
 use crate::torch_paths::torchvision_module;
 use crate::{
@@ -448,9 +448,12 @@ impl MobileNetV3 {
     /// assert_eq!(probabilities.dims(), [2, 1000]);
     /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        // The head too runs on the thread pool (see `kernels::run_on_thread_pool`).
-        kernels::forward_on_thread_pool(x.is_autodiff(), || {
-            self.forward_head(self.forward_features(x))
+        if let Err(error) = self.features.check_input(x.dims()) {
+            panic!("{error}");
+        }
+        // The head too runs on the thread pool (see `native::run_on_thread_pool`): entered once.
+        native::forward_on_thread_pool(x.is_autodiff(), || {
+            self.forward_head(self.features.forward_on_caller(x))
         })
     }
 

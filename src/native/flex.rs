@@ -1,6 +1,7 @@
 //! The bridge between burn tensors and the kernels: borrow burn-flex's `f32` buffers, check that
 //! a layer fits a kernel, wrap the result back into a tensor. Every check happens before the
-//! input is given up, so a layer that does not fit gets its input back unchanged.
+//! input is given up, so a layer that does not fit gets its input back unchanged
+//! ([`Outcome::Declined`]).
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
@@ -8,10 +9,24 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, TensorData};
 
-use super::conv::{ConvGeometry, Epilogue, dense, pointwise};
-use super::direct::{self, DIRECT_MAX_TAPS, depthwise};
-use super::elementwise::{SqueezeExcitationWeights, squeeze_excitation as se_in_place};
+use super::Outcome;
+use crate::kernels::conv::{ConvGeometry, Epilogue, dense, pointwise};
+use crate::kernels::direct::{self, DIRECT_MAX_TAPS, depthwise};
+use crate::kernels::elementwise::{
+    Nonlinearity, SqueezeExcitationWeights, squeeze_excitation as se_in_place,
+};
 use crate::{Activation, SqueezeExcitation};
+
+impl From<Activation> for Nonlinearity {
+    fn from(activation: Activation) -> Self {
+        match activation {
+            Activation::ReLU => Nonlinearity::ReLU,
+            Activation::ReLU6 => Nonlinearity::ReLU6,
+            Activation::HardSwish => Nonlinearity::HardSwish,
+            Activation::Identity => Nonlinearity::Identity,
+        }
+    }
+}
 
 /// The tensor's burn-flex buffer, contiguous, if it lives on burn-flex as `f32` without autodiff.
 fn flex_f32<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {
@@ -69,24 +84,22 @@ pub(crate) fn geometry(conv: &Conv2d, dims: [usize; 4]) -> Option<ConvGeometry> 
     })
 }
 
-/// `activation(conv(x) + residual)` with a native kernel, or `Err(x)` when one does not apply
-/// (not on burn-flex, kernels off, a grouped convolution that is not depthwise, `Same` padding,
-/// a shape burn itself would reject).
-// `Err` hands the caller's input back (moved, not copied) for burn's path.
-#[allow(clippy::result_large_err)]
+/// `activation(conv(x) + residual)` with a native kernel, or [`Outcome::Declined`] when one does
+/// not apply (not on burn-flex, kernels off, a grouped convolution that is not depthwise, `Same`
+/// padding, a shape burn itself would reject).
 pub(crate) fn conv2d(
     conv: &Conv2d,
     activation: Activation,
     x: Tensor<4>,
     residual: Option<&Tensor<4>>,
-) -> Result<Tensor<4>, Tensor<4>> {
+) -> Outcome {
     // The kernels have no backward: a tensor that records a graph stays on burn's path.
     if !super::enabled() || x.is_autodiff() {
-        return Err(x);
+        return Outcome::Declined(x);
     }
     let dims = x.dims();
     let Some(geometry) = geometry(conv, dims) else {
-        return Err(x);
+        return Outcome::Declined(x);
     };
     let weight_dims = conv.weight.dims();
     let is_depthwise = conv.groups == geometry.in_channels
@@ -110,36 +123,36 @@ pub(crate) fn conv2d(
     let kernel = if is_pointwise {
         pointwise
     } else if residual.is_some() {
-        return Err(x);
+        return Outcome::Declined(x);
     } else if is_depthwise {
         if !direct::supports(&geometry) {
-            return Err(x);
+            return Outcome::Declined(x);
         }
         depthwise
     } else if !is_dense {
-        return Err(x);
+        return Outcome::Declined(x);
     } else if taps <= DIRECT_MAX_TAPS && direct::supports(&geometry) {
         direct::direct
     } else {
         dense
     };
     if residual.is_some_and(|residual| residual.dims() != out_shape) {
-        return Err(x);
+        return Outcome::Declined(x);
     }
     let bias = conv.bias.as_ref().map(|bias| flex_f32(&bias.val()));
     let residual = residual.map(flex_f32);
     let (Some(input), Some(weight)) = (flex_f32(&x), flex_f32(&conv.weight.val())) else {
-        return Err(x);
+        return Outcome::Declined(x);
     };
     // A bias or residual that is not on burn-flex as f32 sends the layer to burn's path too.
     if matches!(bias, Some(None)) || matches!(residual, Some(None)) {
-        return Err(x);
+        return Outcome::Declined(x);
     }
     let (bias, residual) = (bias.flatten(), residual.flatten());
     let epilogue = Epilogue {
         bias: bias.as_ref().map(values),
         residual: residual.as_ref().map(values),
-        activation,
+        activation: activation.into(),
     };
     let output = kernel(
         values(&input),
@@ -149,18 +162,15 @@ pub(crate) fn conv2d(
         epilogue,
     );
     super::count_layer();
-    Ok(into_tensor(output, out_shape))
+    Outcome::Computed(into_tensor(output, out_shape))
 }
 
-/// Squeeze-and-excitation with the native kernel, in place when `x` is not shared, or `Err(x)`.
-#[allow(clippy::result_large_err)]
-pub(crate) fn squeeze_excitation(
-    se: &SqueezeExcitation,
-    x: Tensor<4>,
-) -> Result<Tensor<4>, Tensor<4>> {
+/// Squeeze-and-excitation with the native kernel, in place when `x` is not shared, or
+/// [`Outcome::Declined`].
+pub(crate) fn squeeze_excitation(se: &SqueezeExcitation, x: Tensor<4>) -> Outcome {
     // The kernels have no backward: a tensor that records a graph stays on burn's path.
     if !super::enabled() || x.is_autodiff() {
-        return Err(x);
+        return Outcome::Declined(x);
     }
     let dims = x.dims();
     let channels = dims[1];
@@ -168,10 +178,10 @@ pub(crate) fn squeeze_excitation(
     let [fc2_out, fc2_in, ..] = se.fc2.weight.dims();
     let is_linear = |conv: &Conv2d| conv.kernel_size == [1, 1] && conv.groups == 1;
     if fc1_in != channels || fc2_out != channels || fc2_in != squeeze {
-        return Err(x);
+        return Outcome::Declined(x);
     }
     if !is_linear(&se.fc1) || !is_linear(&se.fc2) || dims[2] * dims[3] == 0 {
-        return Err(x);
+        return Outcome::Declined(x);
     }
     let tensors = (
         flex_f32(&se.fc1.weight.val()),
@@ -180,10 +190,10 @@ pub(crate) fn squeeze_excitation(
         se.fc2.bias.as_ref().and_then(|bias| flex_f32(&bias.val())),
     );
     let (Some(fc1_weight), Some(fc1_bias), Some(fc2_weight), Some(fc2_bias)) = tensors else {
-        return Err(x);
+        return Outcome::Declined(x);
     };
     let Some(mut input) = flex_f32(&x) else {
-        return Err(x);
+        return Outcome::Declined(x);
     };
     // Drop our handle so that, unless the caller kept a clone, the buffer is ours to scale.
     drop(x);
@@ -206,5 +216,5 @@ pub(crate) fn squeeze_excitation(
         se_in_place(image, channels, &weights);
     }
     super::count_layer();
-    Ok(Tensor::from_primitive::<Flex>(input))
+    Outcome::Computed(Tensor::from_primitive::<Flex>(input))
 }

@@ -21,12 +21,11 @@ use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
-use super::conv::{ConvGeometry, Epilogue, pointwise};
-use super::direct::{self, depthwise};
-use super::elementwise::SqueezeExcitationWeights;
 use super::flex::{contiguous, geometry, values};
-use super::train::{self, MapDims, NormStatistics, SqueezeSaved};
-use crate::Activation;
+use crate::kernels::conv::{ConvGeometry, Epilogue, pointwise};
+use crate::kernels::direct::{self, depthwise};
+use crate::kernels::elementwise::{Nonlinearity, SqueezeExcitationWeights};
+use crate::kernels::train::{self, MapDims, NormStatistics, SqueezeSaved};
 
 /// Which training kernel a convolution takes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,7 +59,7 @@ pub(crate) trait TrainingOps: Backend {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
-        activation: Activation,
+        activation: Nonlinearity,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// Squeeze-and-excitation: `x * clamp(fc2(relu(fc1(mean(x)))) * gate[0] + gate[1], 0, 1)`.
@@ -89,7 +88,7 @@ fn conv_forward(x: &FlexTensor, weight: &FlexTensor, conv: &TrainConv) -> FlexTe
     let epilogue = Epilogue {
         bias: None,
         residual: None,
-        activation: Activation::Identity,
+        activation: Nonlinearity::Identity,
     };
     let output = match conv {
         TrainConv::Pointwise(_) => pointwise(values(x), batch, geometry, values(weight), epilogue),
@@ -111,7 +110,7 @@ fn norm_act_forward(
     gamma: &FlexTensor,
     beta: &FlexTensor,
     epsilon: f64,
-    activation: Activation,
+    activation: Nonlinearity,
 ) -> (FlexTensor, NormStatistics) {
     let dims = map_dims(z);
     let statistics = train::norm_statistics(values(z), dims, values(gamma), values(beta), epsilon);
@@ -137,7 +136,7 @@ impl TrainingOps for Flex {
         gamma: FlexTensor,
         beta: FlexTensor,
         epsilon: f64,
-        activation: Activation,
+        activation: Nonlinearity,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (z, gamma, beta) = (contiguous(z), contiguous(gamma), contiguous(beta));
         let (y, statistics) = norm_act_forward(&z, &gamma, &beta, epsilon, activation);
@@ -259,7 +258,7 @@ impl Backward<Flex, 2> for ConvBackward {
 struct NormActBackward;
 
 impl Backward<Flex, 3> for NormActBackward {
-    type State = (FlexTensor, FlexTensor, NormStatistics, Activation);
+    type State = (FlexTensor, FlexTensor, NormStatistics, Nonlinearity);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_z, node_gamma, node_beta] = ops.parents;
@@ -316,7 +315,7 @@ impl<C: CheckpointStrategy> TrainingOps for Autodiff<Flex, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
-        activation: Activation,
+        activation: Nonlinearity,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let prepared = NormActBackward
             .prepare::<C>([z.node(), gamma.node(), beta.node()])
@@ -436,7 +435,7 @@ pub(crate) fn squeeze_excitation(se: &SqueezeExcitation, x: &Tensor<4>) -> Optio
 /// variance)`, or `None` when they do not apply.
 pub(crate) fn norm_act(
     norm: &BatchNorm,
-    activation: Activation,
+    activation: crate::Activation,
     z: &Tensor<4>,
 ) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
     if !applies(z) {
@@ -448,7 +447,7 @@ pub(crate) fn norm_act(
         norm.gamma.val().into_dispatch(),
         norm.beta.val().into_dispatch(),
         norm.epsilon,
-        activation,
+        activation.into(),
     );
     Some((
         Tensor::from_dispatch(y),
@@ -460,6 +459,7 @@ pub(crate) fn norm_act(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Activation;
     use burn::module::Param;
     use burn::nn::conv::Conv2dConfig;
     use burn::nn::{BatchNormConfig, PaddingConfig2d};
@@ -665,20 +665,5 @@ mod tests {
             );
             assert_close(a, e, what);
         }
-    }
-
-    /// Gradients at the kinks are ATen's: ReLU6 passes none at exactly 0 and 6, h-swish's is
-    /// `x / 3 + 0.5` from -3 to 3 inclusive and 0 below.
-    #[test]
-    fn activation_gradients_at_the_kinks_are_atens() {
-        let at = |activation, x: f32| train::activation_grad(x, 1.0, activation);
-        assert_eq!(at(Activation::ReLU6, 0.0), 0.0);
-        assert_eq!(at(Activation::ReLU6, 6.0), 0.0);
-        assert_eq!(at(Activation::ReLU6, 5.5), 1.0);
-        assert_eq!(at(Activation::ReLU, 0.0), 0.0);
-        assert_eq!(at(Activation::HardSwish, -3.0), -0.5);
-        assert_eq!(at(Activation::HardSwish, -3.5), 0.0);
-        assert_eq!(at(Activation::HardSwish, 3.0), 1.5);
-        assert_eq!(at(Activation::HardSwish, 3.5), 1.0);
     }
 }

@@ -1,0 +1,324 @@
+//! Where the layers meet the native CPU kernels: the layers of this crate hand their tensors
+//! here first, and fall back to burn's operations when a kernel does not apply.
+//!
+//! burn-flex runs each operation of a layer as its own pass with its own output buffer: a
+//! convolution, then the bias, then `relu` and `clamp_max`, each reading and writing the whole
+//! feature map, and its depthwise convolution reads strided columns one at a time. The kernels
+//! compute a whole [`Conv2dNormActivation`](crate::Conv2dNormActivation) (once its BatchNorm is
+//! folded by `fuse`), the projection with its residual add, and squeeze-and-excitation, each in
+//! one pass over the output, on burn-flex's own buffers (no copy in or out). See
+//! `docs/performance.md` for what each step gained.
+//!
+//! They apply when the input lives on burn-flex as `f32` without autodiff and the layer has no
+//! BatchNorm left; everything else (ndarray, wgpu, training, unfused models) takes burn's path, so
+//! results never depend on which ran beyond float rounding (the tests compare both).
+//!
+//! Training has kernels of its own, with backward steps: on burn-flex with autodiff, BatchNorm
+//! with its activation, 1x1 and depthwise convolutions and squeeze-and-excitation run as
+//! differentiable operations registered through burn's backend-extension point (see
+//! [`LayerCounts::training`] and `docs/training.md`).
+//!
+//! Whether the kernels are used is a choice per call: [`with_kernels`] runs a closure with them
+//! on or off, and [`count_layers`] counts the layers they computed in a closure. Neither touches
+//! other threads' calls. The environment variable [`KERNELS_ENV`] sets the default for the whole
+//! process (`MOBILENET_BURN_KERNELS=burn` turns them off, to measure burn's own operations).
+//!
+//! The kernels themselves (crate-private `kernels` module) work on plain slices and know nothing
+//! of burn; this module is the only place that borrows burn-flex's buffers and decides whether a
+//! layer fits a kernel.
+
+#[cfg(feature = "flex")]
+mod autodiff;
+#[cfg(feature = "flex")]
+mod flex;
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+/// Environment variable read once for the process default: `burn` turns the native kernels off,
+/// anything else (or nothing) leaves them on. [`with_kernels`] overrides it for one call.
+pub const KERNELS_ENV: &str = "MOBILENET_BURN_KERNELS";
+
+/// How many layers the native kernels computed; see [`count_layers`].
+///
+/// ```
+/// use burn::module::Module;
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::{MobileNetV3Config, native};
+///
+/// let device = Device::flex().autodiff();
+/// let model = MobileNetV3Config::small().init(&device).train();
+/// let (_, counts) = native::count_layers(|| model.forward(Tensor::zeros([2, 3, 32, 32], &device)));
+/// // Training never takes the inference kernels.
+/// assert_eq!(counts.inference, 0);
+/// println!("{} layers on the training kernels", counts.training);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerCounts {
+    /// Layers computed by the inference kernels (a fused model on burn-flex runs every
+    /// convolution and squeeze-and-excitation there).
+    pub inference: u64,
+    /// Convolutions, batch norms and squeeze-and-excitations computed as differentiable
+    /// operations of the training kernels (a forward on `Device::flex().autodiff()`).
+    pub training: u64,
+}
+
+/// The choice and the counts in effect on one thread.
+#[derive(Debug, Clone, Copy, Default)]
+struct Scope {
+    /// `Some` inside [`with_kernels`]; `None` means the process default.
+    enabled: Option<bool>,
+    counts: LayerCounts,
+}
+
+thread_local! {
+    static SCOPE: Cell<Scope> = const {
+        Cell::new(Scope { enabled: None, counts: LayerCounts { inference: 0, training: 0 } })
+    };
+}
+
+/// Restores a thread's [`Scope`] when dropped, so that a panic inside a scope cannot leak its
+/// choice into later calls on the same thread.
+struct Restore(Scope);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        SCOPE.with(|scope| scope.set(self.0));
+    }
+}
+
+/// Runs `op` in `scope`, and returns what it returned with the layers counted meanwhile.
+fn in_scope<R>(scope: Scope, op: impl FnOnce() -> R) -> (R, LayerCounts) {
+    let restore = Restore(SCOPE.with(|current| current.replace(scope)));
+    let result = op();
+    let counts = SCOPE.with(Cell::get).counts;
+    drop(restore);
+    (result, counts)
+}
+
+/// Adds `counts` to the current thread's.
+fn add_counts(counts: LayerCounts) {
+    SCOPE.with(|scope| {
+        let mut current = scope.get();
+        current.counts.inference += counts.inference;
+        current.counts.training += counts.training;
+        scope.set(current);
+    });
+}
+
+/// The process default: on, unless [`KERNELS_ENV`] says `burn` (read once).
+fn default_enabled() -> bool {
+    static DEFAULT: OnceLock<bool> = OnceLock::new();
+    *DEFAULT.get_or_init(|| std::env::var(KERNELS_ENV).map_or(true, |value| value != "burn"))
+}
+
+/// Whether the native kernels are used where they apply, here and now: the innermost
+/// [`with_kernels`] around this call decides, else the process default ([`KERNELS_ENV`]).
+/// Always `false` without the `flex` feature.
+///
+/// ```
+/// use mobilenet_burn::native;
+///
+/// println!("native kernels: {}", if native::enabled() { "on" } else { "off" });
+/// assert!(!native::with_kernels(false, native::enabled));
+/// ```
+pub fn enabled() -> bool {
+    cfg!(feature = "flex")
+        && SCOPE
+            .with(Cell::get)
+            .enabled
+            .unwrap_or_else(default_enabled)
+}
+
+/// Runs `op` with the native kernels turned on or off for every layer it runs, including the
+/// forwards it starts on rayon's thread pool (a model's `forward` carries the choice there),
+/// then restores the previous choice. Calls on other threads are not affected, so tests and
+/// services can compare both paths side by side. Off, every layer runs burn's own operations;
+/// outputs agree within float rounding either way.
+///
+/// Layers that `op` runs inside its own rayon tasks (`par_iter` closures) see the process
+/// default, not this choice: wrap the work inside each task instead.
+///
+/// ```
+/// use burn::tensor::{Device, Distribution, Tensor, Tolerance};
+/// use mobilenet_burn::{MobileNetV3Config, native};
+///
+/// let device = Device::flex();
+/// let model = MobileNetV3Config::small().init(&device).fuse();
+/// let x = Tensor::<4>::random([1, 3, 64, 64], Distribution::Default, &device);
+/// let burn_ops = native::with_kernels(false, || model.forward(x.clone()));
+/// let kernels = native::with_kernels(true, || model.forward(x));
+/// kernels.into_data().assert_approx_eq::<f32>(&burn_ops.into_data(), Tolerance::absolute(1e-4));
+/// ```
+pub fn with_kernels<R>(enabled: bool, op: impl FnOnce() -> R) -> R {
+    let scope = Scope {
+        enabled: Some(enabled),
+        counts: LayerCounts::default(),
+    };
+    let (result, counts) = in_scope(scope, op);
+    add_counts(counts);
+    result
+}
+
+/// Runs `op` and counts the layers the native kernels computed meanwhile, on this thread and in
+/// the forwards it starts on the thread pool: a way to check that a model takes the fast path.
+/// Counts of other threads' calls are not included.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::{MobileNetV3Config, native};
+///
+/// let device = Device::flex();
+/// let model = MobileNetV3Config::small().init(&device).fuse();
+/// let (_, counts) = native::count_layers(|| model.forward(Tensor::zeros([1, 3, 64, 64], &device)));
+/// if native::enabled() {
+///     // The stem, 11 blocks (expansion, depthwise, SE, projection), the last convolution.
+///     assert!(counts.inference > 40);
+/// }
+/// assert_eq!(counts.training, 0);
+/// ```
+pub fn count_layers<R>(op: impl FnOnce() -> R) -> (R, LayerCounts) {
+    let current = SCOPE.with(Cell::get);
+    let (result, counts) = in_scope(
+        Scope {
+            counts: LayerCounts::default(),
+            ..current
+        },
+        op,
+    );
+    add_counts(counts);
+    (result, counts)
+}
+
+#[cfg(feature = "flex")]
+fn count_layer() {
+    add_counts(LayerCounts {
+        inference: 1,
+        training: 0,
+    });
+}
+
+#[cfg(feature = "flex")]
+fn count_training_layer() {
+    add_counts(LayerCounts {
+        inference: 0,
+        training: 1,
+    });
+}
+
+/// Runs `op` on a worker of rayon's global thread pool when the native kernels are on and the
+/// caller is not a worker already; otherwise just runs it. The choice of [`with_kernels`] and
+/// the counts of [`count_layers`] travel with it. The models' public forwards do this
+/// themselves, once each; use it to run several layers by hand (timing stages, say) at the speed
+/// they run inside `forward`.
+///
+/// Every layer splits its work over that pool. Called from outside it, each of the ~100 layers
+/// of a network hands its work to the pool and puts the calling thread to sleep until it is
+/// done: two context switches per layer, and on two cores a third thread competing with the two
+/// workers. From inside, a layer's work is shared between the running worker and one that
+/// steals it. This alone took MobileNetV2 at batch 1 from about 11 to 9 ms on a 2-core machine.
+///
+/// ```
+/// use burn::tensor::{Device, Distribution, Tensor};
+/// use mobilenet_burn::{MobileNetV3Config, native};
+///
+/// let device = Device::flex();
+/// let model = MobileNetV3Config::small().init(&device).fuse();
+/// let x = Tensor::<4>::random([1, 3, 64, 64], Distribution::Default, &device);
+/// let stem = native::run_on_thread_pool(|| model.features.stem.forward(x));
+/// assert_eq!(stem.dims(), [1, 16, 32, 32]);
+/// ```
+pub fn run_on_thread_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
+    #[cfg(feature = "flex")]
+    if enabled() && rayon::current_thread_index().is_none() {
+        let scope = Scope {
+            counts: LayerCounts::default(),
+            ..SCOPE.with(Cell::get)
+        };
+        // On the worker, `op` runs in the caller's scope: a worker that steals this job while
+        // it waits inside another forward restores that forward's scope afterwards.
+        let (result, counts) = rayon::scope(|_| in_scope(scope, op));
+        add_counts(counts);
+        return result;
+    }
+    op()
+}
+
+/// [`run_on_thread_pool`] for a forward pass, except that a training forward (`autodiff`: its
+/// input records a graph) stays on the caller's thread: burn's BatchNorm files each running-statistics
+/// update under the thread that made it and averages the threads' pending updates when it
+/// synchronizes, so successive training steps on whichever pool worker picks them up would be
+/// averaged rather than applied in turn. The native kernels never run in training anyway.
+pub(crate) fn forward_on_thread_pool<R: Send>(autodiff: bool, op: impl FnOnce() -> R + Send) -> R {
+    if autodiff {
+        op()
+    } else {
+        run_on_thread_pool(op)
+    }
+}
+
+/// What a native kernel did with a layer's input: computed the layer, or declined it and handed
+/// the input back (moved, not copied) for burn's operations.
+pub(crate) enum Outcome {
+    /// The layer's output. (Only the burn-flex bridge computes anything.)
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
+    Computed(burn::tensor::Tensor<4>),
+    /// The input, untouched: the kernels are off, or the layer or tensor does not fit them.
+    Declined(burn::tensor::Tensor<4>),
+}
+
+#[cfg(feature = "flex")]
+pub(crate) use flex::{conv2d, squeeze_excitation};
+
+/// Training kernels for burn-flex's autodiff, or `None` where they do not apply.
+#[cfg(feature = "flex")]
+pub(crate) mod training {
+    pub(crate) use super::autodiff::{conv, norm_act, squeeze_excitation};
+}
+
+/// Without burn-flex every layer trains on burn's operations.
+#[cfg(not(feature = "flex"))]
+pub(crate) mod training {
+    use burn::nn::BatchNorm;
+    use burn::nn::conv::Conv2d;
+    use burn::tensor::Tensor;
+
+    pub(crate) fn conv(_conv: &Conv2d, _x: &Tensor<4>) -> Option<Tensor<4>> {
+        None
+    }
+
+    pub(crate) fn norm_act(
+        _norm: &BatchNorm,
+        _activation: crate::Activation,
+        _z: &Tensor<4>,
+    ) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
+        None
+    }
+
+    pub(crate) fn squeeze_excitation(
+        _se: &crate::SqueezeExcitation,
+        _x: &Tensor<4>,
+    ) -> Option<Tensor<4>> {
+        None
+    }
+}
+
+/// Without burn-flex there is nothing to accelerate: every layer takes burn's path.
+#[cfg(not(feature = "flex"))]
+pub(crate) fn conv2d(
+    _conv: &burn::nn::conv::Conv2d,
+    _activation: crate::Activation,
+    x: burn::tensor::Tensor<4>,
+    _residual: Option<&burn::tensor::Tensor<4>>,
+) -> Outcome {
+    Outcome::Declined(x)
+}
+
+/// Without burn-flex there is nothing to accelerate: every layer takes burn's path.
+#[cfg(not(feature = "flex"))]
+pub(crate) fn squeeze_excitation(
+    _se: &crate::SqueezeExcitation,
+    x: burn::tensor::Tensor<4>,
+) -> Outcome {
+    Outcome::Declined(x)
+}
