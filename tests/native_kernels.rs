@@ -63,3 +63,50 @@ fn native_kernels_match_torchvision_and_burn() {
         );
     }
 }
+
+/// The band kernel for whole inverted residual blocks (`kernels::fused`) takes batches of at
+/// least two images per thread, which the cases above (batches of 2 and 3) do not reach on two
+/// threads: here a 2-thread pool and a batch of 4, on every fixture model with torchvision's
+/// weights (MobileNetV2: every block; V3: its blocks without SE), against the layers one at a
+/// time (each image alone, checked against torchvision above) and burn's own operations.
+#[test]
+fn fused_blocks_match_the_layers_at_larger_batches() {
+    use burn::tensor::{Distribution, Tensor};
+
+    let device = Device::flex();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("thread pool");
+    let mut fused_blocks = 0;
+    for case in cases() {
+        let model = case.load(&device).fuse();
+        let x = Tensor::<4>::random([4, 3, 72, 56], Distribution::Normal(0.0, 1.0), &device);
+        let (fused, counts) =
+            pool.install(|| native::count_layers(|| model.forward_features(x.clone())));
+        // One image at a time: fewer images than threads, so the layers run one by one.
+        let (alone, alone_counts) = pool.install(|| {
+            native::count_layers(|| {
+                let images =
+                    (0..4).map(|image| model.forward_features(x.clone().narrow(0, image, 1)));
+                Tensor::cat(images.collect(), 0)
+            })
+        });
+        assert_eq!(alone_counts.fused_blocks, 0);
+        let burn = native::with_kernels(false, || model.forward_features(x));
+        let (diff, scale) = max_abs_diff(fused.clone(), alone);
+        let (burn_diff, _) = max_abs_diff(fused, burn);
+        println!(
+            "{}: {} fused blocks, vs the layers {diff:.2e}, vs burn {burn_diff:.2e} (scale {scale:.2})",
+            case.name, counts.fused_blocks
+        );
+        assert!(diff <= 1e-6 * scale, "{}: vs the layers {diff}", case.name);
+        assert!(
+            burn_diff <= TORCHVISION_TOLERANCE * scale,
+            "{}: vs burn {burn_diff}",
+            case.name
+        );
+        fused_blocks += counts.fused_blocks;
+    }
+    assert!(fused_blocks > 0, "no block took the band kernel");
+}

@@ -61,7 +61,7 @@ pub(crate) struct Epilogue<'a> {
 /// `segment = activation(segment + bias[channel] + residual[channel, column..])`: part of one
 /// output row, starting at pixel `column` of a `pixels`-wide row.
 #[inline(always)]
-fn epilogue_segment<M: MulAdd>(
+pub(crate) fn epilogue_segment<M: MulAdd>(
     segment: &mut [f32],
     channel: usize,
     column: usize,
@@ -186,6 +186,56 @@ unsafe fn gemm_into(
     }
 }
 
+/// `dst[m, n] = lhs[m, k] · rhs[k, n]` on one thread: `lhs` contiguous, `rhs` rows
+/// `rhs_stride` apart and `dst` rows `dst_stride` apart (blocks of columns of wider matrices).
+/// Writes every element of the `m x n` block of `dst` (zeros if `k == 0`) and reads none of it.
+///
+/// # Safety
+/// `lhs` must hold `m * k` values; `rhs` rows `0..k` and `dst` rows `0..m` must each hold `n`
+/// values at their stride; the `dst` block must not overlap the others or be accessed by anyone
+/// else meanwhile.
+pub(crate) unsafe fn gemm_strided(
+    dst: *mut f32,
+    dst_stride: usize,
+    lhs: &[f32],
+    rhs: *const f32,
+    rhs_stride: usize,
+    [m, k, n]: [usize; 3],
+) {
+    assert!(lhs.len() >= m * k);
+    if k == 0 {
+        for row in 0..m {
+            // SAFETY: row `row` of the `dst` block, `n` values, as the caller guarantees.
+            unsafe { std::ptr::write_bytes(dst.add(row * dst_stride), 0, n) };
+        }
+        return;
+    }
+    // SAFETY: as the caller guarantees; with `read_dst` false gemm only writes `dst`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_stride as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs,
+            1,
+            rhs_stride as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 /// `slice`, which the caller has just written in full, as initialized values.
 ///
 /// # Safety
@@ -276,7 +326,7 @@ const MIN_ROWS_PER_TASK: usize = 32;
 
 /// A raw pointer that may cross threads: tasks write disjoint parts of one output.
 #[derive(Clone, Copy)]
-struct SharedOutput(*mut f32);
+pub(crate) struct SharedOutput(pub(crate) *mut f32);
 // SAFETY: every task writes only its own rows or columns of the output (see `pointwise_image`).
 unsafe impl Send for SharedOutput {}
 unsafe impl Sync for SharedOutput {}
@@ -284,7 +334,7 @@ unsafe impl Sync for SharedOutput {}
 impl SharedOutput {
     /// The element at `offset`. (A method, so that closures capture the `Send` wrapper rather
     /// than its raw pointer field.)
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }

@@ -310,6 +310,43 @@ pub(crate) fn depthwise(
     unsafe { filled_by(batch * channels * out_pixels, fill) }
 }
 
+/// [`depthwise`] on one image, on the calling thread, into `out` (`[channels, out_pixels]`),
+/// writing every element of it or panicking. For callers that are parallel already (one task per
+/// band of a fused block).
+///
+/// # Panics
+/// If `out` is not `channels * out_pixels` long or `x` is shorter than one input image.
+pub(crate) fn depthwise_image(
+    x: &[f32],
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    epilogue: Epilogue,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let channels = geometry.in_channels;
+    let (in_pixels, out_pixels) = (geometry.in_pixels(), geometry.out_pixels());
+    assert!(
+        out_pixels > 0 && out.len() == channels * out_pixels && x.len() >= channels * in_pixels
+    );
+    let taps = geometry.kernel[0] * geometry.kernel[1];
+    let layout = PhaseLayout::new(geometry);
+    let offsets = layout.tap_offsets(geometry);
+    let mut scratch = Scratch::default();
+    for (channel, plane_out) in out.chunks_exact_mut(out_pixels).enumerate() {
+        dispatch!(depthwise_plane(
+            &x[channel * in_pixels..(channel + 1) * in_pixels],
+            plane_out,
+            &weight[channel * taps..(channel + 1) * taps],
+            epilogue.bias.map_or(0.0, |bias| bias[channel]),
+            geometry,
+            &layout,
+            &offsets,
+            &mut scratch,
+            epilogue.activation
+        ));
+    }
+}
+
 /// Taps (input channels x kernel) above which a `groups == 1` convolution goes to im2col and
 /// a matrix multiply instead: the direct kernel suits the stem, 3 channels x 3x3 = 27.
 pub(crate) const DIRECT_MAX_TAPS: usize = 64;

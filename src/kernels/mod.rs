@@ -8,6 +8,8 @@
 //! - `conv`: pointwise (1x1) convolutions through `gemm` and im2col convolutions, each with the
 //!   epilogue fused into the pass that writes the output.
 //! - `direct`: depthwise convolutions and the stem as 1-D convolutions over phase planes.
+//! - `fused`: an inverted residual block without squeeze-and-excitation (expansion, depthwise,
+//!   projection, residual) per band of rows, its expanded map never in memory in full.
 //! - `elementwise`: activations in place, and squeeze-and-excitation on one image.
 //! - `train`: the forward and backward steps of the training kernels (BatchNorm with its
 //!   activation, 1x1 and depthwise convolutions, squeeze-and-excitation).
@@ -18,5 +20,6 @@
 pub(crate) mod conv;
 pub(crate) mod direct;
 pub(crate) mod elementwise;
+pub(crate) mod fused;
 pub(crate) mod simd;
 pub(crate) mod train;

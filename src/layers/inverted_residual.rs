@@ -285,6 +285,11 @@ impl InvertedResidual {
     /// assert_eq!(block.forward(Tensor::zeros([2, 32, 7, 9], &device)).dims(), [2, 64, 4, 5]);
     /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        // Fused and without SE on burn-flex: the whole block in one pass per band of rows.
+        let x = match native::inverted_residual(self, x) {
+            Outcome::Computed(y) => return y,
+            Outcome::Declined(x) => x,
+        };
         let residual = self.use_residual.then(|| x.clone());
         self.project(self.hidden(x), residual)
     }

@@ -15,7 +15,8 @@ use crate::kernels::direct::{self, DIRECT_MAX_TAPS, depthwise};
 use crate::kernels::elementwise::{
     Nonlinearity, SqueezeExcitationWeights, squeeze_excitation as se_in_place,
 };
-use crate::{Activation, SqueezeExcitation};
+use crate::kernels::fused::{self, InvertedResidualWeights, Pointwise};
+use crate::{Activation, InvertedResidual, SqueezeExcitation};
 
 impl From<Activation> for Nonlinearity {
     fn from(activation: Activation) -> Self {
@@ -217,4 +218,117 @@ pub(crate) fn squeeze_excitation(se: &SqueezeExcitation, x: Tensor<4>) -> Outcom
     }
     super::count_layer();
     Outcome::Computed(Tensor::from_primitive::<Flex>(input))
+}
+
+/// A whole inverted residual block without squeeze-and-excitation, fused (BatchNorm folded),
+/// with the band kernel (`kernels::fused`): expansion, depthwise, projection and residual in one
+/// parallel region, the expanded map never in memory in full. [`Outcome::Declined`] for a block
+/// that has squeeze-and-excitation or BatchNorm left, or a shape the kernel does not take.
+pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outcome {
+    if !super::enabled() || x.is_autodiff() || block.squeeze_excitation.is_some() {
+        return Outcome::Declined(x);
+    }
+    let [batch, in_channels, height, width] = x.dims();
+    let expand_norm = block
+        .expand
+        .as_ref()
+        .is_some_and(|expand| expand.norm.is_some());
+    if expand_norm || block.depthwise.norm.is_some() || block.project_norm.is_some() {
+        return Outcome::Declined(x);
+    }
+    let is_pointwise = |conv: &Conv2d, cin: usize| {
+        let dims = conv.weight.dims();
+        conv.groups == 1
+            && conv.kernel_size == [1, 1]
+            && conv.stride == [1, 1]
+            && dims[1] == cin
+            && matches!(
+                conv.padding,
+                PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
+            )
+    };
+    let channels = block.depthwise.conv.weight.dims()[0];
+    if let Some(expand) = &block.expand
+        && (!is_pointwise(&expand.conv, in_channels) || expand.conv.weight.dims()[0] != channels)
+    {
+        return Outcome::Declined(x);
+    }
+    let Some(depthwise) = geometry(&block.depthwise.conv, [batch, channels, height, width]) else {
+        return Outcome::Declined(x);
+    };
+    let dw_dims = block.depthwise.conv.weight.dims();
+    let out_channels = block.project_conv.weight.dims()[0];
+    if block.depthwise.conv.groups != channels
+        || dw_dims[1] != 1
+        || !is_pointwise(&block.project_conv, channels)
+        || batch == 0
+    {
+        return Outcome::Declined(x);
+    }
+    let bias = |conv: &Conv2d| conv.bias.as_ref().map(|bias| flex_f32(&bias.val()));
+    let tensors = (
+        block.expand.as_ref().map(|expand| {
+            (
+                flex_f32(&expand.conv.weight.val()),
+                bias(&expand.conv),
+                expand.activation,
+            )
+        }),
+        flex_f32(&block.depthwise.conv.weight.val()),
+        bias(&block.depthwise.conv),
+        flex_f32(&block.project_conv.weight.val()),
+        bias(&block.project_conv),
+    );
+    let (expand, Some(dw_weight), dw_bias, Some(project_weight), project_bias) = tensors else {
+        return Outcome::Declined(x);
+    };
+    // Any parameter not on burn-flex as f32 sends the block to the per-layer path.
+    let missing = |bias: &Option<Option<FlexTensor>>| matches!(bias, Some(None));
+    if missing(&dw_bias)
+        || missing(&project_bias)
+        || expand
+            .as_ref()
+            .is_some_and(|(weight, bias, _)| weight.is_none() || missing(bias))
+    {
+        return Outcome::Declined(x);
+    }
+    let (dw_bias, project_bias) = (dw_bias.flatten(), project_bias.flatten());
+    let expand = expand.map(|(weight, bias, activation)| (weight, bias.flatten(), activation));
+    let Some(input) = flex_f32(&x) else {
+        return Outcome::Declined(x);
+    };
+    let weights = InvertedResidualWeights {
+        expand: expand.as_ref().and_then(|(weight, bias, activation)| {
+            Some(Pointwise {
+                weight: values(weight.as_ref()?),
+                bias: bias.as_ref().map(values),
+                activation: (*activation).into(),
+            })
+        }),
+        depthwise,
+        depthwise_weight: values(&dw_weight),
+        depthwise_bias: dw_bias.as_ref().map(values),
+        depthwise_activation: block.depthwise.activation.into(),
+        project_weight: values(&project_weight),
+        project_bias: project_bias.as_ref().map(values),
+        residual: block.use_residual,
+    };
+    if !fused::supports(&weights, in_channels, out_channels)
+        || !fused::worth_it(&weights, batch, rayon::current_num_threads())
+    {
+        return Outcome::Declined(x);
+    }
+    let output =
+        fused::inverted_residual(values(&input), batch, in_channels, out_channels, &weights);
+    // The block's layers: expansion (if any), depthwise, projection.
+    super::count_fused_block(2 + u64::from(block.expand.is_some()));
+    Outcome::Computed(into_tensor(
+        output,
+        [
+            batch,
+            out_channels,
+            depthwise.out_height,
+            depthwise.out_width,
+        ],
+    ))
 }

@@ -61,6 +61,10 @@ pub struct LayerCounts {
     /// Convolutions, batch norms and squeeze-and-excitations computed as differentiable
     /// operations of the training kernels (a forward on `Device::flex().autodiff()`).
     pub training: u64,
+    /// Inverted residual blocks (without squeeze-and-excitation) computed whole, one band of
+    /// rows at a time, their expanded map never in memory in full; their layers are counted in
+    /// `inference` too. Batches of at least two images per thread take this path.
+    pub fused_blocks: u64,
 }
 
 /// The choice and the counts in effect on one thread.
@@ -73,7 +77,10 @@ struct Scope {
 
 thread_local! {
     static SCOPE: Cell<Scope> = const {
-        Cell::new(Scope { enabled: None, counts: LayerCounts { inference: 0, training: 0 } })
+        Cell::new(Scope {
+            enabled: None,
+            counts: LayerCounts { inference: 0, training: 0, fused_blocks: 0 },
+        })
     };
 }
 
@@ -102,6 +109,7 @@ fn add_counts(counts: LayerCounts) {
         let mut current = scope.get();
         current.counts.inference += counts.inference;
         current.counts.training += counts.training;
+        current.counts.fused_blocks += counts.fused_blocks;
         scope.set(current);
     });
 }
@@ -194,15 +202,24 @@ pub fn count_layers<R>(op: impl FnOnce() -> R) -> (R, LayerCounts) {
 fn count_layer() {
     add_counts(LayerCounts {
         inference: 1,
-        training: 0,
+        ..LayerCounts::default()
+    });
+}
+
+#[cfg(feature = "flex")]
+fn count_fused_block(layers: u64) {
+    add_counts(LayerCounts {
+        inference: layers,
+        fused_blocks: 1,
+        ..LayerCounts::default()
     });
 }
 
 #[cfg(feature = "flex")]
 fn count_training_layer() {
     add_counts(LayerCounts {
-        inference: 0,
         training: 1,
+        ..LayerCounts::default()
     });
 }
 
@@ -314,7 +331,7 @@ pub(crate) enum Outcome {
 }
 
 #[cfg(feature = "flex")]
-pub(crate) use flex::{conv2d, squeeze_excitation};
+pub(crate) use flex::{conv2d, inverted_residual, squeeze_excitation};
 
 /// Training kernels for burn-flex's autodiff, or `None` where they do not apply.
 #[cfg(feature = "flex")]
@@ -356,6 +373,15 @@ pub(crate) fn conv2d(
     _activation: crate::Activation,
     x: burn::tensor::Tensor<4>,
     _residual: Option<&burn::tensor::Tensor<4>>,
+) -> Outcome {
+    Outcome::Declined(x)
+}
+
+/// Without burn-flex there is nothing to accelerate: every layer takes burn's path.
+#[cfg(not(feature = "flex"))]
+pub(crate) fn inverted_residual(
+    _block: &crate::InvertedResidual,
+    x: burn::tensor::Tensor<4>,
 ) -> Outcome {
     Outcome::Declined(x)
 }
