@@ -92,6 +92,26 @@ fn scale_plane<M: MulAdd>(plane: &mut [f32], scale: f32) {
     plane.iter_mut().for_each(|x| *x *= scale);
 }
 
+/// [`squeeze_excitation`] on every image of a batch (`images`: `[batch, channels, pixels]`), in
+/// place, the images in parallel: each image's own passes only split over threads when its map
+/// is large, so a batch of small maps would otherwise run on one thread.
+pub(crate) fn squeeze_excitation_images(
+    images: &mut [f32],
+    image_len: usize,
+    channels: usize,
+    weights: &SqueezeExcitationWeights,
+) {
+    if images.len() > image_len {
+        images
+            .par_chunks_exact_mut(image_len)
+            .for_each(|image| squeeze_excitation(image, channels, weights));
+    } else if image_len > 0 {
+        images
+            .chunks_exact_mut(image_len)
+            .for_each(|image| squeeze_excitation(image, channels, weights));
+    }
+}
+
 /// Squeeze-and-excitation on one image `[channels, pixels]`, in place: average each channel,
 /// `fc1` + ReLU, `fc2` + hard-sigmoid, scale each channel.
 pub(crate) fn squeeze_excitation(

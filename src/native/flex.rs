@@ -13,7 +13,7 @@ use super::Outcome;
 use crate::kernels::conv::{ConvGeometry, Epilogue, dense, pointwise};
 use crate::kernels::direct::{self, DIRECT_MAX_TAPS, depthwise};
 use crate::kernels::elementwise::{
-    Nonlinearity, SqueezeExcitationWeights, squeeze_excitation as se_in_place,
+    Nonlinearity, SqueezeExcitationWeights, squeeze_excitation_images as se_images,
 };
 use crate::kernels::fused::{self, InvertedResidualWeights, Pointwise};
 use crate::{Activation, InvertedResidual, SqueezeExcitation};
@@ -213,9 +213,7 @@ pub(crate) fn squeeze_excitation(se: &SqueezeExcitation, x: Tensor<4>) -> Outcom
         .unwrap_or((0, dims[0] * image_len));
     // Copy-on-write: copies only when the buffer is shared.
     let buffer = &mut input.storage_mut::<f32>()[start..end];
-    for image in buffer.chunks_exact_mut(image_len) {
-        se_in_place(image, channels, &weights);
-    }
+    se_images(buffer, image_len, channels, &weights);
     super::count_layer();
     Outcome::Computed(Tensor::from_primitive::<Flex>(input))
 }
