@@ -3,7 +3,7 @@
 and thread count, in one run, and prints a markdown table of medians and ratios ours/theirs.
 
     python3 scripts/compare_peers.py [--threads 2] [--batch 1] [--runs 50] [--rounds 3]
-                                     [--models v2,v3l,v3s]
+                                     [--models v2,v3l,v3s] [--memory]
 
 Needs (pip): torch, torchvision, onnx, onnxscript, onnxruntime, tract (the Python bindings of
 tract, the Rust ONNX runtime). Ours is `examples/latency.rs`, built here with
@@ -58,13 +58,42 @@ def median_ms(run, runs, warmup):
     return statistics.median(times)
 
 
-def ours(model, args, kernels):
+def ours_command(model, args, runs):
     binary = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release/examples/latency"
+    return [str(binary), "--model", model, "--batch", str(args.batch), "--size",
+            str(args.size), "--runs", str(runs), "--warmup", str(args.warmup)]
+
+
+def ours(model, args, kernels):
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), MOBILENET_BURN_KERNELS=kernels)
-    command = [str(binary), "--model", model, "--batch", str(args.batch), "--size",
-               str(args.size), "--runs", str(args.runs), "--warmup", str(args.warmup)]
-    output = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+    output = subprocess.run(ours_command(model, args, args.runs), env=env, check=True,
+                            capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])["median_ms"]
+
+
+def peak_rss_mib(command, env=None):
+    """Peak resident memory of a process running `command`, in MiB (its own `ru_maxrss`)."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed: {process.returncode}")
+    return usage.ru_maxrss / 1024
+
+
+ORT_RUN = """
+import sys, numpy as np, onnxruntime
+path, threads, batch, size, runs = sys.argv[1], *map(int, sys.argv[2:])
+options = onnxruntime.SessionOptions()
+options.intra_op_num_threads = threads
+options.inter_op_num_threads = 1
+options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+x = np.random.randn(batch, 3, size, size).astype(np.float32)
+for _ in range(runs):
+    session.run(None, {"input": x})
+"""
 
 
 def main():
@@ -78,6 +107,8 @@ def main():
                         help="time every runtime this many times; report each one's best median")
     parser.add_argument("--models", default="v2,v3l,v3s")
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--memory", action="store_true",
+                        help="also the peak RSS of a process running 20 forwards, ours vs ORT")
     args = parser.parse_args()
 
     import numpy as np
@@ -94,7 +125,7 @@ def main():
 
     shape = (args.batch, 3, args.size, args.size)
     x = torch.randn(shape)
-    rows = []
+    rows, memory = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.models.split(","):
             name = MODELS[key]
@@ -132,6 +163,12 @@ def main():
                 best = [min(b, m) for b, m in zip(best, medians)]
             native, burn_ops, eager, ort, tract_ms = best
             rows.append((name, native, burn_ops, eager, ort, tract_ms))
+            if args.memory:
+                env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+                ours_mib = peak_rss_mib(ours_command(key, args, 20), env)
+                ort_mib = peak_rss_mib([sys.executable, "-c", ORT_RUN, str(onnx_path),
+                                        str(args.threads), str(args.batch), str(args.size), "20"])
+                memory.append((name, ours_mib, ort_mib))
 
     print(f"\n{cpu_name()}, {os.cpu_count()} logical CPUs; "
           f"{args.threads} threads; batch {args.batch}, {args.size}x{args.size}; "
@@ -146,6 +183,17 @@ def main():
         print(f"| {name} | {native:.2f} ms | {burn_ops:.2f} ms | {eager:.2f} ms | {ort:.2f} ms | "
               f"{tract_ms:.2f} ms | {native / ort:.2f}x | {native / eager:.2f}x | "
               f"{native / tract_ms:.2f}x |")
+    if memory:
+        # The interpreter with numpy and onnxruntime imported, before any session: the part of
+        # ORT's figure that is Python's.
+        baseline = peak_rss_mib([sys.executable, "-c", "import numpy, onnxruntime"])
+        print(f"\nPeak RSS of a process running 20 forwards at batch {args.batch} (MiB; the "
+              f"Python process of ORT holds {baseline:.0f} MiB before its session):\n")
+        print("| model | ours | ONNX Runtime | ORT less Python's baseline | ours / (ORT less baseline) |")
+        print("|---|---:|---:|---:|---:|")
+        for name, ours_mib, ort_mib in memory:
+            print(f"| {name} | {ours_mib:.0f} | {ort_mib:.0f} | {ort_mib - baseline:.0f} | "
+                  f"{ours_mib / max(ort_mib - baseline, 1):.2f}x |")
 
 
 if __name__ == "__main__":
