@@ -108,6 +108,14 @@ fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1e3
 }
 
+/// This process's peak resident memory so far (`VmHWM`), in MiB; `None` off Linux.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 fn main() {
     let args = parse_args().unwrap_or_else(|error| {
         eprintln!("error: {error}\n{USAGE}");
@@ -174,7 +182,7 @@ fn main() {
         println!(
             "{{\"model\": \"{name}\", \"backend\": \"{}\", \"threads\": \"{threads}\", \
              \"batch\": {}, \"size\": {}, \"fused\": {}, \"runs\": {}, \"median_ms\": {:.3}, \
-             \"p10_ms\": {:.3}, \"p90_ms\": {:.3}, \"min_ms\": {:.3}}}",
+             \"p10_ms\": {:.3}, \"p90_ms\": {:.3}, \"min_ms\": {:.3}, \"peak_rss_mib\": {}}}",
             args.backend,
             args.batch,
             args.size,
@@ -184,6 +192,7 @@ fn main() {
             quantile_ms(&times, 0.1),
             quantile_ms(&times, 0.9),
             quantile_ms(&times, 0.0),
+            peak_rss_mib().map_or("null".to_string(), |mib| format!("{mib:.1}")),
         );
         if args.seconds > 0.0 {
             eprintln!("{name}: running for {} s more (profiling)...", args.seconds);

@@ -72,14 +72,11 @@ def ours(model, args, kernels):
 
 
 def peak_rss_mib(command, env=None):
-    """Peak resident memory of a process running `command`, in MiB (its own `ru_maxrss`)."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{command[0]} failed: {process.returncode}")
-    return usage.ru_maxrss / 1024
+    """Peak resident memory (`VmHWM`, in MiB) that a process running `command` reports as the
+    last line of its output (JSON with `peak_rss_mib`). The process reads it itself: a child's
+    `ru_maxrss` would include this big Python process, whose pages the fork copied."""
+    output = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])["peak_rss_mib"]
 
 
 ORT_RUN = """
@@ -93,7 +90,17 @@ session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionPr
 x = np.random.randn(batch, 3, size, size).astype(np.float32)
 for _ in range(runs):
     session.run(None, {"input": x})
+PEAK
 """
+
+# Prints the process's peak resident memory as JSON (Linux), as examples/latency does.
+PEAK = """
+import json
+with open("/proc/self/status") as status:
+    kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+print(json.dumps({"peak_rss_mib": kib / 1024}))
+"""
+ORT_RUN = ORT_RUN.replace("PEAK", PEAK)
 
 
 def main():
@@ -186,7 +193,7 @@ def main():
     if memory:
         # The interpreter with numpy and onnxruntime imported, before any session: the part of
         # ORT's figure that is Python's.
-        baseline = peak_rss_mib([sys.executable, "-c", "import numpy, onnxruntime"])
+        baseline = peak_rss_mib([sys.executable, "-c", "import numpy, onnxruntime\n" + PEAK])
         print(f"\nPeak RSS of a process running 20 forwards at batch {args.batch} (MiB; the "
               f"Python process of ORT holds {baseline:.0f} MiB before its session):\n")
         print("| model | ours | ONNX Runtime | ORT less Python's baseline | ours / (ORT less baseline) |")
