@@ -146,8 +146,8 @@ fn matmul<'a>(
 }
 
 /// `dst[m, n] = lhs[m, k] · rhs[k, n]`: `lhs` contiguous, `rhs` and `dst` with rows
-/// `row_stride` apart (a block of columns of wider matrices). Writes every element of the
-/// block and reads none of it.
+/// `row_stride` apart (a block of columns of wider matrices). With `k > 0`, writes every
+/// element of the block and reads none of it.
 ///
 /// # Safety
 /// `lhs` must hold `m * k` values; `rhs` and `dst` rows `0..k` and `0..m`, each `n` values long
@@ -156,8 +156,28 @@ unsafe fn gemm_into(
     dst: *mut f32,
     lhs: *const f32,
     rhs: *const f32,
-    [m, k, n]: [usize; 3],
+    mkn: [usize; 3],
     row_stride: usize,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: as the caller guarantees, for both strides.
+    unsafe { gemm_raw(dst, row_stride, lhs, rhs, row_stride, mkn, parallelism) }
+}
+
+/// The one call of `gemm::gemm` for the forward kernels: `dst[m, n] = lhs[m, k] · rhs[k, n]`,
+/// `lhs` contiguous, `rhs` and `dst` rows at their own strides. With `k > 0`, writes every
+/// element of the `dst` block and reads none of it (`read_dst` false).
+///
+/// # Safety
+/// `lhs` must hold `m * k` values; `rhs` rows `0..k` and `dst` rows `0..m` must each hold `n`
+/// values at their stride; `dst` must not overlap the others.
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    dst_stride: usize,
+    lhs: *const f32,
+    rhs: *const f32,
+    rhs_stride: usize,
+    [m, k, n]: [usize; 3],
     parallelism: gemm::Parallelism,
 ) {
     // SAFETY: as the caller guarantees; with `read_dst` false gemm only writes `dst`.
@@ -168,14 +188,14 @@ unsafe fn gemm_into(
             k,
             dst,
             1,
-            row_stride as isize,
+            dst_stride as isize,
             false,
             lhs,
             1,
             k as isize,
             rhs,
             1,
-            row_stride as isize,
+            rhs_stride as isize,
             0.0,
             1.0,
             false,
@@ -210,27 +230,16 @@ pub(crate) unsafe fn gemm_strided(
         }
         return;
     }
-    // SAFETY: as the caller guarantees; with `read_dst` false gemm only writes `dst`.
+    // SAFETY: as the caller guarantees (`lhs` checked above); `k > 0` here, so every element
+    // of the block is written.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
+        gemm_raw(
             dst,
-            1,
-            dst_stride as isize,
-            false,
+            dst_stride,
             lhs.as_ptr(),
-            1,
-            k as isize,
             rhs,
-            1,
-            rhs_stride as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
+            rhs_stride,
+            [m, k, n],
             gemm::Parallelism::None,
         );
     }
@@ -478,16 +487,7 @@ mod tests {
     use super::super::direct::{depthwise, direct};
     use super::*;
 
-    /// Deterministic values in [-1, 1).
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                state = state.wrapping_mul(1664525).wrapping_add(1013904223);
-                (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_values as values;
 
     fn geometry(
         channels: [usize; 2],

@@ -256,15 +256,7 @@ mod tests {
     use crate::kernels::conv::pointwise;
     use crate::kernels::direct::depthwise;
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                state = state.wrapping_mul(1664525).wrapping_add(1013904223);
-                (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_values as values;
 
     fn pointwise_geometry(channels: [usize; 2], size: [usize; 2]) -> ConvGeometry {
         ConvGeometry {

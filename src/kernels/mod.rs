@@ -23,3 +23,15 @@ pub(crate) mod elementwise;
 pub(crate) mod fused;
 pub(crate) mod simd;
 pub(crate) mod train;
+
+/// Deterministic test values in [-1, 1), the same for every kernel's tests.
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2654435761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+            (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
