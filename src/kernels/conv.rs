@@ -487,30 +487,7 @@ mod tests {
     use super::super::direct::{depthwise, direct};
     use super::*;
 
-    use crate::kernels::test_values as values;
-
-    fn geometry(
-        channels: [usize; 2],
-        size: [usize; 2],
-        kernel: usize,
-        stride: usize,
-        dilation: usize,
-    ) -> ConvGeometry {
-        let padding = (kernel - 1) / 2 * dilation;
-        let out = |size: usize| (size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1;
-        ConvGeometry {
-            in_channels: channels[0],
-            out_channels: channels[1],
-            in_height: size[0],
-            in_width: size[1],
-            kernel: [kernel, kernel],
-            stride: [stride, stride],
-            padding: [padding, padding],
-            dilation: [dilation, dilation],
-            out_height: out(size[0]),
-            out_width: out(size[1]),
-        }
-    }
+    use crate::kernels::{test_geometry as geometry, test_values as values};
 
     /// The definition: every output a sum over its input channels (one, if depthwise) and taps.
     fn reference(

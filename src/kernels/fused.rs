@@ -50,16 +50,17 @@ pub(crate) struct InvertedResidualWeights<'a> {
 
 /// Whether [`inverted_residual`] computes this block: a depthwise geometry the direct kernel
 /// takes, and a residual only where input and output have one shape.
+/// Takes the block's shape alone, so that a caller can decide before it gathers the weights.
 pub(crate) fn supports(
-    block: &InvertedResidualWeights,
-    in_channels: usize,
-    out_channels: usize,
+    g: &ConvGeometry,
+    expands: bool,
+    residual: bool,
+    [in_channels, out_channels]: [usize; 2],
 ) -> bool {
-    let g = &block.depthwise;
     direct::supports(g)
         && g.in_channels == g.out_channels
-        && (block.expand.is_some() || in_channels == g.in_channels)
-        && (!block.residual
+        && (expands || in_channels == g.in_channels)
+        && (!residual
             || (in_channels == out_channels
                 && g.out_height == g.in_height
                 && g.out_width == g.in_width))
@@ -79,8 +80,8 @@ fn band_rows(g: &ConvGeometry) -> usize {
 /// and keep their maps in cache: at batch 1 they were 10-19% faster than the bands (V2,
 /// V3-Large), so the bands decline there, and for a single image on one thread too (V2 5%
 /// slower with bands: its expanded maps fit in cache anyway).
-pub(crate) fn worth_it(block: &InvertedResidualWeights, batch: usize, threads: usize) -> bool {
-    let g = &block.depthwise;
+/// `g` is the depthwise convolution's geometry on one image.
+pub(crate) fn worth_it(g: &ConvGeometry, batch: usize, threads: usize) -> bool {
     batch >= threads.max(2) && batch * g.out_height.div_ceil(band_rows(g)) >= 2 * threads
 }
 
@@ -256,22 +257,7 @@ mod tests {
     use crate::kernels::conv::pointwise;
     use crate::kernels::direct::depthwise;
 
-    use crate::kernels::test_values as values;
-
-    fn pointwise_geometry(channels: [usize; 2], size: [usize; 2]) -> ConvGeometry {
-        ConvGeometry {
-            in_channels: channels[0],
-            out_channels: channels[1],
-            in_height: size[0],
-            in_width: size[1],
-            kernel: [1, 1],
-            stride: [1, 1],
-            padding: [0, 0],
-            dilation: [1, 1],
-            out_height: size[0],
-            out_width: size[1],
-        }
-    }
+    use crate::kernels::{test_geometry as geometry, test_values as values};
 
     /// The fused block equals its three layers run one after the other (`pointwise`,
     /// `depthwise`, `pointwise` with the residual), which are themselves tested against the
@@ -304,20 +290,7 @@ mod tests {
             let dw_bias = values(ce, seed + 4);
             let project = values(cout * ce, seed + 5);
             let project_bias = values(cout, seed + 6);
-            let padding = (kernel - 1) / 2 * dilation;
-            let out = |n: usize| (n + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1;
-            let g = ConvGeometry {
-                in_channels: ce,
-                out_channels: ce,
-                in_height: size[0],
-                in_width: size[1],
-                kernel: [kernel, kernel],
-                stride: [stride, stride],
-                padding: [padding, padding],
-                dilation: [dilation, dilation],
-                out_height: out(size[0]),
-                out_width: out(size[1]),
-            };
+            let g = geometry([ce, ce], size, kernel, stride, dilation);
             let residual = stride == 1 && cin == cout;
             let expands = ce != cin;
             let block = InvertedResidualWeights {
@@ -334,7 +307,7 @@ mod tests {
                 project_bias: Some(&project_bias),
                 residual,
             };
-            assert!(supports(&block, cin, cout), "case {index}");
+            assert!(supports(&g, expands, residual, [cin, cout]), "case {index}");
             let hidden = if expands {
                 let epilogue = Epilogue {
                     bias: Some(&expand_bias),
@@ -344,7 +317,7 @@ mod tests {
                 pointwise(
                     &x,
                     batch,
-                    &pointwise_geometry([cin, ce], size),
+                    &geometry([cin, ce], size, 1, 1, 1),
                     &expand,
                     epilogue,
                 )
@@ -366,7 +339,7 @@ mod tests {
             let expected = pointwise(
                 &hidden,
                 batch,
-                &pointwise_geometry([ce, cout], out_size),
+                &geometry([ce, cout], out_size, 1, 1, 1),
                 &project,
                 epilogue,
             );

@@ -35,3 +35,29 @@ pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// The geometry of a square convolution with torchvision's padding, `(kernel - 1) / 2 *
+/// dilation`, for the kernels' tests.
+#[cfg(test)]
+pub(crate) fn test_geometry(
+    channels: [usize; 2],
+    size: [usize; 2],
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+) -> conv::ConvGeometry {
+    let padding = (kernel - 1) / 2 * dilation;
+    let out = |size: usize| (size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1;
+    conv::ConvGeometry {
+        in_channels: channels[0],
+        out_channels: channels[1],
+        in_height: size[0],
+        in_width: size[1],
+        kernel: [kernel, kernel],
+        stride: [stride, stride],
+        padding: [padding, padding],
+        dilation: [dilation, dilation],
+        out_height: out(size[0]),
+        out_width: out(size[1]),
+    }
+}

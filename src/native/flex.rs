@@ -52,6 +52,33 @@ pub(crate) fn values(tensor: &FlexTensor) -> &[f32] {
     tensor.as_slice::<f32>().unwrap_or(&[])
 }
 
+/// The buffer of an optional tensor (a bias, a residual): `Some(None)` when there is none, `None`
+/// when there is one but it is not on burn-flex as `f32` (the layer then takes burn's path).
+fn optional_f32<const D: usize>(tensor: Option<&Tensor<D>>) -> Option<Option<FlexTensor>> {
+    match tensor {
+        None => Some(None),
+        Some(tensor) => flex_f32(tensor).map(Some),
+    }
+}
+
+/// A convolution's bias buffer, as [`optional_f32`].
+fn conv_bias(conv: &Conv2d) -> Option<Option<FlexTensor>> {
+    optional_f32(conv.bias.as_ref().map(|bias| bias.val()).as_ref())
+}
+
+/// Whether `conv` is 1x1, stride 1, unpadded and ungrouped over `in_channels`: one matrix
+/// multiply per image.
+fn is_pointwise(conv: &Conv2d, in_channels: usize) -> bool {
+    conv.groups == 1
+        && conv.kernel_size == [1, 1]
+        && conv.stride == [1, 1]
+        && conv.weight.dims()[1] == in_channels
+        && matches!(
+            conv.padding,
+            PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
+        )
+}
+
 fn into_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(values, shape)))
 }
@@ -107,12 +134,6 @@ pub(crate) fn conv2d(
         && weight_dims[0] == geometry.in_channels
         && weight_dims[1] == 1;
     let is_dense = conv.groups == 1 && weight_dims[1] == geometry.in_channels;
-    let is_pointwise = is_dense
-        && conv.kernel_size == [1, 1]
-        && conv.stride == [1, 1]
-        && geometry.padding == [0, 0]
-        && geometry.out_height == geometry.in_height
-        && geometry.out_width == geometry.in_width;
     let taps = geometry.in_channels * geometry.kernel[0] * geometry.kernel[1];
     let out_shape = [
         dims[0],
@@ -121,7 +142,7 @@ pub(crate) fn conv2d(
         geometry.out_width,
     ];
     // Only the pointwise kernel adds a residual.
-    let kernel = if is_pointwise {
+    let kernel = if is_pointwise(conv, geometry.in_channels) {
         pointwise
     } else if residual.is_some() {
         return Outcome::Declined(x);
@@ -140,16 +161,16 @@ pub(crate) fn conv2d(
     if residual.is_some_and(|residual| residual.dims() != out_shape) {
         return Outcome::Declined(x);
     }
-    let bias = conv.bias.as_ref().map(|bias| flex_f32(&bias.val()));
-    let residual = residual.map(flex_f32);
-    let (Some(input), Some(weight)) = (flex_f32(&x), flex_f32(&conv.weight.val())) else {
+    // A bias or residual that is not on burn-flex as f32 sends the layer to burn's path too.
+    let buffers = (
+        flex_f32(&x),
+        flex_f32(&conv.weight.val()),
+        conv_bias(conv),
+        optional_f32(residual),
+    );
+    let (Some(input), Some(weight), Some(bias), Some(residual)) = buffers else {
         return Outcome::Declined(x);
     };
-    // A bias or residual that is not on burn-flex as f32 sends the layer to burn's path too.
-    if matches!(bias, Some(None)) || matches!(residual, Some(None)) {
-        return Outcome::Declined(x);
-    }
-    let (bias, residual) = (bias.flatten(), residual.flatten());
     let epilogue = Epilogue {
         bias: bias.as_ref().map(values),
         residual: residual.as_ref().map(values),
@@ -234,17 +255,6 @@ pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outco
     if expand_norm || block.depthwise.norm.is_some() || block.project_norm.is_some() {
         return Outcome::Declined(x);
     }
-    let is_pointwise = |conv: &Conv2d, cin: usize| {
-        let dims = conv.weight.dims();
-        conv.groups == 1
-            && conv.kernel_size == [1, 1]
-            && conv.stride == [1, 1]
-            && dims[1] == cin
-            && matches!(
-                conv.padding,
-                PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
-            )
-    };
     let channels = block.depthwise.conv.weight.dims()[0];
     if let Some(expand) = &block.expand
         && (!is_pointwise(&expand.conv, in_channels) || expand.conv.weight.dims()[0] != channels)
@@ -256,52 +266,50 @@ pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outco
     };
     let dw_dims = block.depthwise.conv.weight.dims();
     let out_channels = block.project_conv.weight.dims()[0];
+    // The shape decides first (at batch 1 every block declines here), then the weights.
+    let expands = block.expand.is_some();
     if block.depthwise.conv.groups != channels
         || dw_dims[1] != 1
         || !is_pointwise(&block.project_conv, channels)
         || batch == 0
+        || !fused::supports(
+            &depthwise,
+            expands,
+            block.use_residual,
+            [in_channels, out_channels],
+        )
+        || !fused::worth_it(&depthwise, batch, rayon::current_num_threads())
     {
         return Outcome::Declined(x);
     }
-    let bias = |conv: &Conv2d| conv.bias.as_ref().map(|bias| flex_f32(&bias.val()));
-    let tensors = (
-        block.expand.as_ref().map(|expand| {
-            (
-                flex_f32(&expand.conv.weight.val()),
-                bias(&expand.conv),
-                expand.activation,
-            )
-        }),
-        flex_f32(&block.depthwise.conv.weight.val()),
-        bias(&block.depthwise.conv),
-        flex_f32(&block.project_conv.weight.val()),
-        bias(&block.project_conv),
-    );
-    let (expand, Some(dw_weight), dw_bias, Some(project_weight), project_bias) = tensors else {
-        return Outcome::Declined(x);
-    };
     // Any parameter not on burn-flex as f32 sends the block to the per-layer path.
-    let missing = |bias: &Option<Option<FlexTensor>>| matches!(bias, Some(None));
-    if missing(&dw_bias)
-        || missing(&project_bias)
-        || expand
-            .as_ref()
-            .is_some_and(|(weight, bias, _)| weight.is_none() || missing(bias))
-    {
-        return Outcome::Declined(x);
-    }
-    let (dw_bias, project_bias) = (dw_bias.flatten(), project_bias.flatten());
-    let expand = expand.map(|(weight, bias, activation)| (weight, bias.flatten(), activation));
-    let Some(input) = flex_f32(&x) else {
+    let expand = match &block.expand {
+        None => None,
+        Some(expand) => {
+            let buffers = (flex_f32(&expand.conv.weight.val()), conv_bias(&expand.conv));
+            let (Some(weight), Some(bias)) = buffers else {
+                return Outcome::Declined(x);
+            };
+            Some((weight, bias, expand.activation))
+        }
+    };
+    let buffers = (
+        flex_f32(&x),
+        flex_f32(&block.depthwise.conv.weight.val()),
+        conv_bias(&block.depthwise.conv),
+        flex_f32(&block.project_conv.weight.val()),
+        conv_bias(&block.project_conv),
+    );
+    let (Some(input), Some(dw_weight), Some(dw_bias), Some(project_weight), Some(project_bias)) =
+        buffers
+    else {
         return Outcome::Declined(x);
     };
     let weights = InvertedResidualWeights {
-        expand: expand.as_ref().and_then(|(weight, bias, activation)| {
-            Some(Pointwise {
-                weight: values(weight.as_ref()?),
-                bias: bias.as_ref().map(values),
-                activation: (*activation).into(),
-            })
+        expand: expand.as_ref().map(|(weight, bias, activation)| Pointwise {
+            weight: values(weight),
+            bias: bias.as_ref().map(values),
+            activation: (*activation).into(),
         }),
         depthwise,
         depthwise_weight: values(&dw_weight),
@@ -311,11 +319,6 @@ pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outco
         project_bias: project_bias.as_ref().map(values),
         residual: block.use_residual,
     };
-    if !fused::supports(&weights, in_channels, out_channels)
-        || !fused::worth_it(&weights, batch, rayon::current_num_threads())
-    {
-        return Outcome::Declined(x);
-    }
     let output =
         fused::inverted_residual(values(&input), batch, in_channels, out_channels, &weights);
     // The block's layers: expansion (if any), depthwise, projection.
