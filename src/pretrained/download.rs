@@ -175,8 +175,8 @@ impl WeightsCache {
         }
         if let Some(hub) = &self.torch_hub {
             let copy = hub.join(name);
-            let prefix = sha256_prefix.to_ascii_lowercase();
-            if copy.is_file() && file_sha256(&copy).is_ok_and(|digest| digest.starts_with(&prefix))
+            // Another file under the name there (or an unreadable one) is skipped, not an error.
+            if copy.is_file() && crate::pretrained::verify_file(&copy, name, sha256_prefix).is_ok()
             {
                 return Ok(copy);
             }
