@@ -200,10 +200,16 @@ impl Features {
     /// assert_eq!(map.dims(), [1, 960, 4, 2]);
     /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if let Err(error) = self.check_input(x.dims()) {
+        self.assert_input(x.dims());
+        native::forward_on_thread_pool(x.is_autodiff(), || self.forward_on_caller(x))
+    }
+
+    /// [`check_input`](Self::check_input) for the panicking forwards, as burn's own layers
+    /// panic on bad shapes.
+    pub(crate) fn assert_input(&self, shape: [usize; 4]) {
+        if let Err(error) = self.check_input(shape) {
             panic!("{error}");
         }
-        native::forward_on_thread_pool(x.is_autodiff(), || self.forward_on_caller(x))
     }
 
     /// [`forward`](Self::forward) without entering the thread pool or checking the input: for

@@ -448,9 +448,7 @@ impl MobileNetV3 {
     /// assert_eq!(probabilities.dims(), [2, 1000]);
     /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        if let Err(error) = self.features.check_input(x.dims()) {
-            panic!("{error}");
-        }
+        self.features.assert_input(x.dims());
         // The head too runs on the thread pool (see `native::run_on_thread_pool`): entered once.
         native::forward_on_thread_pool(x.is_autodiff(), || {
             self.forward_head(self.features.forward_on_caller(x))
