@@ -3,7 +3,7 @@
 and thread count, in one run, and prints a markdown table of medians and ratios ours/theirs.
 
     python3 scripts/compare_peers.py [--threads 2] [--batch 1] [--runs 50] [--rounds 3]
-                                     [--models v2,v3l,v3s] [--memory]
+                                     [--models v2,v3l,v3s,ssd] [--memory]
 
 Needs (pip): torch, torchvision, onnx, onnxscript, onnxruntime, tract (the Python bindings of
 tract, the Rust ONNX runtime). Ours is `examples/latency.rs`, built here with
@@ -13,6 +13,12 @@ own operations (MOBILENET_BURN_KERNELS=burn). Every model has torchvision's arch
 random weights (speed does not depend on the values), BatchNorm folded for inference: ours
 with `fuse()`, ONNX Runtime and tract by their graph optimizers, PyTorch eager as it is (eval
 mode; torch has no folding in eager).
+
+`ssd` is torchvision's `ssdlite320_mobilenet_v3_large` network at 320x320 (always; `--size`
+is for the classifiers): the backbone, its extra blocks and the two heads, up to the class
+logits and box regressions of the 3,234 anchors. Not the resize/normalize transform nor the
+box decoding and NMS, which run outside the network in every runtime (ours: `latency --model
+ssd-v3l`).
 
 Versions used for docs/performance.md: torch 2.15.0, torchvision 0.29.2, onnxruntime 1.32.0,
 tract 0.23.9, onnx 1.23.2, onnxscript 0.7.2.
@@ -34,7 +40,36 @@ MODELS = {
     "v2": "mobilenet_v2",
     "v3l": "mobilenet_v3_large",
     "v3s": "mobilenet_v3_small",
+    "ssd": "ssdlite320_mobilenet_v3_large",
 }
+# The key `examples/latency` knows each model by, where it differs.
+OURS_KEY = {"ssd": "ssd-v3l"}
+# The input size of the models that have one of their own.
+FIXED_SIZE = {"ssd": 320}
+
+
+def build_model(key):
+    """The torchvision network for `key`, random weights, eval mode, returning tensors only."""
+    import torch
+    import torchvision
+
+    name = MODELS[key]
+    if key != "ssd":
+        return getattr(torchvision.models, name)(weights=None).eval()
+    detector = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None).eval()
+
+    class Network(torch.nn.Module):
+        # SSD.forward without its transform and post-processing: what ours times.
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.head = detector.backbone, detector.head
+
+        def forward(self, x):
+            outputs = self.head(list(self.backbone(x).values()))
+            return outputs["cls_logits"], outputs["bbox_regression"]
+
+    return Network().eval()
 
 
 def cpu_name():
@@ -60,8 +95,9 @@ def median_ms(run, runs, warmup):
 
 def ours_command(model, args, runs):
     binary = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release/examples/latency"
-    return [str(binary), "--model", model, "--batch", str(args.batch), "--size",
-            str(args.size), "--runs", str(runs), "--warmup", str(args.warmup)]
+    return [str(binary), "--model", OURS_KEY.get(model, model), "--batch", str(args.batch),
+            "--size", str(FIXED_SIZE.get(model, args.size)), "--runs", str(runs), "--warmup",
+            str(args.warmup)]
 
 
 def ours(model, args, kernels):
@@ -121,7 +157,6 @@ def main():
     import numpy as np
     import onnxruntime
     import torch
-    import torchvision
     import tract
 
     torch.set_num_threads(args.threads)
@@ -130,18 +165,18 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--all-features", "--example", "latency"],
                        cwd=ROOT, check=True)
 
-    shape = (args.batch, 3, args.size, args.size)
-    x = torch.randn(shape)
     rows, memory = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.models.split(","):
             name = MODELS[key]
+            size = FIXED_SIZE.get(key, args.size)
+            x = torch.randn(args.batch, 3, size, size)
             print(f"{name}: exporting and timing...", file=sys.stderr)
-            model = getattr(torchvision.models, name)(weights=None).eval()
+            model = build_model(key)
             onnx_path = Path(tmp) / f"{name}.onnx"
             with torch.inference_mode():
                 torch.onnx.export(model, (x,), str(onnx_path), input_names=["input"],
-                                  output_names=["logits"], dynamo=False)
+                                  dynamo=False)
 
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = args.threads
@@ -174,11 +209,12 @@ def main():
                 env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
                 ours_mib = peak_rss_mib(ours_command(key, args, 20), env)
                 ort_mib = peak_rss_mib([sys.executable, "-c", ORT_RUN, str(onnx_path),
-                                        str(args.threads), str(args.batch), str(args.size), "20"])
+                                        str(args.threads), str(args.batch), str(size), "20"])
                 memory.append((name, ours_mib, ort_mib))
 
     print(f"\n{cpu_name()}, {os.cpu_count()} logical CPUs; "
-          f"{args.threads} threads; batch {args.batch}, {args.size}x{args.size}; "
+          f"{args.threads} threads; batch {args.batch}, {args.size}x{args.size} "
+          f"(ssdlite320: 320x320); "
           f"best of {args.rounds} rounds of the median of {args.runs} runs "
           f"after {args.warmup} warm-up; "
           f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
