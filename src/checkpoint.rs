@@ -27,6 +27,7 @@ use burn::tensor::{FloatDType, Tensor};
 
 use crate::detection::SsdLite;
 use crate::error::io_error;
+use crate::segmentation::{DeepLabV3, LrAspp};
 use crate::{Error, MismatchReport, MobileNetV2, MobileNetV3, ShapeMismatch};
 
 /// The BatchNorm counter torchvision saves and inference never reads.
@@ -537,6 +538,16 @@ checkpoint_methods!(
     SsdLite,
     import: "mobilenet_burn::detection::SsdLiteConfig",
     config: "SsdLiteConfig::mobilenet_v3_large(3)"
+);
+checkpoint_methods!(
+    LrAspp,
+    import: "mobilenet_burn::segmentation::LrAsppConfig",
+    config: "LrAsppConfig::mobilenet_v3_small(3)"
+);
+checkpoint_methods!(
+    DeepLabV3,
+    import: "mobilenet_burn::segmentation::DeepLabV3Config",
+    config: "DeepLabV3Config::mobilenet_v3_large(3).with_aspp_channels(8)"
 );
 
 #[cfg(test)]

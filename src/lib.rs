@@ -44,6 +44,7 @@ pub mod models;
 pub mod native;
 #[cfg(feature = "pretrained")]
 pub mod pretrained;
+pub mod segmentation;
 mod summary;
 mod torch_paths;
 pub mod training;

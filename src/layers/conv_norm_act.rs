@@ -196,24 +196,7 @@ impl Conv2dNormActivation {
     /// assert_eq!(y.dims(), [1, 8, 10, 6]);
     /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        // Once BatchNorm is folded, a native kernel (burn-flex) may do all of it in one pass.
-        let x = match &self.norm {
-            None => match native::conv2d(&self.conv, self.activation, x, None) {
-                Outcome::Computed(y) => return y,
-                Outcome::Declined(x) => x,
-            },
-            Some(_) => x,
-        };
-        // In training on burn-flex, the convolution and the batch norm with its activation are
-        // differentiable operations of the training kernels.
-        let x = match native::training::conv(&self.conv, &x) {
-            Some(y) => y,
-            None => self.conv.forward(x),
-        };
-        match &self.norm {
-            Some(norm) => batch_norm_act(norm, self.activation, x),
-            None => self.activation.forward(x),
-        }
+        conv_norm_activation(&self.conv, self.norm.as_ref(), self.activation, x)
     }
 
     /// Folds the batch norm into the convolution (for inference): the result has no norm and
@@ -252,5 +235,33 @@ impl Conv2dNormActivation {
     /// ```
     pub fn out_channels(&self) -> usize {
         self.conv.weight.shape()[0]
+    }
+}
+
+/// `activation(norm(conv(x)))`: [`Conv2dNormActivation::forward`] on its parts, for the heads
+/// that torchvision stores as entries of a larger `nn.Sequential` (so under other keys).
+pub(crate) fn conv_norm_activation(
+    conv: &Conv2d,
+    norm: Option<&BatchNorm>,
+    activation: Activation,
+    x: Tensor<4>,
+) -> Tensor<4> {
+    // Once BatchNorm is folded, a native kernel (burn-flex) may do all of it in one pass.
+    let x = match norm {
+        None => match native::conv2d(conv, activation, x, None) {
+            Outcome::Computed(y) => return y,
+            Outcome::Declined(x) => x,
+        },
+        Some(_) => x,
+    };
+    // In training on burn-flex, the convolution and the batch norm with its activation are
+    // differentiable operations of the training kernels.
+    let x = match native::training::conv(conv, &x) {
+        Some(y) => y,
+        None => conv.forward(x),
+    };
+    match norm {
+        Some(norm) => batch_norm_act(norm, activation, x),
+        None => activation.forward(x),
     }
 }

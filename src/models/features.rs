@@ -219,6 +219,26 @@ impl Features {
         let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
         self.last_conv.forward(x)
     }
+
+    /// [`forward_on_caller`](Self::forward_on_caller) that also returns the output of layer
+    /// `tap` (torchvision's numbering: 0 the stem, `1..=n` the blocks, `n + 1` the last
+    /// convolution), as torchvision's `IntermediateLayerGetter` taps a segmentation backbone.
+    pub(crate) fn forward_with_tap_on_caller(
+        &self,
+        x: Tensor<4>,
+        tap: usize,
+    ) -> (Tensor<4>, Tensor<4>) {
+        let mut x = self.stem.forward(x);
+        let mut tapped = (tap == 0).then(|| x.clone());
+        for (index, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x);
+            if index + 1 == tap {
+                tapped = Some(x.clone());
+            }
+        }
+        let out = self.last_conv.forward(x);
+        (tapped.unwrap_or_else(|| out.clone()), out)
+    }
 }
 
 /// Global average pooling to one value per channel, as both classifiers start

@@ -1,6 +1,6 @@
 //! The MobileNet models, their configs and architecture tables.
 
-mod config_checks;
+pub(crate) mod config_checks;
 pub mod feature_info;
 pub mod features;
 pub mod mobilenet_v2;
