@@ -30,14 +30,14 @@ const FCN_REDUCTION: usize = 4;
 ///
 /// ```
 /// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::MobileNetV3Config;
 /// use mobilenet_burn::segmentation::DeepLabV3Config;
 ///
 /// let device = Device::flex();
-/// // torchvision's `deeplabv3_mobilenet_v3_large(num_classes=21)`, as small as it goes:
-/// let model = DeepLabV3Config::mobilenet_v3_large(21)
-///     .with_backbone(mobilenet_burn::MobileNetV3Config::large().with_dilated(true).with_width_mult(0.25))
-///     .with_aspp_channels(16)
-///     .init(&device);
+/// // torchvision's `deeplabv3_mobilenet_v3_large(num_classes=21)` is
+/// // `DeepLabV3Config::mobilenet_v3_large(21)`; the same design, narrower:
+/// let backbone = MobileNetV3Config::large().with_dilated(true).with_width_mult(0.25);
+/// let model = DeepLabV3Config::new(backbone, 21).with_aspp_channels(16).init(&device);
 /// assert_eq!(model.forward(Tensor::zeros([1, 3, 40, 56], &device)).dims(), [1, 21, 40, 56]);
 /// ```
 #[derive(Config, Debug)]

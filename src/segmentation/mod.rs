@@ -19,6 +19,7 @@
 
 mod deeplabv3;
 mod lraspp;
+mod summary;
 
 pub use deeplabv3::{Aspp, AsppPooling, DeepLabHead, DeepLabV3, DeepLabV3Config, FcnHead};
 pub use lraspp::{LrAspp, LrAsppConfig};
