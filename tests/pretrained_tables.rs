@@ -190,3 +190,95 @@ fn ssdlite_weights_table_equals_torchvisions() {
         theirs.entries[0].gflops
     );
 }
+
+#[derive(Deserialize)]
+struct SegmentationEntry {
+    name: String,
+    url: String,
+    sha256_prefix: String,
+    num_params: usize,
+    miou: f64,
+    pixel_acc: f64,
+    gflops: f64,
+    categories: Vec<String>,
+    resize_size: Vec<u32>,
+    mean: Vec<f64>,
+    std: Vec<f64>,
+    interpolation: String,
+    antialias: bool,
+}
+
+#[derive(Deserialize)]
+struct SegmentationEnum {
+    default: String,
+    entries: Vec<SegmentationEntry>,
+}
+
+#[derive(Deserialize)]
+struct SegmentationMeta {
+    enums: BTreeMap<String, SegmentationEnum>,
+}
+
+#[test]
+fn segmentation_weights_tables_equal_torchvisions() {
+    use mobilenet_burn::pretrained::{
+        DeepLabV3MobileNetV3LargeWeights, LrAsppMobileNetV3LargeWeights, SegmentationWeightsInfo,
+    };
+    use mobilenet_burn::segmentation::{DeepLabV3Config, LrAsppConfig};
+    let text = std::fs::read_to_string(common::fixtures().join("segmentation/weights_meta.json"))
+        .expect("segmentation/weights_meta.json");
+    let theirs: SegmentationMeta = serde_json::from_str(&text).expect("json");
+    let device = common::cpu_device();
+    let lraspp = LrAsppConfig::mobilenet_v3_large(21).init(&device);
+    let deeplab = DeepLabV3Config::mobilenet_v3_large(21)
+        .with_aux_classifier(true)
+        .init(&device);
+    let ours: [(&str, &str, &SegmentationWeightsInfo, _); 2] = [
+        (
+            "LRASPP_MobileNet_V3_Large_Weights",
+            LrAsppMobileNetV3LargeWeights::DEFAULT.info().name,
+            LrAsppMobileNetV3LargeWeights::CocoWithVocLabelsV1.info(),
+            lraspp.summary(520, 520),
+        ),
+        (
+            "DeepLabV3_MobileNet_V3_Large_Weights",
+            DeepLabV3MobileNetV3LargeWeights::DEFAULT.info().name,
+            DeepLabV3MobileNetV3LargeWeights::CocoWithVocLabelsV1.info(),
+            deeplab.summary(520, 520),
+        ),
+    ];
+    assert_eq!(theirs.enums.len(), ours.len());
+    for (enum_name, default, info, summary) in ours {
+        let theirs = &theirs.enums[enum_name];
+        assert_eq!(default, theirs.default, "{enum_name}: DEFAULT");
+        assert_eq!(theirs.entries.len(), 1, "{enum_name}: one entry");
+        let entry = &theirs.entries[0];
+        assert_eq!(info.name, entry.name);
+        assert_eq!(info.url, entry.url);
+        assert_eq!(info.sha256_prefix, entry.sha256_prefix);
+        assert_eq!(info.num_params, entry.num_params);
+        assert_eq!((info.miou, info.pixel_acc), (entry.miou, entry.pixel_acc));
+        assert_eq!(info.gflops, entry.gflops);
+        assert_eq!(info.categories, entry.categories.as_slice());
+        // `SemanticSegmentation(resize_size=520)`: Pillow's antialiased bilinear, ImageNet's
+        // mean and std.
+        assert_eq!(vec![info.transform.resize_size], entry.resize_size);
+        let as_f64 = |v: [f32; 3]| v.map(f64::from).to_vec();
+        let close = |a: Vec<f64>, b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-7);
+        assert!(close(as_f64(info.transform.mean), &entry.mean));
+        assert!(close(as_f64(info.transform.std), &entry.std));
+        assert_eq!(
+            (entry.interpolation.as_str(), entry.antialias),
+            ("InterpolationMode.BILINEAR", true)
+        );
+        // The model the weights load into has torchvision's parameter count and multiply-adds
+        // (given to 3 decimals).
+        assert_eq!(summary.total_params(), info.num_params, "{enum_name}");
+        let gflops = summary.total_macs() as f64 / 1e9;
+        assert!(
+            (gflops - entry.gflops).abs() <= 0.0005,
+            "{enum_name}: {gflops} vs {}",
+            entry.gflops
+        );
+    }
+}

@@ -23,6 +23,7 @@ mod detection_weights;
 mod download;
 mod imagenet_categories;
 mod resize;
+mod segmentation_weights;
 mod transform;
 mod weights;
 
@@ -40,6 +41,10 @@ pub use download::{CACHE_DIR_ENV, OFFLINE_ENV, WeightsCache, torch_hub_checkpoin
 pub use image::RgbImage;
 pub use imagenet_categories::IMAGENET_CATEGORIES;
 pub(crate) use resize::resize_bilinear;
+pub use segmentation_weights::{
+    DeepLabV3MobileNetV3LargeWeights, LrAsppMobileNetV3LargeWeights, SegmentationTransform,
+    SegmentationWeightsInfo,
+};
 pub use transform::load_rgb_image;
 pub(crate) use transform::normalized;
 pub use weights::{
