@@ -4,13 +4,17 @@
 //!
 //! ```text
 //! cargo run --release --all-features --example latency -- \
-//!     [--model v2|v3l|v3s|all|ssd-v2|ssd-v3l|ssd-v3s|ssd] [--batch 1] [--size 224] [--runs 50] \
+//!     [--model v2|v3l|v3s|all|ssd-v2|ssd-v3l|ssd-v3s|ssd|lraspp|lraspp-v3s|deeplabv3|seg] \
+//!     [--batch 1] [--size 224] [--runs 50] \
 //!     [--warmup 5] \
 //!     [--backend flex|ndarray|wgpu] [--unfused] [--seconds S]
 //! ```
 //!
 //! `ssd-*` are SSDLite320 detectors (COCO's 91 classes; pass `--size 320`) on V2, V3-Large
 //! (reduced tail, torchvision's COCO model) and V3-Small, timed through their heads.
+//! `lraspp`, `lraspp-v3s` and `deeplabv3` are the segmentation models (21 classes, dilated
+//! backbone; torchvision's evaluates at 520x520: pass `--size 520`), timed up to the logits at
+//! the input's size; `seg` is all three.
 //! Weights are random (speed does not depend on their values); BatchNorm is folded into the
 //! convolutions unless `--unfused`. `--seconds S` keeps running forward passes for S seconds
 //! after the timed runs, for `perf record`. Progress goes to stderr, results to stdout.
@@ -22,10 +26,13 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{Distribution, Tensor};
 use mobilenet_burn::detection::SsdLiteConfig;
+use mobilenet_burn::segmentation::{DeepLabV3Config, LrAsppConfig};
 use mobilenet_burn::{MobileNetV2Config, MobileNetV3Config};
 
 /// COCO's classes, background included, as torchvision's SSDLite.
 const COCO_CLASSES: usize = 91;
+/// Pascal VOC's classes, background included, as torchvision's segmentation weights.
+const VOC_CLASSES: usize = 21;
 
 struct Args {
     models: Vec<String>,
@@ -38,7 +45,8 @@ struct Args {
     seconds: f64,
 }
 
-const USAGE: &str = "usage: latency [--model v2|v3l|v3s|all|ssd-v2|ssd-v3l|ssd-v3s|ssd] [--batch N] \
+const USAGE: &str = "usage: latency [--model v2|v3l|v3s|all|ssd-v2|ssd-v3l|ssd-v3s|ssd|lraspp|\
+                     lraspp-v3s|deeplabv3|seg] [--batch N] \
                      [--size N] [--runs N] \
                      [--warmup N] [--backend flex|ndarray|wgpu] [--unfused] [--seconds S]";
 
@@ -67,12 +75,14 @@ fn parse_args() -> Result<Args, String> {
                 let model = value()?;
                 parsed.models = match model.as_str() {
                     "all" => parsed.models,
-                    "v2" | "v3l" | "v3s" | "ssd-v2" | "ssd-v3l" | "ssd-v3s" => vec![model],
+                    "v2" | "v3l" | "v3s" | "ssd-v2" | "ssd-v3l" | "ssd-v3s" | "lraspp"
+                    | "lraspp-v3s" | "deeplabv3" => vec![model],
                     "ssd" => vec!["ssd-v2".into(), "ssd-v3l".into(), "ssd-v3s".into()],
+                    "seg" => vec!["lraspp".into(), "lraspp-v3s".into(), "deeplabv3".into()],
                     other => {
                         return Err(format!(
                             "unknown model `{other}`; use v2, v3l, v3s, all, ssd-v2, ssd-v3l, \
-                             ssd-v3s or ssd"
+                             ssd-v3s, ssd, lraspp, lraspp-v3s, deeplabv3 or seg"
                         ));
                     }
                 }
@@ -134,6 +144,21 @@ fn main() {
         let forward: Box<dyn Fn(Tensor<4>)> = match name.as_str() {
             "v2" => {
                 let model = MobileNetV2Config::new().init(&device);
+                let model = if args.fused { model.fuse() } else { model };
+                Box::new(move |x| drop(model.forward(x).into_data()))
+            }
+            "lraspp" | "lraspp-v3s" => {
+                let config = if name == "lraspp" {
+                    LrAsppConfig::mobilenet_v3_large(VOC_CLASSES)
+                } else {
+                    LrAsppConfig::mobilenet_v3_small(VOC_CLASSES)
+                };
+                let model = config.init(&device);
+                let model = if args.fused { model.fuse() } else { model };
+                Box::new(move |x| drop(model.forward(x).into_data()))
+            }
+            "deeplabv3" => {
+                let model = DeepLabV3Config::mobilenet_v3_large(VOC_CLASSES).init(&device);
                 let model = if args.fused { model.fuse() } else { model };
                 Box::new(move |x| drop(model.forward(x).into_data()))
             }

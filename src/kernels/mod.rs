@@ -10,6 +10,7 @@
 //! - `direct`: depthwise convolutions and the stem as 1-D convolutions over phase planes.
 //! - `fused`: an inverted residual block without squeeze-and-excitation (expansion, depthwise,
 //!   projection, residual) per band of rows, its expanded map never in memory in full.
+//! - `resize`: bilinear resizing of feature maps, as PyTorch computes it.
 //! - `elementwise`: activations in place, and squeeze-and-excitation on one image.
 //! - `train`: the forward and backward steps of the training kernels (BatchNorm with its
 //!   activation, 1x1 and depthwise convolutions, squeeze-and-excitation).
@@ -21,6 +22,7 @@ pub(crate) mod conv;
 pub(crate) mod direct;
 pub(crate) mod elementwise;
 pub(crate) mod fused;
+pub(crate) mod resize;
 pub(crate) mod simd;
 pub(crate) mod train;
 

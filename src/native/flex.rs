@@ -16,6 +16,7 @@ use crate::kernels::elementwise::{
     Nonlinearity, SqueezeExcitationWeights, squeeze_excitation_images as se_images,
 };
 use crate::kernels::fused::{self, InvertedResidualWeights, Pointwise};
+use crate::kernels::resize;
 use crate::{Activation, InvertedResidual, SqueezeExcitation};
 
 impl From<Activation> for Nonlinearity {
@@ -185,6 +186,31 @@ pub(crate) fn conv2d(
     );
     super::count_layer();
     Outcome::Computed(into_tensor(output, out_shape))
+}
+
+/// PyTorch's bilinear resize (`align_corners=False`) to `[height, width]` with the native
+/// kernel, or [`Outcome::Declined`] (not on burn-flex as `f32`, kernels off, autodiff, an
+/// empty input plane).
+pub(crate) fn resize_bilinear(x: Tensor<4>, [height, width]: [usize; 2]) -> Outcome {
+    // The kernels have no backward: a tensor that records a graph stays on burn's path.
+    if !super::enabled() || x.is_autodiff() {
+        return Outcome::Declined(x);
+    }
+    let [batch, channels, in_height, in_width] = x.dims();
+    if in_height == 0 || in_width == 0 {
+        return Outcome::Declined(x);
+    }
+    let Some(input) = flex_f32(&x) else {
+        return Outcome::Declined(x);
+    };
+    let output = resize::resize_bilinear(
+        values(&input),
+        batch * channels,
+        [in_height, in_width],
+        [height, width],
+    );
+    super::count_layer();
+    Outcome::Computed(into_tensor(output, [batch, channels, height, width]))
 }
 
 /// Squeeze-and-excitation with the native kernel, in place when `x` is not shared, or

@@ -56,7 +56,8 @@ pub const KERNELS_ENV: &str = "MOBILENET_BURN_KERNELS";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerCounts {
     /// Layers computed by the inference kernels (a fused model on burn-flex runs every
-    /// convolution and squeeze-and-excitation there).
+    /// convolution and squeeze-and-excitation there, and the segmentation heads' bilinear
+    /// resizes).
     pub inference: u64,
     /// Convolutions, batch norms and squeeze-and-excitations computed as differentiable
     /// operations of the training kernels (a forward on `Device::flex().autodiff()`).
@@ -336,7 +337,7 @@ pub(crate) enum Outcome {
 }
 
 #[cfg(feature = "flex")]
-pub(crate) use flex::{conv2d, inverted_residual, squeeze_excitation};
+pub(crate) use flex::{conv2d, inverted_residual, resize_bilinear, squeeze_excitation};
 
 /// Training kernels for burn-flex's autodiff, or `None` where they do not apply.
 #[cfg(feature = "flex")]
@@ -397,5 +398,11 @@ pub(crate) fn squeeze_excitation(
     _se: &crate::SqueezeExcitation,
     x: burn::tensor::Tensor<4>,
 ) -> Outcome {
+    Outcome::Declined(x)
+}
+
+/// Without burn-flex there is nothing to accelerate: every resize takes burn's path.
+#[cfg(not(feature = "flex"))]
+pub(crate) fn resize_bilinear(x: burn::tensor::Tensor<4>, _size: [usize; 2]) -> Outcome {
     Outcome::Declined(x)
 }

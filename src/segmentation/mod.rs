@@ -33,6 +33,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use crate::fuse::fold_batch_norm;
 use crate::layers::conv_norm_act::conv_norm_activation;
 use crate::models::config_checks::invalid;
+use crate::native::{self, Outcome};
 use crate::{Activation, Error, Features, MobileNetV3Config};
 
 /// The 21 classes of torchvision's segmentation weights (Pascal VOC's 20 and the background),
@@ -116,6 +117,10 @@ fn resize_bilinear(x: Tensor<4>, [height, width]: [usize; 2]) -> Tensor<4> {
     if [in_height, in_width] == [1, 1] {
         return x.expand([batch, channels, height, width]);
     }
+    let x = match native::resize_bilinear(x, [height, width]) {
+        Outcome::Computed(y) => return y,
+        Outcome::Declined(x) => x,
+    };
     interpolate(
         x,
         InterpolateOptions::new(InterpolateMode::Bilinear)
