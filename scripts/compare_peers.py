@@ -3,7 +3,8 @@
 and thread count, in one run, and prints a markdown table of medians and ratios ours/theirs.
 
     python3 scripts/compare_peers.py [--threads 2] [--batch 1] [--runs 50] [--rounds 3]
-                                     [--models v2,v3l,v3s,ssd] [--memory]
+                                     [--models v2,v3l,v3s,ssd,lraspp,lraspp_v3s,deeplabv3]
+                                     [--memory]
 
 Needs (pip): torch, torchvision, onnx, onnxscript, onnxruntime, tract (the Python bindings of
 tract, the Rust ONNX runtime). Ours is `examples/latency.rs`, built here with
@@ -19,6 +20,12 @@ is for the classifiers): the backbone, its extra blocks and the two heads, up to
 logits and box regressions of the 3,234 anchors. Not the resize/normalize transform nor the
 box decoding and NMS, which run outside the network in every runtime (ours: `latency --model
 ssd-v3l`).
+
+`lraspp`, `lraspp_v3s` and `deeplabv3` are torchvision's segmentation networks at 520x520
+(always; the size its weights are evaluated at), 21 classes, up to `model(x)["out"]` (the
+logits resized to the input): `lraspp_mobilenet_v3_large`, the same head on a dilated
+MobileNetV3-Small (`_lraspp_mobilenetv3`, as torchvision builds any MobileNetV3), and
+`deeplabv3_mobilenet_v3_large` without its auxiliary head (which inference does not run).
 
 Versions used for docs/performance.md: torch 2.15.0, torchvision 0.29.2, onnxruntime 1.32.0,
 tract 0.23.9, onnx 1.23.2, onnxscript 0.7.2.
@@ -41,11 +48,14 @@ MODELS = {
     "v3l": "mobilenet_v3_large",
     "v3s": "mobilenet_v3_small",
     "ssd": "ssdlite320_mobilenet_v3_large",
+    "lraspp": "lraspp_mobilenet_v3_large",
+    "lraspp_v3s": "lraspp_mobilenet_v3_small",
+    "deeplabv3": "deeplabv3_mobilenet_v3_large",
 }
 # The key `examples/latency` knows each model by, where it differs.
-OURS_KEY = {"ssd": "ssd-v3l"}
+OURS_KEY = {"ssd": "ssd-v3l", "lraspp_v3s": "lraspp-v3s"}
 # The input size of the models that have one of their own.
-FIXED_SIZE = {"ssd": 320}
+FIXED_SIZE = {"ssd": 320, "lraspp": 520, "lraspp_v3s": 520, "deeplabv3": 520}
 
 
 def build_model(key):
@@ -54,8 +64,31 @@ def build_model(key):
     import torchvision
 
     name = MODELS[key]
-    if key != "ssd":
+    if key in ("v2", "v3l", "v3s"):
         return getattr(torchvision.models, name)(weights=None).eval()
+    if key != "ssd":
+        from torchvision.models.segmentation import (
+            deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large)
+        from torchvision.models.segmentation.lraspp import _lraspp_mobilenetv3
+
+        if key == "lraspp":
+            segmenter = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)
+        elif key == "lraspp_v3s":
+            backbone = torchvision.models.mobilenet_v3_small(weights=None, dilated=True)
+            segmenter = _lraspp_mobilenetv3(backbone, 21)
+        else:
+            segmenter = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None)
+
+        class Segmenter(torch.nn.Module):
+            # `model(x)["out"]`: a tensor, for the ONNX export.
+            def __init__(self):
+                super().__init__()
+                self.model = segmenter
+
+            def forward(self, x):
+                return self.model(x)["out"]
+
+        return Segmenter().eval()
     detector = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
         weights=None, weights_backbone=None).eval()
 
@@ -214,7 +247,7 @@ def main():
 
     print(f"\n{cpu_name()}, {os.cpu_count()} logical CPUs; "
           f"{args.threads} threads; batch {args.batch}, {args.size}x{args.size} "
-          f"(ssdlite320: 320x320); "
+          f"(ssdlite320: 320x320, segmentation: 520x520); "
           f"best of {args.rounds} rounds of the median of {args.runs} runs "
           f"after {args.warmup} warm-up; "
           f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "

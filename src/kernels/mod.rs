@@ -7,6 +7,8 @@
 //!
 //! - `conv`: pointwise (1x1) convolutions through `gemm` and im2col convolutions, each with the
 //!   epilogue fused into the pass that writes the output.
+//! - `tapwise`: stride-1 convolutions with large dilations, one matrix multiply per kernel tap
+//!   over the outputs it reaches inside the input (DeepLabV3's ASPP).
 //! - `direct`: depthwise convolutions and the stem as 1-D convolutions over phase planes.
 //! - `fused`: an inverted residual block without squeeze-and-excitation (expansion, depthwise,
 //!   projection, residual) per band of rows, its expanded map never in memory in full.
@@ -24,6 +26,7 @@ pub(crate) mod elementwise;
 pub(crate) mod fused;
 pub(crate) mod resize;
 pub(crate) mod simd;
+pub(crate) mod tapwise;
 pub(crate) mod train;
 
 /// Deterministic test values in [-1, 1), the same for every kernel's tests.

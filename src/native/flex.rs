@@ -16,7 +16,7 @@ use crate::kernels::elementwise::{
     Nonlinearity, SqueezeExcitationWeights, squeeze_excitation_images as se_images,
 };
 use crate::kernels::fused::{self, InvertedResidualWeights, Pointwise};
-use crate::kernels::resize;
+use crate::kernels::{resize, tapwise};
 use crate::{Activation, InvertedResidual, SqueezeExcitation};
 
 impl From<Activation> for Nonlinearity {
@@ -156,6 +156,8 @@ pub(crate) fn conv2d(
         return Outcome::Declined(x);
     } else if taps <= DIRECT_MAX_TAPS && direct::supports(&geometry) {
         direct::direct
+    } else if tapwise::worth_it(&geometry) {
+        tapwise::tapwise
     } else {
         dense
     };
