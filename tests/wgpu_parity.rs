@@ -68,3 +68,29 @@ fn one_training_step_matches_pytorch_on_wgpu() {
         case.name
     );
 }
+
+/// LR-ASPP on V3-Small at width 0.5 (batch 2, 40x56, `scripts/make_segmentation_fixtures.py`):
+/// the dilated backbone, the gated head and both bilinear resizes on wgpu, against
+/// torchvision's `model(x)["out"]`.
+#[test]
+fn segmentation_logits_match_torchvision_on_wgpu() {
+    use mobilenet_burn::MobileNetV3Config;
+    use mobilenet_burn::segmentation::LrAsppConfig;
+    let device = wgpu_device();
+    let file = "segmentation/lraspp_v3s_w050.io.safetensors";
+    let backbone = MobileNetV3Config::small()
+        .with_width_mult(0.5)
+        .with_dilated(true);
+    let model = LrAsppConfig::new(backbone, 3)
+        .init(&device)
+        .load_torchvision(common::fixtures().join("segmentation/lraspp_v3s_w050.pth"))
+        .expect("load");
+    let input = common::fixture_tensor::<4>(file, "input", &device);
+    let reference = common::fixture_tensor::<4>(file, "out", &device);
+    let (diff, scale) = max_abs_diff(model.forward(input), reference);
+    assert!(
+        diff <= RELATIVE_TOLERANCE * scale,
+        "wgpu LR-ASPP: logits differ by {diff} (scale {scale})"
+    );
+    println!("wgpu LR-ASPP V3-Small: logits max diff {diff:.2e} (scale {scale:.2})");
+}
