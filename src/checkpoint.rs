@@ -28,7 +28,7 @@ use burn::tensor::{FloatDType, Tensor};
 use crate::detection::SsdLite;
 use crate::error::io_error;
 use crate::segmentation::{DeepLabV3, LrAspp};
-use crate::{Error, MismatchReport, MobileNetV2, MobileNetV3, ShapeMismatch};
+use crate::{Error, MismatchReport, MobileNetV2, MobileNetV3, MobileNetV4, ShapeMismatch};
 
 /// The BatchNorm counter torchvision saves and inference never reads.
 const IGNORED_SUFFIX: &str = ".num_batches_tracked";
@@ -538,6 +538,11 @@ checkpoint_methods!(
     SsdLite,
     import: "mobilenet_burn::detection::SsdLiteConfig",
     config: "SsdLiteConfig::mobilenet_v3_large(3)"
+);
+checkpoint_methods!(
+    MobileNetV4,
+    import: "mobilenet_burn::MobileNetV4Config",
+    config: "MobileNetV4Config::conv_small()"
 );
 checkpoint_methods!(
     LrAspp,

@@ -185,3 +185,65 @@ macro_rules! torchvision_module {
 }
 
 pub(crate) use torchvision_module;
+
+/// Implements burn's `Module` for an enum whose every variant holds one module, delegating to
+/// it without a path segment of its own (burn's derive enters the variant's name), so that a
+/// list of mixed blocks keeps the reference implementation's keys: `blocks.2.4.attn...`.
+macro_rules! enum_module {
+    ($ty:ident { $( $variant:ident ),+ $(,)? }) => {
+        impl burn::module::Module for $ty {
+            fn visit<V: burn::module::ModuleVisitor>(&self, visitor: &mut V) {
+                match self { $( Self::$variant(inner) => burn::module::Module::visit(inner, visitor), )+ }
+            }
+
+            fn map<M: burn::module::ModuleMapper>(self, mapper: &mut M) -> Self {
+                match self { $( Self::$variant(inner) => Self::$variant(burn::module::Module::map(inner, mapper)), )+ }
+            }
+
+            fn collect_devices(&self, devices: burn::module::Devices) -> burn::module::Devices {
+                match self { $( Self::$variant(inner) => burn::module::Module::collect_devices(inner, devices), )+ }
+            }
+
+            fn to_device(self, device: &burn::tensor::Device) -> Self {
+                match self { $( Self::$variant(inner) => Self::$variant(burn::module::Module::to_device(inner, device)), )+ }
+            }
+
+            fn fork(self, device: &burn::tensor::Device) -> Self {
+                match self { $( Self::$variant(inner) => Self::$variant(burn::module::Module::fork(inner, device)), )+ }
+            }
+
+            fn valid(&self) -> Self {
+                match self { $( Self::$variant(inner) => Self::$variant(burn::module::Module::valid(inner)), )+ }
+            }
+
+            fn train(self) -> Self {
+                match self { $( Self::$variant(inner) => Self::$variant(burn::module::Module::train(inner)), )+ }
+            }
+
+            fn materialize(self) -> Self {
+                match self { $( Self::$variant(inner) => Self::$variant(burn::module::Module::materialize(inner)), )+ }
+            }
+        }
+
+        impl burn::module::ModuleDisplayDefault for $ty {
+            fn content(&self, content: burn::module::Content) -> Option<burn::module::Content> {
+                match self { $( Self::$variant(inner) => burn::module::ModuleDisplayDefault::content(inner, content), )+ }
+            }
+
+            fn num_params(&self) -> usize {
+                burn::module::Module::num_params(self)
+            }
+        }
+
+        impl burn::module::ModuleDisplay for $ty {}
+
+        impl core::fmt::Display for $ty {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let formatted = burn::module::ModuleDisplay::format(self, Default::default());
+                write!(f, "{formatted}")
+            }
+        }
+    };
+}
+
+pub(crate) use enum_module;

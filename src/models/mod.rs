@@ -5,4 +5,5 @@ pub mod feature_info;
 pub mod features;
 pub mod mobilenet_v2;
 pub mod mobilenet_v3;
+pub mod mobilenet_v4;
 pub mod tables;

@@ -179,3 +179,199 @@ pub const MOBILENET_V2_STAGES: [StageSpec; 7] = [
 pub const MOBILENET_V2_STEM_CHANNELS: usize = 32;
 /// Last convolution width of MobileNetV2, before scaling (never scaled below 1.0).
 pub const MOBILENET_V2_LAST_CHANNELS: usize = 1280;
+
+/// One block of a MobileNetV4 table: timm's block strings (`mobilenetv3.py`,
+/// `_gen_mobilenet_v4`) as typed data. Kernel sizes of 0 mean "no such layer".
+///
+/// ```
+/// use mobilenet_burn::tables::{MOBILENET_V4_CONV_SMALL, V4Block};
+///
+/// // timm's 'uir_r1_a5_k5_s2_e3_c96': an ExtraDW block.
+/// let row = V4Block::Uib { start_kernel: 5, mid_kernel: 5, stride: 2, expansion: 3.0, out_channels: 96 };
+/// assert_eq!(MOBILENET_V4_CONV_SMALL[2][0].block, row);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum V4Block {
+    /// Convolution, batch norm, activation (timm's `cn`, `ConvBnAct`).
+    Conv {
+        /// Square kernel size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Output channels.
+        out_channels: usize,
+    },
+    /// Fused inverted bottleneck: a full `kernel`x`kernel` expansion, then a 1x1 projection
+    /// (timm's `er`, `EdgeResidual`).
+    FusedIb {
+        /// Kernel of the expansion.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Expansion ratio.
+        expansion: f64,
+        /// Output channels.
+        out_channels: usize,
+    },
+    /// Universal inverted bottleneck (timm's `uir`): an optional depthwise convolution before
+    /// the expansion (`start_kernel`, timm's `a`) and one after it (`mid_kernel`, `k`). Both:
+    /// ExtraDW; only the middle one: the inverted residual; only the start one: ConvNeXt-like;
+    /// neither: FFN.
+    Uib {
+        /// Depthwise kernel before the expansion, 0 for none.
+        start_kernel: usize,
+        /// Depthwise kernel after the expansion, 0 for none.
+        mid_kernel: usize,
+        /// Stride (taken by the middle depthwise convolution if any, else the start one).
+        stride: usize,
+        /// Expansion ratio.
+        expansion: f64,
+        /// Output channels.
+        out_channels: usize,
+    },
+    /// Mobile multi-query attention (timm's `mqa`, `MobileAttention` with
+    /// `MultiQueryAttention2d`): `heads` query heads sharing one key and one value head, keys
+    /// and values downsampled by a strided depthwise convolution when `kv_stride > 1`.
+    Mqa {
+        /// Kernel of the keys' and values' downsampling convolution.
+        kernel: usize,
+        /// Query heads.
+        heads: usize,
+        /// Dimension of each key, query and value head.
+        key_dim: usize,
+        /// Stride of the keys' and values' downsampling (1: none).
+        kv_stride: usize,
+        /// Output channels.
+        out_channels: usize,
+    },
+}
+
+/// A [`V4Block`] repeated `repeats` times (timm's `r`; the stride applies to the first).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct V4Row {
+    /// How many times the block repeats.
+    pub repeats: usize,
+    /// The block.
+    pub block: V4Block,
+}
+
+const fn cn(repeats: usize, kernel: usize, stride: usize, out_channels: usize) -> V4Row {
+    V4Row {
+        repeats,
+        block: V4Block::Conv {
+            kernel,
+            stride,
+            out_channels,
+        },
+    }
+}
+
+const fn er(repeats: usize, kernel: usize, stride: usize, expansion: f64, out: usize) -> V4Row {
+    V4Row {
+        repeats,
+        block: V4Block::FusedIb {
+            kernel,
+            stride,
+            expansion,
+            out_channels: out,
+        },
+    }
+}
+
+const fn uir(
+    repeats: usize,
+    start: usize,
+    mid: usize,
+    stride: usize,
+    expansion: f64,
+    out: usize,
+) -> V4Row {
+    V4Row {
+        repeats,
+        block: V4Block::Uib {
+            start_kernel: start,
+            mid_kernel: mid,
+            stride,
+            expansion,
+            out_channels: out,
+        },
+    }
+}
+
+const fn mqa(kernel: usize, heads: usize, kv_stride: usize, key_dim: usize, out: usize) -> V4Row {
+    V4Row {
+        repeats: 1,
+        block: V4Block::Mqa {
+            kernel,
+            heads,
+            key_dim,
+            kv_stride,
+            out_channels: out,
+        },
+    }
+}
+
+/// MobileNetV4-Conv-Small (timm's `mobilenetv4_conv_small`), one slice per stage. Stem: 32
+/// channels, stride 2; head: 1280.
+#[rustfmt::skip]
+pub const MOBILENET_V4_CONV_SMALL: [&[V4Row]; 5] = [
+    &[cn(1, 3, 2, 32), cn(1, 1, 1, 32)],
+    &[cn(1, 3, 2, 96), cn(1, 1, 1, 64)],
+    &[uir(1, 5, 5, 2, 3.0, 96), uir(4, 0, 3, 1, 2.0, 96), uir(1, 3, 0, 1, 4.0, 96)],
+    &[uir(1, 3, 3, 2, 6.0, 128), uir(1, 5, 5, 1, 4.0, 128), uir(1, 0, 5, 1, 4.0, 128),
+      uir(1, 0, 5, 1, 3.0, 128), uir(2, 0, 3, 1, 4.0, 128)],
+    &[cn(1, 1, 1, 960)],
+];
+
+/// MobileNetV4-Conv-Medium (timm's `mobilenetv4_conv_medium`). Stem: 32; head: 1280.
+#[rustfmt::skip]
+pub const MOBILENET_V4_CONV_MEDIUM: [&[V4Row]; 5] = [
+    &[er(1, 3, 2, 4.0, 48)],
+    &[uir(1, 3, 5, 2, 4.0, 80), uir(1, 3, 3, 1, 2.0, 80)],
+    &[uir(1, 3, 5, 2, 6.0, 160), uir(2, 3, 3, 1, 4.0, 160), uir(1, 3, 5, 1, 4.0, 160),
+      uir(1, 3, 3, 1, 4.0, 160), uir(1, 3, 0, 1, 4.0, 160), uir(1, 0, 0, 1, 2.0, 160),
+      uir(1, 3, 0, 1, 4.0, 160)],
+    &[uir(1, 5, 5, 2, 6.0, 256), uir(1, 5, 5, 1, 4.0, 256), uir(2, 3, 5, 1, 4.0, 256),
+      uir(1, 0, 0, 1, 4.0, 256), uir(1, 3, 0, 1, 4.0, 256), uir(1, 3, 5, 1, 2.0, 256),
+      uir(1, 5, 5, 1, 4.0, 256), uir(2, 0, 0, 1, 4.0, 256), uir(1, 5, 0, 1, 2.0, 256)],
+    &[cn(1, 1, 1, 960)],
+];
+
+/// MobileNetV4-Hybrid-Medium (timm's `mobilenetv4_hybrid_medium`): Conv-Medium's stages with
+/// mobile MQA blocks in the last two (keys and values downsampled by 2 at stride 16). Stem: 32;
+/// head: 1280; layer scale on every UIB and MQA block.
+#[rustfmt::skip]
+pub const MOBILENET_V4_HYBRID_MEDIUM: [&[V4Row]; 5] = [
+    &[er(1, 3, 2, 4.0, 48)],
+    &[uir(1, 3, 5, 2, 4.0, 80), uir(1, 3, 3, 1, 2.0, 80)],
+    &[uir(1, 3, 5, 2, 6.0, 160), uir(1, 0, 0, 1, 2.0, 160), uir(1, 3, 3, 1, 4.0, 160),
+      uir(1, 3, 5, 1, 4.0, 160), mqa(3, 4, 2, 64, 160), uir(1, 3, 3, 1, 4.0, 160),
+      mqa(3, 4, 2, 64, 160), uir(1, 3, 0, 1, 4.0, 160), mqa(3, 4, 2, 64, 160),
+      uir(1, 3, 3, 1, 4.0, 160), mqa(3, 4, 2, 64, 160), uir(1, 3, 0, 1, 4.0, 160)],
+    &[uir(1, 5, 5, 2, 6.0, 256), uir(1, 5, 5, 1, 4.0, 256), uir(2, 3, 5, 1, 4.0, 256),
+      uir(1, 0, 0, 1, 2.0, 256), uir(1, 3, 5, 1, 2.0, 256), uir(1, 0, 0, 1, 2.0, 256),
+      uir(1, 0, 0, 1, 4.0, 256), mqa(3, 4, 1, 64, 256), uir(1, 3, 0, 1, 4.0, 256),
+      mqa(3, 4, 1, 64, 256), uir(1, 5, 5, 1, 4.0, 256), mqa(3, 4, 1, 64, 256),
+      uir(1, 5, 0, 1, 4.0, 256), mqa(3, 4, 1, 64, 256), uir(1, 5, 0, 1, 4.0, 256)],
+    &[cn(1, 1, 1, 960)],
+];
+
+/// MobileNetV4-Conv-Large (timm's `mobilenetv4_conv_large`). Stem: 24; head: 1280.
+#[rustfmt::skip]
+pub const MOBILENET_V4_CONV_LARGE: [&[V4Row]; 5] = [
+    &[er(1, 3, 2, 4.0, 48)],
+    &[uir(1, 3, 5, 2, 4.0, 96), uir(1, 3, 3, 1, 4.0, 96)],
+    &[uir(1, 3, 5, 2, 4.0, 192), uir(3, 3, 3, 1, 4.0, 192), uir(1, 3, 5, 1, 4.0, 192),
+      uir(5, 5, 3, 1, 4.0, 192), uir(1, 3, 0, 1, 4.0, 192)],
+    &[uir(4, 5, 5, 2, 4.0, 512), uir(1, 5, 0, 1, 4.0, 512), uir(1, 5, 3, 1, 4.0, 512),
+      uir(2, 5, 0, 1, 4.0, 512), uir(1, 5, 3, 1, 4.0, 512), uir(1, 5, 5, 1, 4.0, 512),
+      uir(3, 5, 0, 1, 4.0, 512)],
+    &[cn(1, 1, 1, 960)],
+];
+
+/// Stem channels of MobileNetV4-Conv-Small, -Medium and -Hybrid-Medium.
+pub const MOBILENET_V4_STEM_CHANNELS: usize = 32;
+/// Stem channels of MobileNetV4-Conv-Large.
+pub const MOBILENET_V4_LARGE_STEM_CHANNELS: usize = 24;
+/// Width of MobileNetV4's head convolution (timm's `num_features`).
+pub const MOBILENET_V4_HEAD_CHANNELS: usize = 1280;

@@ -1,0 +1,251 @@
+//! MobileNetV4 against timm 1.0.31 (fixtures from `scripts/make_v4_fixtures.py`: timm's own
+//! `MobileNetV3` class built as `_gen_mobilenet_v4` builds MobileNetV4, on small tables of
+//! every block kind, every weight, BatchNorm statistic and layer scale perturbed): timm's
+//! `.safetensors` loads by its keys, and the logits and features equal timm's within 1e-4
+//! relative on every CPU backend, unfused and fused. The full-size models' keys, shapes and
+//! parameter counts equal timm's.
+
+mod common;
+
+use burn::tensor::{Device, Tensor};
+use common::{cpu_device, cpu_devices, fixture_tensor, max_abs_diff};
+use mobilenet_burn::tables::{V4Block, V4Row};
+use mobilenet_burn::{MobileNetV4, MobileNetV4Config, torchvision_state_dict_shapes};
+use serde::Deserialize;
+
+const TOLERANCE: f32 = 1e-4;
+
+#[derive(Deserialize)]
+struct Manifest {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    stem: usize,
+    stages: Vec<Vec<String>>,
+    head: usize,
+    num_classes: usize,
+    layer_scale: Option<f64>,
+    params: usize,
+}
+
+/// A timm block string (`uir_r1_a5_k5_s2_e3_c32`) as a table row.
+fn parse_row(text: &str) -> V4Row {
+    let mut parts = text.split('_');
+    let kind = parts.next().expect("block kind");
+    let mut options = std::collections::BTreeMap::new();
+    for part in parts {
+        let split = part
+            .find(|c: char| c.is_ascii_digit())
+            .expect("option value");
+        options.insert(part[..split].to_string(), part[split..].to_string());
+    }
+    let int = |key: &str| {
+        options
+            .get(key)
+            .map_or(0, |v| v.parse::<usize>().expect("int"))
+    };
+    let float = |key: &str| options[key].parse::<f64>().expect("float");
+    let block = match kind {
+        "cn" => V4Block::Conv {
+            kernel: int("k"),
+            stride: int("s"),
+            out_channels: int("c"),
+        },
+        "er" => V4Block::FusedIb {
+            kernel: int("k"),
+            stride: int("s"),
+            expansion: float("e"),
+            out_channels: int("c"),
+        },
+        "uir" => V4Block::Uib {
+            start_kernel: int("a"),
+            mid_kernel: int("k"),
+            stride: int("s"),
+            expansion: float("e"),
+            out_channels: int("c"),
+        },
+        "mqa" => V4Block::Mqa {
+            kernel: int("k"),
+            heads: int("h"),
+            key_dim: int("d"),
+            kv_stride: int("v").max(1),
+            out_channels: int("c"),
+        },
+        other => panic!("unknown block kind {other}"),
+    };
+    V4Row {
+        repeats: int("r"),
+        block,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let text =
+        std::fs::read_to_string(common::fixtures().join("v4/manifest.json")).expect("v4 manifest");
+    serde_json::from_str::<Manifest>(&text)
+        .expect("valid manifest")
+        .cases
+}
+
+fn load(case: &Case, device: &Device) -> MobileNetV4 {
+    let stages = case
+        .stages
+        .iter()
+        .map(|stage| stage.iter().map(|row| parse_row(row)).collect())
+        .collect();
+    MobileNetV4Config::new(case.stem, stages)
+        .with_head_channels(case.head)
+        .with_num_classes(case.num_classes)
+        .with_layer_scale(case.layer_scale)
+        .init(device)
+        .load_timm(common::fixtures().join(format!("v4/{}.safetensors", case.name)))
+        .expect("timm checkpoint loads")
+}
+
+fn assert_close<const D: usize>(label: &str, actual: Tensor<D>, reference: Tensor<D>) {
+    let (diff, scale) = max_abs_diff(actual, reference);
+    eprintln!(
+        "{label}: max |ours - timm| / max(1, max |timm|) = {:.1e}",
+        diff / scale
+    );
+    assert!(
+        diff <= TOLERANCE * scale,
+        "{label}: {diff:e} over {:e}",
+        TOLERANCE * scale
+    );
+}
+
+#[test]
+fn logits_and_features_equal_timm_on_every_cpu_backend_unfused_and_fused() {
+    let cases = cases();
+    assert_eq!(cases.len(), 2);
+    for (backend, device) in cpu_devices() {
+        for case in &cases {
+            let file = format!("v4/{}.io.safetensors", case.name);
+            let model = load(case, &device);
+            assert_eq!(model.num_learnable_params(), case.params, "{}", case.name);
+            let input = || fixture_tensor::<4>(&file, "input", &device);
+            assert_close(
+                &format!("{} on {backend}, features", case.name),
+                model.forward_features(input()),
+                fixture_tensor(&file, "features", &device),
+            );
+            assert_close(
+                &format!("{} on {backend}", case.name),
+                model.forward(input()),
+                fixture_tensor(&file, "logits", &device),
+            );
+            assert_close(
+                &format!("{} on {backend}, fused", case.name),
+                model.fuse().forward(input()),
+                fixture_tensor(&file, "logits", &device),
+            );
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct FullSize {
+    params: usize,
+    state_dict: Vec<(String, Vec<usize>)>,
+}
+
+#[test]
+fn full_size_models_have_timms_keys_shapes_and_parameter_counts() {
+    let text = std::fs::read_to_string(common::fixtures().join("v4/full_size.json"))
+        .expect("full_size.json");
+    let mut reference: std::collections::BTreeMap<String, FullSize> =
+        serde_json::from_str(&text).expect("json");
+    let device = cpu_device();
+    for (name, config) in [
+        ("mobilenetv4_conv_small", MobileNetV4Config::conv_small()),
+        ("mobilenetv4_conv_medium", MobileNetV4Config::conv_medium()),
+        ("mobilenetv4_conv_large", MobileNetV4Config::conv_large()),
+        (
+            "mobilenetv4_hybrid_medium",
+            MobileNetV4Config::hybrid_medium(),
+        ),
+    ] {
+        let model = config.init(&device);
+        let theirs = reference.remove(name).expect("model in full_size.json");
+        let mut expected: Vec<(String, Vec<usize>)> = theirs
+            .state_dict
+            .into_iter()
+            .filter(|(key, _)| !key.ends_with("num_batches_tracked"))
+            .collect();
+        expected.sort();
+        let mut ours = torchvision_state_dict_shapes(&model);
+        ours.sort();
+        assert_eq!(ours, expected, "{name}: state_dict keys and shapes");
+        assert_eq!(
+            model.num_learnable_params(),
+            theirs.params,
+            "{name}: parameters"
+        );
+    }
+}
+
+/// The full-size Conv-Small and Hybrid-Medium on timm's random initialization, from
+/// `make_v4_fixtures.py --full DIR` (not committed):
+/// `MOBILENET_BURN_FULL_V4=DIR cargo test --release --test mobilenet_v4_parity -- --ignored`.
+#[test]
+#[ignore = "needs MOBILENET_BURN_FULL_V4=DIR from make_v4_fixtures.py --full"]
+fn full_size_models_equal_timm() {
+    let dir = std::path::PathBuf::from(
+        std::env::var("MOBILENET_BURN_FULL_V4").expect("MOBILENET_BURN_FULL_V4=DIR"),
+    );
+    let device = Device::flex();
+    let io = |name: &str, tensor: &str| -> Vec<f32> {
+        let bytes = std::fs::read(dir.join(format!("{name}.io.safetensors"))).expect("io file");
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+        let view = tensors.tensor(tensor).expect("tensor");
+        view.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    for (name, config) in [
+        ("mobilenetv4_conv_small", MobileNetV4Config::conv_small()),
+        (
+            "mobilenetv4_hybrid_medium",
+            MobileNetV4Config::hybrid_medium(),
+        ),
+    ] {
+        let model = config
+            .with_num_classes(17)
+            .init(&device)
+            .load_timm(dir.join(format!("{name}.safetensors")))
+            .expect("loads");
+        let input = Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(io(name, "input"), [1, 3, 224, 192]),
+            &device,
+        );
+        let reference = Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(io(name, "logits"), [1, 17]),
+            &device,
+        );
+        // Relative to the logits' own scale, without the floor of 1 (timm's initialization
+        // leaves Hybrid-Medium's logits small).
+        let scale = reference.clone().abs().max().into_scalar::<f32>();
+        for (label, logits) in [
+            ("unfused", model.clone().forward(input.clone())),
+            ("fused", model.clone().fuse().forward(input.clone())),
+        ] {
+            let diff = (logits - reference.clone())
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            eprintln!(
+                "{name}, {label}: max |ours - timm| / max |timm| = {:.1e} (max |timm| {scale:.2e})",
+                diff / scale
+            );
+            assert!(
+                diff <= TOLERANCE * scale,
+                "{name}, {label}: {diff:e} of {scale:e}"
+            );
+        }
+    }
+}
