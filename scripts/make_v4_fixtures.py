@@ -18,7 +18,8 @@ it.
 
 `full_size.json` lists the state_dict keys and shapes and the parameter counts of timm's
 `mobilenetv4_conv_small`, `mobilenetv4_conv_medium`, `mobilenetv4_conv_large` and
-`mobilenetv4_hybrid_medium` (1000 classes).
+`mobilenetv4_hybrid_medium` (1000 classes), and their multiply-adds at 224x224 as torch's
+`FlopCounterMode` counts them (halved).
 
 `--full DIR` also writes conv_small and hybrid_medium with timm's random initialization and their logits to
 DIR (not committed: 15 and 44 MB), for `MOBILENET_BURN_FULL_V4=DIR cargo test --release --test
@@ -37,6 +38,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 from timm.layers import LayerScale2d
+from torch.utils.flop_counter import FlopCounterMode
 from timm.models._efficientnet_builder import decode_arch_def, round_channels
 from timm.models.mobilenetv3 import MobileNetV3
 
@@ -118,9 +120,14 @@ def main():
     full = {}
     for name in ["mobilenetv4_conv_small", "mobilenetv4_conv_medium", "mobilenetv4_conv_large",
                  "mobilenetv4_hybrid_medium"]:
-        model = timm.create_model(name, pretrained=False)
+        model = timm.create_model(name, pretrained=False).eval()
+        # Multiply-adds of one 224x224 image: torch's FlopCounterMode (convolutions, the
+        # classifier's addmm, and the attention's two matrix products), halved.
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, 3, 224, 224))
         full[name] = {
             "params": sum(p.numel() for p in model.parameters()),
+            "macs_224": counter.get_total_flops() // 2,
             "state_dict": [[k, list(v.shape)] for k, v in model.state_dict().items()],
         }
     (OUT / "full_size.json").write_text(json.dumps(full) + "\n")

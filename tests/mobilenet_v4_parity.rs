@@ -2,8 +2,8 @@
 //! `MobileNetV3` class built as `_gen_mobilenet_v4` builds MobileNetV4, on small tables of
 //! every block kind, every weight, BatchNorm statistic and layer scale perturbed): timm's
 //! `.safetensors` loads by its keys, and the logits and features equal timm's within 1e-4
-//! relative on every CPU backend, unfused and fused. The full-size models' keys, shapes and
-//! parameter counts equal timm's.
+//! relative on every CPU backend, unfused and fused. The full-size models' keys, shapes,
+//! parameter counts and multiply-adds equal timm's.
 
 mod common;
 
@@ -150,6 +150,7 @@ fn logits_and_features_equal_timm_on_every_cpu_backend_unfused_and_fused() {
 #[derive(Deserialize)]
 struct FullSize {
     params: usize,
+    macs_224: u64,
     state_dict: Vec<(String, Vec<usize>)>,
 }
 
@@ -184,6 +185,17 @@ fn full_size_models_have_timms_keys_shapes_and_parameter_counts() {
             model.num_learnable_params(),
             theirs.params,
             "{name}: parameters"
+        );
+        let summary = model.summary(224, 224);
+        assert_eq!(
+            summary.total_params(),
+            theirs.params,
+            "{name}: summary parameters"
+        );
+        assert_eq!(
+            summary.total_macs(),
+            theirs.macs_224,
+            "{name}: multiply-adds at 224x224"
         );
     }
 }
