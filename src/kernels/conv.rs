@@ -12,6 +12,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::direct::{PhaseLayout, split_into_phases};
 use super::elementwise::{Nonlinearity, activate_slice};
 use super::simd::{MulAdd, dispatch};
 
@@ -424,62 +425,69 @@ pub(crate) fn dense(
     );
     let fill = |output: &mut [MaybeUninit<f32>]| {
         for_each_image(output, batch, |image, out, threads| {
-            let mut columns = vec![0.0f32; depth * out_pixels];
-            im2col(
-                &x[image * in_len..(image + 1) * in_len],
-                &mut columns,
-                geometry,
-            );
-            let out = matmul(
+            let columns = im2col(&x[image * in_len..(image + 1) * in_len], geometry);
+            let residual = epilogue
+                .residual
+                .map(|residual| &residual[image * out.len()..(image + 1) * out.len()]);
+            // The columns are the input of a 1x1 convolution of `depth` channels: the same
+            // split of the work over threads (by rows, or by column blocks when the output
+            // has few channels, which suits one big matrix multiply better than gemm's own).
+            pointwise_image(
                 out,
                 weight,
                 &columns,
                 [geometry.out_channels, depth, out_pixels],
+                Epilogue {
+                    residual,
+                    ..epilogue
+                },
                 threads,
             );
-            if threads {
-                finish_image(out, out_pixels, epilogue);
-            } else {
-                dispatch!(epilogue_rows(out, out_pixels, 0, epilogue));
-            }
         })
     };
-    // SAFETY: `for_each_image` hands every image's part of `output` to the closure, and `matmul`
-    // writes all of it.
+    // SAFETY: `for_each_image` hands every image's part of `output` to the closure, and
+    // `pointwise_image` writes all of it.
     unsafe { filled_by(batch * geometry.out_channels * out_pixels, fill) }
 }
 
-/// `columns[(channel, ky, kx), (oy, ox)]` = the input pixel under that tap, or 0 in the padding.
-fn im2col(image: &[f32], columns: &mut [f32], geometry: &ConvGeometry) {
-    let [kernel_h, kernel_w] = geometry.kernel;
-    let out_pixels = geometry.out_pixels();
-    columns
-        .par_chunks_mut(out_pixels)
-        .enumerate()
-        .for_each(|(row, column_row)| {
-            let (channel, tap) = (row / (kernel_h * kernel_w), row % (kernel_h * kernel_w));
-            let plane =
-                &image[channel * geometry.in_pixels()..(channel + 1) * geometry.in_pixels()];
-            let (ky, kx) = (tap / kernel_w, tap % kernel_w);
-            for (oy, out_row) in column_row.chunks_exact_mut(geometry.out_width).enumerate() {
-                let iy = (oy * geometry.stride[0] + ky * geometry.dilation[0]) as isize
-                    - geometry.padding[0] as isize;
-                if iy < 0 || iy >= geometry.in_height as isize {
-                    out_row.fill(0.0);
-                    continue;
-                }
-                let in_row = &plane[iy as usize * geometry.in_width..][..geometry.in_width];
-                for (ox, value) in out_row.iter_mut().enumerate() {
-                    let ix = (ox * geometry.stride[1] + kx * geometry.dilation[1]) as isize
-                        - geometry.padding[1] as isize;
-                    *value = if ix >= 0 && (ix as usize) < geometry.in_width {
-                        in_row[ix as usize]
-                    } else {
-                        0.0
-                    };
-                }
-            }
+/// `columns[(channel, ky, kx), (oy, ox)]` = the input pixel under that tap, or 0 in the
+/// padding. Through the input's zero-padded phase planes (as the direct kernels lay them out,
+/// `direct::PhaseLayout`), where every tap of every stride and dilation reads a constant
+/// offset: each row of the columns is `out_height` contiguous copies, with no bounds tests.
+fn im2col(image: &[f32], geometry: &ConvGeometry) -> Vec<f32> {
+    let layout = PhaseLayout::new(geometry);
+    let offsets = layout.tap_offsets(geometry);
+    let taps = offsets.len();
+    let mut phases = vec![0.0f32; geometry.in_channels * layout.total];
+    phases
+        .par_chunks_mut(layout.total)
+        .zip(image.par_chunks_exact(geometry.in_pixels()))
+        .for_each(|(phase_planes, plane)| {
+            split_into_phases(plane, geometry, &layout, phase_planes)
         });
+    let (out_width, out_pixels) = (geometry.out_width, geometry.out_pixels());
+    let fill = |columns: &mut [MaybeUninit<f32>]| {
+        if out_pixels == 0 {
+            return;
+        }
+        columns
+            .par_chunks_mut(out_pixels)
+            .enumerate()
+            .for_each(|(row, column_row)| {
+                let (channel, tap) = (row / taps, row % taps);
+                let source = &phases[channel * layout.total + offsets[tap]..];
+                for (oy, out_row) in column_row.chunks_exact_mut(out_width).enumerate() {
+                    let start = oy * layout.width;
+                    for (slot, &value) in out_row.iter_mut().zip(&source[start..start + out_width])
+                    {
+                        slot.write(value);
+                    }
+                }
+            });
+    };
+    // SAFETY: the rows of `out_pixels` cover the buffer (`in_channels * taps` of them), and each
+    // row's `out_height` chunks of `out_width` are written in full.
+    unsafe { filled_by(geometry.in_channels * taps * out_pixels, fill) }
 }
 
 #[cfg(test)]

@@ -158,8 +158,11 @@ pub(crate) fn conv2d(
         direct::direct
     } else if tapwise::worth_it(&geometry) {
         tapwise::tapwise
-    } else {
+    } else if direct::supports(&geometry) {
+        // im2col goes through the direct kernels' phase planes: their stride limit holds.
         dense
+    } else {
+        return Outcome::Declined(x);
     };
     if residual.is_some_and(|residual| residual.dims() != out_shape) {
         return Outcome::Declined(x);
