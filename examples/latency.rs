@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo run --release --all-features --example latency -- \
-//!     [--model v2|v3l|v3s|all|ssd-v2|ssd-v3l|ssd-v3s|ssd|lraspp|lraspp-v3s|deeplabv3|seg] \
+//!     [--model v2|v3l|v3s|v4s|v4m|v4hm|v4|all|ssd-v2|ssd-v3l|ssd-v3s|ssd|lraspp|lraspp-v3s|\
+//!     deeplabv3|seg] \
 //!     [--batch 1] [--size 224] [--runs 50] \
 //!     [--warmup 5] \
 //!     [--backend flex|ndarray|wgpu] [--unfused] [--seconds S]
@@ -12,6 +13,7 @@
 //!
 //! `ssd-*` are SSDLite320 detectors (COCO's 91 classes; pass `--size 320`) on V2, V3-Large
 //! (reduced tail, torchvision's COCO model) and V3-Small, timed through their heads.
+//! `v4s`, `v4m` and `v4hm` are MobileNetV4 Conv-Small, Conv-Medium and Hybrid-Medium (timm's).
 //! `lraspp`, `lraspp-v3s` and `deeplabv3` are the segmentation models (21 classes, dilated
 //! backbone; torchvision's evaluates at 520x520: pass `--size 520`), timed up to the logits at
 //! the input's size; `seg` is all three.
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 use burn::tensor::{Distribution, Tensor};
 use mobilenet_burn::detection::SsdLiteConfig;
 use mobilenet_burn::segmentation::{DeepLabV3Config, LrAsppConfig};
-use mobilenet_burn::{MobileNetV2Config, MobileNetV3Config};
+use mobilenet_burn::{MobileNetV2Config, MobileNetV3Config, MobileNetV4Config};
 
 /// COCO's classes, background included, as torchvision's SSDLite.
 const COCO_CLASSES: usize = 91;
@@ -45,7 +47,7 @@ struct Args {
     seconds: f64,
 }
 
-const USAGE: &str = "usage: latency [--model v2|v3l|v3s|all|ssd-v2|ssd-v3l|ssd-v3s|ssd|lraspp|\
+const USAGE: &str = "usage: latency [--model v2|v3l|v3s|v4s|v4m|v4hm|v4|all|ssd-v2|ssd-v3l|ssd-v3s|ssd|lraspp|\
                      lraspp-v3s|deeplabv3|seg] [--batch N] \
                      [--size N] [--runs N] \
                      [--warmup N] [--backend flex|ndarray|wgpu] [--unfused] [--seconds S]";
@@ -75,14 +77,15 @@ fn parse_args() -> Result<Args, String> {
                 let model = value()?;
                 parsed.models = match model.as_str() {
                     "all" => parsed.models,
-                    "v2" | "v3l" | "v3s" | "ssd-v2" | "ssd-v3l" | "ssd-v3s" | "lraspp"
-                    | "lraspp-v3s" | "deeplabv3" => vec![model],
+                    "v2" | "v3l" | "v3s" | "v4s" | "v4m" | "v4hm" | "ssd-v2" | "ssd-v3l"
+                    | "ssd-v3s" | "lraspp" | "lraspp-v3s" | "deeplabv3" => vec![model],
+                    "v4" => vec!["v4s".into(), "v4m".into(), "v4hm".into()],
                     "ssd" => vec!["ssd-v2".into(), "ssd-v3l".into(), "ssd-v3s".into()],
                     "seg" => vec!["lraspp".into(), "lraspp-v3s".into(), "deeplabv3".into()],
                     other => {
                         return Err(format!(
-                            "unknown model `{other}`; use v2, v3l, v3s, all, ssd-v2, ssd-v3l, \
-                             ssd-v3s, ssd, lraspp, lraspp-v3s, deeplabv3 or seg"
+                            "unknown model `{other}`; use v2, v3l, v3s, v4s, v4m, v4hm, v4, all, \
+                             ssd-v2, ssd-v3l, ssd-v3s, ssd, lraspp, lraspp-v3s, deeplabv3 or seg"
                         ));
                     }
                 }
@@ -144,6 +147,21 @@ fn main() {
         let forward: Box<dyn Fn(Tensor<4>)> = match name.as_str() {
             "v2" => {
                 let model = MobileNetV2Config::new().init(&device);
+                let model = if args.fused { model.fuse() } else { model };
+                Box::new(move |x| drop(model.forward(x).into_data()))
+            }
+            "v4s" | "v4m" | "v4hm" => {
+                let config = match name.as_str() {
+                    "v4s" => MobileNetV4Config::conv_small(),
+                    "v4m" => MobileNetV4Config::conv_medium(),
+                    // Layer scales of 1 rather than timm's initial 1e-5: the blocks without a
+                    // residual multiply the activations by their scale, so that at 1e-5 they
+                    // fall to ~1e-20 by the last stage, where the attention's products go
+                    // subnormal and slow every runtime without flush-to-zero. Trained weights
+                    // have no such scales; `scripts/compare_peers.py` sets the same for its peers.
+                    _ => MobileNetV4Config::hybrid_medium().with_layer_scale(Some(1.0)),
+                };
+                let model = config.init(&device);
                 let model = if args.fused { model.fuse() } else { model };
                 Box::new(move |x| drop(model.forward(x).into_data()))
             }

@@ -21,6 +21,10 @@ logits and box regressions of the 3,234 anchors. Not the resize/normalize transf
 box decoding and NMS, which run outside the network in every runtime (ours: `latency --model
 ssd-v3l`).
 
+`v4s`, `v4m` and `v4hm` are timm's MobileNetV4 Conv-Small, Conv-Medium and Hybrid-Medium (timm
+needed), at `--size` as the classifiers; Hybrid-Medium with its layer scales set to 1 in every
+runtime (see `build_model`).
+
 `lraspp`, `lraspp_v3s` and `deeplabv3` are torchvision's segmentation networks at 520x520
 (always; the size its weights are evaluated at), 21 classes, up to `model(x)["out"]` (the
 logits resized to the input): `lraspp_mobilenet_v3_large`, the same head on a dilated
@@ -28,7 +32,7 @@ MobileNetV3-Small (`_lraspp_mobilenetv3`, as torchvision builds any MobileNetV3)
 `deeplabv3_mobilenet_v3_large` without its auxiliary head (which inference does not run).
 
 Versions used for docs/performance.md: torch 2.15.0, torchvision 0.29.2, onnxruntime 1.32.0,
-tract 0.23.9, onnx 1.23.2, onnxscript 0.7.2.
+tract 0.23.9, onnx 1.23.2, onnxscript 0.7.2, timm 1.0.31.
 """
 
 import argparse
@@ -48,6 +52,9 @@ MODELS = {
     "v3l": "mobilenet_v3_large",
     "v3s": "mobilenet_v3_small",
     "ssd": "ssdlite320_mobilenet_v3_large",
+    "v4s": "mobilenetv4_conv_small",
+    "v4m": "mobilenetv4_conv_medium",
+    "v4hm": "mobilenetv4_hybrid_medium",
     "lraspp": "lraspp_mobilenet_v3_large",
     "lraspp_v3s": "lraspp_mobilenet_v3_small",
     "deeplabv3": "deeplabv3_mobilenet_v3_large",
@@ -66,6 +73,19 @@ def build_model(key):
     name = MODELS[key]
     if key in ("v2", "v3l", "v3s"):
         return getattr(torchvision.models, name)(weights=None).eval()
+    if key.startswith("v4"):
+        import timm
+        from timm.layers import LayerScale2d
+
+        model = timm.create_model(name, pretrained=False).eval()
+        # Layer scales of 1, not timm's initial 1e-5, as examples/latency builds Hybrid-Medium:
+        # at 1e-5 the blocks without a residual shrink the activations to ~1e-20 by the last
+        # stage, where products go subnormal (a slowdown of its own, absent with trained weights).
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, LayerScale2d):
+                    module.gamma.fill_(1.0)
+        return model
     if key != "ssd":
         from torchvision.models.segmentation import (
             deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large)

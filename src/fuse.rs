@@ -31,3 +31,19 @@ pub(crate) fn fold_batch_norm(conv: Conv2d, norm: &BatchNorm) -> Conv2d {
         ..conv
     }
 }
+
+/// `conv` followed by a per-output-channel scale (a layer scale's `gamma`), as one
+/// convolution: each output channel's weights and bias multiplied by its scale.
+pub(crate) fn scale_output_channels(conv: Conv2d, scale: &Tensor<1>) -> Conv2d {
+    let weight = conv.weight.val();
+    let [out_channels, ..] = weight.dims();
+    let scale = scale.clone().to_device(&weight.device());
+    let weight = weight * scale.clone().reshape([out_channels, 1, 1, 1]);
+    let bias = conv.bias.as_ref().map(|bias| bias.val() * scale);
+    // Detached, as in `fold_batch_norm`.
+    Conv2d {
+        weight: Param::from_tensor(weight.detach()),
+        bias: bias.map(|bias| Param::from_tensor(bias.detach())),
+        ..conv
+    }
+}

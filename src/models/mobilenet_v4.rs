@@ -19,8 +19,9 @@ use super::tables::{
     MOBILENET_V4_HEAD_CHANNELS, MOBILENET_V4_HYBRID_MEDIUM, MOBILENET_V4_LARGE_STEM_CHANNELS,
     MOBILENET_V4_STEM_CHANNELS, V4Block, V4Row,
 };
-use crate::fuse::fold_batch_norm;
+use crate::fuse::{fold_batch_norm, scale_output_channels};
 use crate::layers::conv_norm_act::conv_norm_activation;
+use crate::native::Outcome;
 use crate::num_learnable_params;
 use crate::summary::{self, LayerSummary, ModelSummary};
 use crate::torch_paths::{enum_module, torchvision_module};
@@ -620,16 +621,13 @@ impl EdgeResidual {
             self.activation,
             x,
         );
-        let y = conv_norm_activation(
+        project_and_add(
             &self.project_conv,
             self.project_norm.as_ref(),
-            Activation::Identity,
+            &None,
             y,
-        );
-        match shortcut {
-            Some(shortcut) => y + shortcut,
-            None => y,
-        }
+            shortcut,
+        )
     }
 
     fn fuse(self) -> Self {
@@ -650,6 +648,35 @@ fn fold(conv: Conv2d, norm: Option<BatchNorm>) -> (Conv2d, Option<BatchNorm>) {
     match norm {
         Some(norm) => (fold_batch_norm(conv, &norm), None),
         None => (conv, None),
+    }
+}
+
+/// `scale(norm(conv(x))) + shortcut`: a block's last projection (no activation), its layer
+/// scale and its residual. Once fused (no norm, no separate scale) a native kernel adds the
+/// residual in the pass that writes the projection.
+fn project_and_add(
+    conv: &Conv2d,
+    norm: Option<&BatchNorm>,
+    gamma: &Option<Param<Tensor<1>>>,
+    x: Tensor<4>,
+    shortcut: Option<Tensor<4>>,
+) -> Tensor<4> {
+    let x = match (&shortcut, norm, gamma) {
+        (Some(shortcut), None, None) => {
+            match native::conv2d(conv, Activation::Identity, x, Some(shortcut)) {
+                Outcome::Computed(y) => return y,
+                Outcome::Declined(x) => x,
+            }
+        }
+        _ => x,
+    };
+    let y = scaled(
+        conv_norm_activation(conv, norm, Activation::Identity, x),
+        gamma,
+    );
+    match shortcut {
+        Some(shortcut) => y + shortcut,
+        None => y,
     }
 }
 
@@ -727,19 +754,31 @@ impl UniversalInvertedBottleneck {
         if let Some(layer) = &self.dw_mid {
             y = layer.forward(y);
         }
-        let y = scaled(self.pw_proj.forward(y), &self.layer_scale);
-        match shortcut {
-            Some(shortcut) => y + shortcut,
-            None => y,
-        }
+        project_and_add(
+            &self.pw_proj.conv,
+            self.pw_proj.norm.as_ref(),
+            &self.layer_scale,
+            y,
+            shortcut,
+        )
     }
 
     fn fuse(self) -> Self {
+        let pw_proj = self.pw_proj.fuse();
+        // The layer scale folds into the projection, which has no activation.
+        let pw_proj = match &self.layer_scale {
+            Some(gamma) => ConvNormAct {
+                conv: scale_output_channels(pw_proj.conv, &gamma.val()),
+                ..pw_proj
+            },
+            None => pw_proj,
+        };
         Self {
             dw_start: self.dw_start.map(ConvNormAct::fuse),
             pw_exp: self.pw_exp.fuse(),
             dw_mid: self.dw_mid.map(ConvNormAct::fuse),
-            pw_proj: self.pw_proj.fuse(),
+            pw_proj,
+            layer_scale: None,
             ..self
         }
     }
@@ -877,11 +916,7 @@ impl MobileMultiQueryAttention {
             .swap_dims(1, 2)
             .reshape([batch, height, width, heads * key_dim])
             .permute([0, 3, 1, 2]);
-        let y = scaled(conv_only(&self.output, out), &self.layer_scale);
-        match shortcut {
-            Some(shortcut) => y + shortcut,
-            None => y,
-        }
+        project_and_add(&self.output, None, &self.layer_scale, out, shortcut)
     }
 
     fn fuse(self) -> Self {
@@ -891,9 +926,16 @@ impl MobileMultiQueryAttention {
                 KvDownsample { conv, norm }
             })
         };
+        // The layer scale folds into the output projection.
+        let output = match &self.layer_scale {
+            Some(gamma) => scale_output_channels(self.output, &gamma.val()),
+            None => self.output,
+        };
         Self {
             key_down: fuse_down(self.key_down),
             value_down: fuse_down(self.value_down),
+            output,
+            layer_scale: None,
             ..self
         }
     }
