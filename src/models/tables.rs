@@ -247,6 +247,15 @@ pub enum V4Block {
 }
 
 /// A [`V4Block`] repeated `repeats` times (timm's `r`; the stride applies to the first).
+///
+/// ```
+/// use mobilenet_burn::tables::{MOBILENET_V4_CONV_SMALL, V4Block};
+///
+/// // timm's 'uir_r4_a0_k3_s1_e2_c96': four inverted residual blocks.
+/// let row = MOBILENET_V4_CONV_SMALL[2][1];
+/// assert_eq!(row.repeats, 4);
+/// assert!(matches!(row.block, V4Block::Uib { start_kernel: 0, mid_kernel: 3, .. }));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct V4Row {
     /// How many times the block repeats.
