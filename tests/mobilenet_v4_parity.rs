@@ -9,7 +9,6 @@ mod common;
 
 use burn::tensor::{Device, Tensor};
 use common::{cpu_device, cpu_devices, fixture_tensor, max_abs_diff};
-use mobilenet_burn::tables::{V4Block, V4Row};
 use mobilenet_burn::{MobileNetV4, MobileNetV4Config, torchvision_state_dict_shapes};
 use serde::Deserialize;
 
@@ -31,57 +30,6 @@ struct Case {
     params: usize,
 }
 
-/// A timm block string (`uir_r1_a5_k5_s2_e3_c32`) as a table row.
-fn parse_row(text: &str) -> V4Row {
-    let mut parts = text.split('_');
-    let kind = parts.next().expect("block kind");
-    let mut options = std::collections::BTreeMap::new();
-    for part in parts {
-        let split = part
-            .find(|c: char| c.is_ascii_digit())
-            .expect("option value");
-        options.insert(part[..split].to_string(), part[split..].to_string());
-    }
-    let int = |key: &str| {
-        options
-            .get(key)
-            .map_or(0, |v| v.parse::<usize>().expect("int"))
-    };
-    let float = |key: &str| options[key].parse::<f64>().expect("float");
-    let block = match kind {
-        "cn" => V4Block::Conv {
-            kernel: int("k"),
-            stride: int("s"),
-            out_channels: int("c"),
-        },
-        "er" => V4Block::FusedIb {
-            kernel: int("k"),
-            stride: int("s"),
-            expansion: float("e"),
-            out_channels: int("c"),
-        },
-        "uir" => V4Block::Uib {
-            start_kernel: int("a"),
-            mid_kernel: int("k"),
-            stride: int("s"),
-            expansion: float("e"),
-            out_channels: int("c"),
-        },
-        "mqa" => V4Block::Mqa {
-            kernel: int("k"),
-            heads: int("h"),
-            key_dim: int("d"),
-            kv_stride: int("v").max(1),
-            out_channels: int("c"),
-        },
-        other => panic!("unknown block kind {other}"),
-    };
-    V4Row {
-        repeats: int("r"),
-        block,
-    }
-}
-
 fn cases() -> Vec<Case> {
     let text =
         std::fs::read_to_string(common::fixtures().join("v4/manifest.json")).expect("v4 manifest");
@@ -94,7 +42,7 @@ fn load(case: &Case, device: &Device) -> MobileNetV4 {
     let stages = case
         .stages
         .iter()
-        .map(|stage| stage.iter().map(|row| parse_row(row)).collect())
+        .map(|stage| stage.iter().map(|row| common::v4::parse_row(row)).collect())
         .collect();
     MobileNetV4Config::new(case.stem, stages)
         .with_head_channels(case.head)

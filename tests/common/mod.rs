@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 #[cfg(feature = "pretrained")]
 pub mod replay;
 pub mod training;
+pub mod v4;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use mobilenet_burn::{MobileNetV2, MobileNetV2Config, MobileNetV3, MobileNetV3Config};
