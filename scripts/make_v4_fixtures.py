@@ -19,7 +19,7 @@ it.
 `full_size.json` lists the state_dict keys and shapes and the parameter counts of timm's
 `mobilenetv4_conv_small`, `mobilenetv4_conv_medium`, `mobilenetv4_conv_large` and
 `mobilenetv4_hybrid_medium` (1000 classes), and their multiply-adds at 224x224 as torch's
-`FlopCounterMode` counts them (halved).
+`FlopCounterMode` counts them (halved), and their `feature_info` (module, channels, reduction).
 
 `--full DIR` also writes conv_small and hybrid_medium with timm's random initialization and their logits to
 DIR (not committed: 15 and 44 MB), for `MOBILENET_BURN_FULL_V4=DIR cargo test --release --test
@@ -128,6 +128,7 @@ def main():
         full[name] = {
             "params": sum(p.numel() for p in model.parameters()),
             "macs_224": counter.get_total_flops() // 2,
+            "feature_info": [[f["module"], f["num_chs"], f["reduction"]] for f in model.feature_info],
             "state_dict": [[k, list(v.shape)] for k, v in model.state_dict().items()],
         }
     (OUT / "full_size.json").write_text(json.dumps(full) + "\n")

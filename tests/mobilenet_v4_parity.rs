@@ -99,6 +99,7 @@ fn logits_and_features_equal_timm_on_every_cpu_backend_unfused_and_fused() {
 struct FullSize {
     params: usize,
     macs_224: u64,
+    feature_info: Vec<(String, usize, usize)>,
     state_dict: Vec<(String, Vec<usize>)>,
 }
 
@@ -145,6 +146,30 @@ fn full_size_models_have_timms_keys_shapes_and_parameter_counts() {
             theirs.macs_224,
             "{name}: multiply-adds at 224x224"
         );
+        // timm's `feature_info`: `bn1` is our layer 0, `blocks.{s}` our layer s + 1.
+        let taps: Vec<(String, usize, usize)> = model
+            .feature_info()
+            .iter()
+            .map(|tap| {
+                let module = match tap.layer {
+                    0 => "bn1".to_string(),
+                    layer => format!("blocks.{}", layer - 1),
+                };
+                (module, tap.channels, tap.reduction)
+            })
+            .collect();
+        assert_eq!(taps, theirs.feature_info, "{name}: feature_info");
+        let maps = model
+            .forward_intermediates(Tensor::zeros([1, 3, 64, 64], &device), &[0, 1, 2, 3, 4])
+            .expect("every tap");
+        for (map, tap) in maps.iter().zip(&theirs.feature_info) {
+            assert_eq!(
+                map.dims(),
+                [1, tap.1, 64 / tap.2, 64 / tap.2],
+                "{name}: {}",
+                tap.0
+            );
+        }
     }
 }
 

@@ -26,7 +26,8 @@ use crate::num_learnable_params;
 use crate::summary::{self, LayerSummary, ModelSummary};
 use crate::torch_paths::{enum_module, torchvision_module};
 use crate::{
-    Activation, BatchNormSpec, CHANNEL_DIVISOR, Error, IMAGE_CHANNELS, init, make_divisible, native,
+    Activation, BatchNormSpec, CHANNEL_DIVISOR, Error, FeatureInfo, FeatureLocation,
+    IMAGE_CHANNELS, init, make_divisible, native,
 };
 
 /// Stride of the stem convolution.
@@ -1370,5 +1371,126 @@ fn block_summary(block: &MobileNetV4Block, shape: [usize; 4]) -> ([usize; 4], u6
                 "mobile MQA",
             )
         }
+    }
+}
+
+impl MobileNetV4Block {
+    /// The block's stride.
+    fn stride(&self) -> usize {
+        match self {
+            Self::Conv(block) => block.conv.stride[0],
+            Self::FusedIb(block) => block.expand_conv.stride[0],
+            Self::Uib(block) => [&block.dw_start, &block.dw_mid]
+                .into_iter()
+                .flatten()
+                .map(|layer| layer.conv.stride[0])
+                .max()
+                .unwrap_or(1),
+            Self::Attention(_) => 1,
+        }
+    }
+}
+
+impl MobileNetV4 {
+    /// The feature taps, equal to timm's `feature_info`: the stem (`layer` 0, timm's `bn1`) and
+    /// the last stage of each stride (`layer` `s + 1` for `blocks.{s}`), C1 (stride 2) to C5
+    /// (stride 32), with their channels.
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::MobileNetV4Config;
+    ///
+    /// let model = MobileNetV4Config::conv_small().init(&Device::flex());
+    /// let taps: Vec<(usize, usize, usize)> =
+    ///     model.feature_info().iter().map(|t| (t.layer, t.channels, t.reduction)).collect();
+    /// // timm: bn1, blocks.0, blocks.1, blocks.2, blocks.4
+    /// assert_eq!(taps, [(0, 32, 2), (1, 32, 4), (2, 64, 8), (3, 96, 16), (5, 960, 32)]);
+    /// ```
+    pub fn feature_info(&self) -> Vec<FeatureInfo> {
+        let mut reduction = self.stem_conv.stride[0];
+        let mut taps = vec![FeatureInfo {
+            layer: 0,
+            channels: self.stem_conv.weight.dims()[0],
+            reduction,
+            location: FeatureLocation::BlockOutput,
+        }];
+        let outputs: Vec<(usize, usize)> = self
+            .stages
+            .iter()
+            .map(|stage| {
+                reduction *= stage
+                    .iter()
+                    .map(MobileNetV4Block::stride)
+                    .product::<usize>();
+                let channels = stage.last().map_or(0, MobileNetV4Block::out_channels);
+                (reduction, channels)
+            })
+            .collect();
+        for (index, &(reduction, channels)) in outputs.iter().enumerate() {
+            let last_of_its_stride = outputs
+                .get(index + 1)
+                .is_none_or(|&(next, _)| next != reduction);
+            if last_of_its_stride && channels > 0 {
+                taps.push(FeatureInfo {
+                    layer: index + 1,
+                    channels,
+                    reduction,
+                    location: FeatureLocation::BlockOutput,
+                });
+            }
+        }
+        taps
+    }
+
+    /// The tensors of the taps `indices` (positions in [`feature_info`](Self::feature_info),
+    /// timm's `out_indices`), in that order, computing the network only as far as the deepest.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchFeatureTap`] for an index past the taps, [`Error::InvalidInput`] for an
+    /// input the model does not take.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::MobileNetV4Config;
+    ///
+    /// let device = Device::flex();
+    /// let model = MobileNetV4Config::hybrid_medium().init(&device);
+    /// let maps = model.forward_intermediates(Tensor::zeros([1, 3, 224, 224], &device), &[2, 4])?;
+    /// assert_eq!((maps[0].dims(), maps[1].dims()), ([1, 80, 28, 28], [1, 960, 7, 7]));
+    /// # Ok::<(), mobilenet_burn::Error>(())
+    /// ```
+    pub fn forward_intermediates(
+        &self,
+        x: Tensor<4>,
+        indices: &[usize],
+    ) -> Result<Vec<Tensor<4>>, Error> {
+        self.check_input(x.dims())?;
+        let taps = self.feature_info();
+        let layers = indices
+            .iter()
+            .map(|&index| {
+                taps.get(index)
+                    .map(|tap| tap.layer)
+                    .ok_or(Error::NoSuchFeatureTap {
+                        index,
+                        taps: taps.len(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let deepest = layers.iter().copied().max().unwrap_or(0);
+        Ok(native::forward_on_thread_pool(x.is_autodiff(), || {
+            let mut outputs = vec![conv_norm_activation(
+                &self.stem_conv,
+                self.stem_norm.as_ref(),
+                self.activation,
+                x,
+            )];
+            for stage in self.stages.iter().take(deepest) {
+                let x = outputs[outputs.len() - 1].clone();
+                outputs.push(stage.iter().fold(x, |x, block| block.forward(x)));
+            }
+            layers.iter().map(|&layer| outputs[layer].clone()).collect()
+        }))
     }
 }
