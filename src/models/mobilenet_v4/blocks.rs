@@ -12,7 +12,8 @@ use crate::layers::conv_norm_act::conv_norm_activation;
 use crate::native::{self, Outcome};
 use crate::torch_paths::{enum_module, torchvision_module};
 
-/// `activation(norm(conv(x)))`: timm's `ConvNormAct`, stored as `conv` and `bn`.
+/// `activation(norm(conv(x)))`: timm's `ConvNormAct` (stored as `conv` and `bn`) and
+/// `ConvBnAct` (`conv` and `bn1`, the `cn` rows).
 ///
 /// ```
 /// use mobilenet_burn::MobileNetV4Config;
@@ -26,19 +27,43 @@ use crate::torch_paths::{enum_module, torchvision_module};
 pub struct ConvNormAct {
     /// `conv`
     pub conv: Conv2d,
-    /// `bn`; `None` once fused.
+    /// `bn` or `bn1` (see `norm_key`); `None` once fused.
     pub norm: Option<BatchNorm>,
     /// The activation (timm's `BatchNormAct2d` applies it).
     pub activation: Activation,
+    /// The batch norm's key: timm's `ConvNormAct` (inside the UIB blocks) names it `bn`, its
+    /// `ConvBnAct` (the `cn` rows) `bn1`.
+    pub norm_key: NormKey,
+}
+
+/// The key of a [`ConvNormAct`]'s batch norm.
+///
+/// ```
+/// use mobilenet_burn::MobileNetV4Config;
+/// use mobilenet_burn::models::mobilenet_v4::{MobileNetV4Block, NormKey};
+///
+/// let model = MobileNetV4Config::conv_small().init(&burn::tensor::Device::flex());
+/// let MobileNetV4Block::Conv(block) = &model.stages[0][0] else { panic!() };
+/// assert_eq!(block.norm_key, NormKey::Bn1); // blocks.0.0.bn1.weight
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormKey {
+    /// `bn` (timm's `ConvNormAct`).
+    Bn,
+    /// `bn1` (timm's `ConvBnAct`).
+    Bn1,
 }
 
 torchvision_module!(ConvNormAct {
     children {
         conv: |_: &Self| "conv".to_string(),
-        norm: |_: &Self| "bn".to_string(),
+        norm: |layer: &Self| match layer.norm_key {
+            NormKey::Bn => "bn".to_string(),
+            NormKey::Bn1 => "bn1".to_string(),
+        },
     }
     lists {}
-    state { activation }
+    state { activation, norm_key }
 });
 
 impl ConvNormAct {
@@ -57,63 +82,7 @@ impl ConvNormAct {
         conv_norm_activation(&self.conv, self.norm.as_ref(), self.activation, x)
     }
 
-    fn fuse(self) -> Self {
-        match &self.norm {
-            Some(norm) => Self {
-                conv: fold_batch_norm(self.conv, norm),
-                norm: None,
-                ..self
-            },
-            None => self,
-        }
-    }
-}
-
-/// timm's `ConvBnAct` (the `cn` rows, the stem and the head), stored as `conv` and `bn1`.
-///
-/// ```
-/// use mobilenet_burn::MobileNetV4Config;
-///
-/// use mobilenet_burn::models::mobilenet_v4::MobileNetV4Block;
-///
-/// let model = MobileNetV4Config::conv_small().init(&burn::tensor::Device::flex());
-/// let MobileNetV4Block::Conv(block) = &model.stages[0][0] else { panic!() };
-/// assert_eq!(block.conv.weight.dims(), [32, 32, 3, 3]);
-/// ```
-#[derive(Debug, Clone)]
-pub struct ConvBnAct {
-    /// `conv`
-    pub conv: Conv2d,
-    /// `bn1`; `None` once fused.
-    pub norm: Option<BatchNorm>,
-    /// The activation.
-    pub activation: Activation,
-}
-
-torchvision_module!(ConvBnAct {
-    children {
-        conv: |_: &Self| "conv".to_string(),
-        norm: |_: &Self| "bn1".to_string(),
-    }
-    lists {}
-    state { activation }
-});
-
-impl ConvBnAct {
-    /// The layer's output.
-    ///
-    /// ```
-    /// # use mobilenet_burn::MobileNetV4Config;
-    /// # let device = burn::tensor::Device::flex();
-    /// let model = MobileNetV4Config::conv_small().init(&device);
-    /// let y = model.stages[4][0].forward(burn::tensor::Tensor::zeros([1, 128, 2, 2], &device));
-    /// assert_eq!(y.dims(), [1, 960, 2, 2]);
-    /// ```
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        conv_norm_activation(&self.conv, self.norm.as_ref(), self.activation, x)
-    }
-
-    fn fuse(self) -> Self {
+    pub(super) fn fuse(self) -> Self {
         match &self.norm {
             Some(norm) => Self {
                 conv: fold_batch_norm(self.conv, norm),
@@ -519,8 +488,8 @@ fn conv_only(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// ```
 #[derive(Debug, Clone)]
 pub enum MobileNetV4Block {
-    /// timm's `ConvBnAct`.
-    Conv(ConvBnAct),
+    /// timm's `ConvBnAct` (a [`ConvNormAct`] with [`NormKey::Bn1`]).
+    Conv(ConvNormAct),
     /// timm's `EdgeResidual`.
     FusedIb(EdgeResidual),
     /// timm's `UniversalInvertedResidual`.

@@ -9,8 +9,8 @@ mod blocks;
 mod summary;
 
 pub use blocks::{
-    ConvBnAct, ConvNormAct, EdgeResidual, KvDownsample, MobileMultiQueryAttention,
-    MobileNetV4Block, UniversalInvertedBottleneck,
+    ConvNormAct, EdgeResidual, KvDownsample, MobileMultiQueryAttention, MobileNetV4Block, NormKey,
+    UniversalInvertedBottleneck,
 };
 
 use burn::config::Config;
@@ -357,13 +357,14 @@ fn build_block(
         ),
         norm: Some(norm(channels[1], device)),
         activation,
+        norm_key: NormKey::Bn,
     };
     match spec {
         V4Block::Conv {
             kernel,
             stride,
             out_channels,
-        } => MobileNetV4Block::Conv(ConvBnAct {
+        } => MobileNetV4Block::Conv(ConvNormAct {
             conv: conv(
                 in_channels,
                 out_channels,
@@ -374,6 +375,7 @@ fn build_block(
             ),
             norm: Some(norm(out_channels, device)),
             activation: act,
+            norm_key: NormKey::Bn1,
         }),
         V4Block::FusedIb {
             kernel,
