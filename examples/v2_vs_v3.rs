@@ -7,7 +7,8 @@
 //!
 //! Builds V2 1.0, V3-Large 1.0 and V3-Small 1.0 (random weights, batch norm fused, as for
 //! inference) and three V3-Large ablations built from the table API: ReLU instead of h-swish,
-//! no squeeze-excitation, reduced tail. Prints one markdown table of parameters, multiply-adds,
+//! no squeeze-excitation, reduced tail; and MobileNetV4 Conv-Small and Conv-Medium (timm's), the
+//! sequel that drops SE and h-swish. Prints one markdown table of parameters, multiply-adds,
 //! batch-1 latency (median and 10th-90th percentile, timed in interleaved rounds across the
 //! models so that load from elsewhere hits all of them alike) and batch-8 throughput; the cost of h-swish
 //! and SE in V3-Large as the latency the ablations save; and per-stage batch-1 latency (stem,
@@ -20,7 +21,8 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use mobilenet_burn::{
-    Activation, Features, MobileNetV2Config, MobileNetV3, MobileNetV3Config, native,
+    Activation, Features, MobileNetV2Config, MobileNetV3, MobileNetV3Config, MobileNetV4Config,
+    native,
 };
 
 /// Untimed passes before measuring.
@@ -147,6 +149,20 @@ fn v3(name: &str, config: MobileNetV3Config, device: &Device, per_stage: bool) -
             let head: Forward = Box::new(move |x| head_model.forward_head(x));
             (model.features.clone(), head)
         }),
+        forward: Box::new(move |x| model.forward(x)),
+    }
+}
+
+/// MobileNetV4 (timm's), timed as a whole: its stages are not V2/V3's `Features`.
+fn v4(name: &str, config: MobileNetV4Config, device: &Device) -> Candidate {
+    let model = config.init(device);
+    let summary = model.summary(SIZE, SIZE);
+    let model = model.fuse();
+    Candidate {
+        name: name.into(),
+        params: summary.total_params(),
+        macs: summary.total_macs(),
+        features: None,
         forward: Box::new(move |x| model.forward(x)),
     }
 }
@@ -326,6 +342,8 @@ fn main() {
             &device,
             false,
         ),
+        v4("V4 Conv-Small", MobileNetV4Config::conv_small(), &device),
+        v4("V4 Conv-Medium", MobileNetV4Config::conv_medium(), &device),
     ];
 
     println!(
@@ -388,6 +406,12 @@ fn main() {
         "- V3-Large vs V2: {:.2}x the latency for {:.2}x the multiply-adds",
         large / latencies[0],
         candidates[1].macs as f64 / candidates[0].macs as f64
+    );
+    println!(
+        "- V4 Conv-Small (no SE, no h-swish) vs V3-Large: {:.2}x the latency for {:.2}x the \
+         multiply-adds",
+        latencies[6] / large,
+        candidates[6].macs as f64 / candidates[1].macs as f64
     );
 
     println!("\nBatch-1 latency per stage (median ms):\n");
