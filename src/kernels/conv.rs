@@ -4,7 +4,8 @@
 //! - [`pointwise`]: 1x1, stride 1 (expansion, projection, head): one matrix multiply per image,
 //!   `out[c_out, pixels] = weight[c_out, c_in] · x[c_in, pixels]`, with the `gemm` crate that
 //!   burn-flex itself uses.
-//! - [`dense`]: any other convolution with `groups == 1`: im2col, then one matrix multiply.
+//! - [`dense`]: any other convolution with `groups == 1`: im2col (from the zero-padded phase
+//!   planes of `direct.rs`), then the same matrix multiply.
 //!
 //! Depthwise convolutions and the stem are direct convolutions, in `direct.rs`.
 
@@ -409,7 +410,8 @@ fn pointwise_image(
     }
 }
 
-/// Any convolution with `groups == 1`, through im2col. `weight`: `[out, in, kh, kw]`.
+/// Any convolution with `groups == 1`, through im2col. `weight`: `[out, in, kh, kw]`. Needs
+/// `direct::supports` (im2col reads the direct kernels' phase planes).
 pub(crate) fn dense(
     x: &[f32],
     batch: usize,
