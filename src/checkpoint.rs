@@ -33,8 +33,8 @@ use crate::{Error, MismatchReport, MobileNetV2, MobileNetV3, MobileNetV4, ShapeM
 /// The BatchNorm counter torchvision saves and inference never reads.
 const IGNORED_SUFFIX: &str = ".num_batches_tracked";
 
-/// Suffixes of the BatchNorm running statistics: state, not learned parameters.
-const RUNNING_STAT_SUFFIXES: [&str; 2] = [".running_mean", ".running_var"];
+/// Names of the BatchNorm running statistics: state, not learned parameters.
+const RUNNING_STATS: [&str; 2] = ["running_mean", "running_var"];
 
 /// Parameter and buffer shapes, keyed by path.
 pub(crate) type ShapeMap = BTreeMap<String, Vec<usize>>;
@@ -52,11 +52,8 @@ pub fn num_learnable_params<M: ModuleSnapshot>(model: &M) -> usize {
     model
         .collect(None, None, false)
         .iter()
-        .filter(|tensor| {
-            !RUNNING_STAT_SUFFIXES
-                .iter()
-                .any(|s| tensor.name.ends_with(s))
-        })
+        // The last segment of the path: a BatchNorm counted on its own has no parent path.
+        .filter(|tensor| !RUNNING_STATS.contains(&tensor.name.rsplit('.').next().unwrap_or("")))
         .map(|tensor| tensor.shape.num_elements())
         .sum()
 }
@@ -564,6 +561,19 @@ mod tests {
             .iter()
             .map(|(key, shape)| (key.to_string(), shape.to_vec()))
             .collect()
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn running_statistics_are_not_counted_at_any_depth() {
+        let device = burn::tensor::Device::flex();
+        // On its own a BatchNorm's statistics have no parent path: `running_mean`, not
+        // `x.running_mean`. Only gamma and beta are learned.
+        let norm = burn::nn::BatchNormConfig::new(7).init(&device);
+        assert_eq!(num_learnable_params(&norm), 14);
+        assert_eq!(num_learnable_params(&Some(norm)), 14);
+        let block = crate::Conv2dNormActivationConfig::new(3, 7).init(&device);
+        assert_eq!(num_learnable_params(&block), 3 * 7 * 9 + 14);
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! torchvision's "GFLOPS" for the model (its `_ops`: convolutions only, so the bilinear
 //! resizes and LR-ASPP's gating product count nothing).
 
-use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 
 use super::{DeepLabV3, LrAspp};
@@ -25,12 +24,6 @@ fn backbone_rows(
         row.name = row.name.replacen("features", "backbone", 1);
     }
     (rows, tapped, out)
-}
-
-/// Learned parameters of a batch norm: its scale and shift (the running statistics are
-/// state).
-fn norm_params(norm: Option<&BatchNorm>) -> usize {
-    norm.map_or(0, |norm| 2 * norm.gamma.dims()[0])
 }
 
 /// A row for `conv` on an input of `shape`, and its output shape.
@@ -193,7 +186,7 @@ impl DeepLabV3 {
             projected,
         );
         layers.push(LayerSummary {
-            params: num_learnable_params(&head.conv) + norm_params(head.norm.as_ref()),
+            params: num_learnable_params(&head.conv) + num_learnable_params(&head.norm),
             ..row
         });
         let (row, logits) = conv_row("classifier.4", "1x1 classifier", &head.classifier, shape);
@@ -207,7 +200,7 @@ impl DeepLabV3 {
                 aux_input,
             );
             layers.push(LayerSummary {
-                params: num_learnable_params(&aux.conv) + norm_params(aux.norm.as_ref()),
+                params: num_learnable_params(&aux.conv) + num_learnable_params(&aux.norm),
                 ..row
             });
             let (row, logits) =

@@ -1,6 +1,5 @@
 //! [`MobileNetV4::summary`]: per-block parameters and multiply-adds from the module structure.
 
-use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 
 use super::{KvDownsample, MobileNetV4, MobileNetV4Block};
@@ -34,14 +33,12 @@ impl MobileNetV4 {
                 macs,
             });
         };
-        let norm_params =
-            |norm: &Option<BatchNorm>| norm.as_ref().map_or(0, |n| 2 * n.gamma.dims()[0]);
         let (mut shape, macs) = summary::conv(&self.stem_conv, input_shape);
         row(
             "conv_stem".into(),
             "stem conv, norm, act",
             shape,
-            num_learnable_params(&self.stem_conv) + norm_params(&self.stem_norm),
+            num_learnable_params(&self.stem_conv) + num_learnable_params(&self.stem_norm),
             macs,
         );
         for (stage, blocks) in self.stages.iter().enumerate() {
@@ -52,7 +49,7 @@ impl MobileNetV4 {
                     format!("blocks.{stage}.{index}"),
                     description,
                     shape,
-                    learnable(block),
+                    num_learnable_params(block),
                     macs,
                 );
             }
@@ -64,7 +61,7 @@ impl MobileNetV4 {
             "conv_head".into(),
             "1x1 conv, norm, act",
             out,
-            num_learnable_params(&self.head_conv) + norm_params(&self.head_norm),
+            num_learnable_params(&self.head_conv) + num_learnable_params(&self.head_norm),
             macs,
         );
         layers.push(summary::linear_row("classifier", &self.classifier, 1));
@@ -73,15 +70,6 @@ impl MobileNetV4 {
             layers,
         }
     }
-}
-
-/// Learned parameters of a block: its state dict less the BatchNorm running statistics.
-fn learnable(block: &MobileNetV4Block) -> usize {
-    crate::checkpoint::torchvision_state_dict_shapes(block)
-        .iter()
-        .filter(|(key, _)| !key.ends_with("running_mean") && !key.ends_with("running_var"))
-        .map(|(_, shape)| shape.iter().product::<usize>())
-        .sum()
 }
 
 /// Output shape, multiply-adds and a description of one block on an input of `shape`.
