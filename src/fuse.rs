@@ -32,6 +32,18 @@ pub(crate) fn fold_batch_norm(conv: Conv2d, norm: &BatchNorm) -> Conv2d {
     }
 }
 
+/// `conv` and its optional batch norm (taken) as one convolution and no norm: the norm folded
+/// in when there is one, as every layer's `fuse` does.
+pub(crate) fn fold_optional_batch_norm(
+    conv: Conv2d,
+    norm: Option<BatchNorm>,
+) -> (Conv2d, Option<BatchNorm>) {
+    match norm {
+        Some(norm) => (fold_batch_norm(conv, &norm), None),
+        None => (conv, None),
+    }
+}
+
 /// `conv` followed by a per-output-channel scale (a layer scale's `gamma`), as one
 /// convolution: each output channel's weights and bias multiplied by its scale.
 pub(crate) fn scale_output_channels(conv: Conv2d, scale: &Tensor<1>) -> Conv2d {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batch_norm::batch_norm_act;
 use crate::Activation;
-use crate::fuse::fold_batch_norm;
+use crate::fuse::fold_optional_batch_norm;
 use crate::init;
 use crate::native::{self, Outcome};
 use crate::torch_paths::torchvision_module;
@@ -216,14 +216,8 @@ impl Conv2dNormActivation {
     /// fused.forward(x).into_data().assert_approx_eq::<f32>(&before.into_data(), Tolerance::default());
     /// ```
     pub fn fuse(self) -> Self {
-        match &self.norm {
-            Some(norm) => Self {
-                conv: fold_batch_norm(self.conv, norm),
-                norm: None,
-                activation: self.activation,
-            },
-            None => self,
-        }
+        let (conv, norm) = fold_optional_batch_norm(self.conv, self.norm);
+        Self { conv, norm, ..self }
     }
 
     /// Output channels; see [`Conv2dNormActivation`] for an example.
@@ -264,4 +258,10 @@ pub(crate) fn conv_norm_activation(
         Some(norm) => batch_norm_act(norm, activation, x),
         None => activation.forward(x),
     }
+}
+
+/// A convolution with its bias and nothing after it (a classifier, a projection), on a native
+/// kernel where one applies: [`conv_norm_activation`] without norm or activation.
+pub(crate) fn conv_only(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv_norm_activation(conv, None, Activation::Identity, x)
 }

@@ -10,7 +10,9 @@ use burn::nn::{BatchNorm, Dropout, DropoutConfig, PaddingConfig2d};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
-use super::{conv_norm_relu, conv_only, fold, layer_channels, resize_bilinear, taps};
+use super::{conv_norm_relu, layer_channels, resize_bilinear, taps};
+use crate::fuse::fold_optional_batch_norm as fold;
+use crate::layers::conv_norm_act::conv_only;
 use crate::models::config_checks::{check_num_classes, invalid};
 use crate::native;
 use crate::torch_paths::torchvision_module;

@@ -9,7 +9,8 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
-use super::{conv_only, layer_channels, resize_bilinear, taps};
+use super::{layer_channels, resize_bilinear, taps};
+use crate::layers::conv_norm_act::conv_only;
 use crate::models::config_checks::check_num_classes;
 use crate::native;
 use crate::torch_paths::torchvision_module;

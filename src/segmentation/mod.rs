@@ -30,7 +30,6 @@ use burn::tensor::Tensor;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
-use crate::fuse::fold_batch_norm;
 use crate::layers::conv_norm_act::conv_norm_activation;
 use crate::models::config_checks::invalid;
 use crate::native::{self, Outcome};
@@ -129,21 +128,8 @@ fn resize_bilinear(x: Tensor<4>, [height, width]: [usize; 2]) -> Tensor<4> {
     )
 }
 
-/// A convolution with its bias and nothing after it, on a native kernel where one applies.
-fn conv_only(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    conv_norm_activation(conv, None, Activation::Identity, x)
-}
-
 /// A convolution, its optional batch norm and ReLU, stored as two entries of a larger
 /// `nn.Sequential` (DeepLabHead's `1`, `2`; ASPPPooling's `1`, `2`; FCNHead's `0`, `1`).
 fn conv_norm_relu(conv: &Conv2d, norm: Option<&BatchNorm>, x: Tensor<4>) -> Tensor<4> {
     conv_norm_activation(conv, norm, Activation::ReLU, x)
-}
-
-/// Folds `norm` (taken) into `conv`, as [`crate::Conv2dNormActivation::fuse`].
-fn fold(conv: Conv2d, norm: Option<BatchNorm>) -> (Conv2d, Option<BatchNorm>) {
-    match norm {
-        Some(norm) => (fold_batch_norm(conv, &norm), None),
-        None => (conv, None),
-    }
 }

@@ -7,8 +7,8 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
 use crate::Activation;
-use crate::fuse::{fold_batch_norm, scale_output_channels};
-use crate::layers::conv_norm_act::conv_norm_activation;
+use crate::fuse::{fold_optional_batch_norm as fold, scale_output_channels};
+use crate::layers::conv_norm_act::{conv_norm_activation, conv_only};
 use crate::native::{self, Outcome};
 use crate::torch_paths::{enum_module, torchvision_module};
 
@@ -83,14 +83,8 @@ impl ConvNormAct {
     }
 
     pub(super) fn fuse(self) -> Self {
-        match &self.norm {
-            Some(norm) => Self {
-                conv: fold_batch_norm(self.conv, norm),
-                norm: None,
-                ..self
-            },
-            None => self,
-        }
+        let (conv, norm) = fold(self.conv, self.norm);
+        Self { conv, norm, ..self }
     }
 }
 
@@ -170,14 +164,6 @@ impl EdgeResidual {
             project_norm,
             ..self
         }
-    }
-}
-
-/// Folds `norm` (taken) into `conv`.
-pub(super) fn fold(conv: Conv2d, norm: Option<BatchNorm>) -> (Conv2d, Option<BatchNorm>) {
-    match norm {
-        Some(norm) => (fold_batch_norm(conv, &norm), None),
-        None => (conv, None),
     }
 }
 
@@ -469,11 +455,6 @@ impl MobileMultiQueryAttention {
             ..self
         }
     }
-}
-
-/// A 1x1 (or any) convolution with nothing after it.
-fn conv_only(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    conv_norm_activation(conv, None, Activation::Identity, x)
 }
 
 /// One block of a MobileNetV4 stage, under timm's key `blocks.{stage}.{index}`.

@@ -26,13 +26,13 @@ use super::tables::{
     MOBILENET_V4_HEAD_CHANNELS, MOBILENET_V4_HYBRID_MEDIUM, MOBILENET_V4_LARGE_STEM_CHANNELS,
     MOBILENET_V4_STEM_CHANNELS, V4Block, V4Row,
 };
+use crate::fuse::fold_optional_batch_norm as fold;
 use crate::layers::conv_norm_act::conv_norm_activation;
 use crate::torch_paths::torchvision_module;
 use crate::{
     Activation, BatchNormSpec, CHANNEL_DIVISOR, Error, FeatureInfo, FeatureLocation,
     IMAGE_CHANNELS, init, make_divisible, native,
 };
-use blocks::fold;
 
 /// Stride of the stem convolution.
 const STEM_STRIDE: usize = 2;
