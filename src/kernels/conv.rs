@@ -274,10 +274,10 @@ pub(crate) unsafe fn filled_by(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f
 /// Runs `per_image(image_index, output_image, threads_inside)` for each image of the batch:
 /// one image at a time with threads inside each, or, when the batch can keep every thread busy,
 /// images in parallel with none inside.
-pub(crate) fn for_each_image(
-    output: &mut [MaybeUninit<f32>],
+pub(crate) fn for_each_image<T: Send>(
+    output: &mut [T],
     batch: usize,
-    per_image: impl Fn(usize, &mut [MaybeUninit<f32>], bool) + Sync,
+    per_image: impl Fn(usize, &mut [T], bool) + Sync,
 ) {
     if output.is_empty() {
         return;

@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{ConvGeometry, Epilogue, finish_image};
+use super::conv::{ConvGeometry, Epilogue, finish_image, for_each_image};
 
 /// Below this share of im2col's work, the tap-wise form is used (it gathers each tap's input
 /// and adds each partial product into the output: worth it only when much work is skipped).
@@ -188,19 +188,7 @@ pub(crate) fn tapwise(
         };
         finish_image(out, out_pixels, image_epilogue);
     };
-    let image_len = out_channels * out_pixels;
-    if image_len > 0 {
-        if batch >= rayon::current_num_threads() && batch > 1 {
-            output
-                .par_chunks_mut(image_len)
-                .enumerate()
-                .for_each(|(image, out)| per_image(image, out, false));
-        } else {
-            for (image, out) in output.chunks_mut(image_len).enumerate() {
-                per_image(image, out, true);
-            }
-        }
-    }
+    for_each_image(&mut output, batch, per_image);
     output
 }
 
