@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, SgdConfig};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use common::cpu_devices;
-use common::training::{gradients, state_dict};
+use common::training::{Record, gradients, state_dict};
 use mobilenet_burn::MobileNetV4Config;
 use serde::Deserialize;
 
@@ -30,39 +30,6 @@ struct Meta {
     layer_scale: Option<f64>,
     lr: f64,
     torch_float32_error: BTreeMap<String, f32>,
-}
-
-struct Record(Vec<u8>);
-
-impl Record {
-    fn floats(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
-        let tensors = safetensors::SafeTensors::deserialize(&self.0).expect("safetensors");
-        let view = tensors
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("{name} in the record"));
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        (values, view.shape().to_vec())
-    }
-
-    fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Tensor<D> {
-        let (values, shape) = self.floats(name);
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-
-    fn labels(&self, device: &Device) -> Tensor<1, Int> {
-        let tensors = safetensors::SafeTensors::deserialize(&self.0).expect("safetensors");
-        let view = tensors.tensor("labels").expect("labels");
-        let values: Vec<i64> = view
-            .data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .collect();
-        Tensor::from_data(TensorData::new(values, [view.shape()[0]]), device)
-    }
 }
 
 /// `max |a - b|` and `max |b|`.
@@ -99,7 +66,7 @@ fn one_training_step_matches_pytorch() {
         &std::fs::read_to_string(dir.join("v4_train.json")).expect("v4_train.json"),
     )
     .expect("json");
-    let record = Record(std::fs::read(dir.join("v4_train.record.safetensors")).expect("record"));
+    let record = Record::read(dir.join("v4_train.record.safetensors"));
     let stages: Vec<Vec<_>> = meta
         .stages
         .iter()
@@ -110,7 +77,7 @@ fn one_training_step_matches_pytorch() {
         (RELATIVE_TOLERANCE * scale).max(2.0 * torch)
     };
     let check = |what: &str, name: &str, actual: &[f32], scale: Option<f32>| {
-        let (reference, _) = record.floats(name);
+        let (reference, _) = record.get(name);
         let (diff, own_scale) = error(actual, &reference);
         let scale = scale.unwrap_or(own_scale);
         assert!(
@@ -133,7 +100,7 @@ fn one_training_step_matches_pytorch() {
         check(backend, "train_logits", &to_vec(logits.clone()), None);
         let loss = CrossEntropyLossConfig::new()
             .init(&autodiff)
-            .forward(logits, record.labels(&autodiff));
+            .forward(logits, record.labels("labels", &autodiff));
         check(backend, "loss", &to_vec(loss.clone()), None);
 
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -150,7 +117,7 @@ fn one_training_step_matches_pytorch() {
         };
         let mut layer_scale: BTreeMap<String, f32> = BTreeMap::new();
         for key in ours.keys() {
-            let (reference, _) = record.floats(&format!("grad.{key}"));
+            let (reference, _) = record.get(&format!("grad.{key}"));
             let scale = reference.iter().fold(0f32, |m, b| m.max(b.abs()));
             let entry = layer_scale.entry(layer(key)).or_default();
             *entry = entry.max(scale);
@@ -166,13 +133,7 @@ fn one_training_step_matches_pytorch() {
             worst_grad = worst_grad.max(relative);
         }
         // Every parameter PyTorch has a gradient for has one here (the layer scales included).
-        let tensors = safetensors::SafeTensors::deserialize(&record.0).expect("safetensors");
-        let mut theirs: Vec<String> = tensors
-            .names()
-            .into_iter()
-            .filter_map(|name| name.strip_prefix("grad.").map(str::to_string))
-            .collect();
-        theirs.sort();
+        let theirs: Vec<String> = record.group("grad").into_keys().collect();
         let keys: Vec<String> = ours.keys().cloned().collect();
         assert_eq!(keys, theirs, "{backend}: gradient keys");
 

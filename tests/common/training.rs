@@ -93,6 +93,13 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record file (safetensors of `f32` references and `i64` labels).
+    pub fn read(path: impl AsRef<std::path::Path>) -> Self {
+        Record {
+            bytes: std::fs::read(path).expect("training record"),
+        }
+    }
+
     pub fn get(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
         let tensors = safetensors::SafeTensors::deserialize(&self.bytes).expect("safetensors");
         let view = tensors
@@ -140,10 +147,7 @@ impl Record {
 
 impl TrainCase {
     pub fn record(&self) -> Record {
-        let path = training_fixtures().join(format!("{}.train.safetensors", self.name));
-        Record {
-            bytes: std::fs::read(path).expect("training record"),
-        }
+        Record::read(training_fixtures().join(format!("{}.train.safetensors", self.name)))
     }
 
     pub fn checkpoint_path(&self) -> PathBuf {
