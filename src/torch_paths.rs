@@ -173,6 +173,16 @@ macro_rules! torchvision_module {
             }
         }
 
+        $crate::torch_paths::module_display!($ty);
+    };
+}
+
+pub(crate) use torchvision_module;
+
+/// burn's `ModuleDisplay` and `Display` for a module type, as its derive writes them: the
+/// display impls shared by [`torchvision_module!`] and [`enum_module!`].
+macro_rules! module_display {
+    ($ty:ident) => {
         impl burn::module::ModuleDisplay for $ty {}
 
         impl core::fmt::Display for $ty {
@@ -184,7 +194,7 @@ macro_rules! torchvision_module {
     };
 }
 
-pub(crate) use torchvision_module;
+pub(crate) use module_display;
 
 /// Implements burn's `Module` for an enum whose every variant holds one module, delegating to
 /// it without a path segment of its own (burn's derive enters the variant's name), so that a
@@ -235,14 +245,7 @@ macro_rules! enum_module {
             }
         }
 
-        impl burn::module::ModuleDisplay for $ty {}
-
-        impl core::fmt::Display for $ty {
-            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                let formatted = burn::module::ModuleDisplay::format(self, Default::default());
-                write!(f, "{formatted}")
-            }
-        }
+        $crate::torch_paths::module_display!($ty);
     };
 }
 
