@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --all-features --example latency -- \
-//!     [--model v2|v3l|v3s|v4s|v4m|v4hm|v4|all|ssd-v2|ssd-v3l|ssd-v3s|ssd|lraspp|lraspp-v3s|\
+//!     [--model v2|v3l|v3s|v4s|v4m|v4l|v4hm|v4hl|v4|all|ssd-v2|ssd-v3l|ssd-v3s|ssd|lraspp|lraspp-v3s|\
 //!     deeplabv3|seg] \
 //!     [--batch 1] [--size 224] [--runs 50] \
 //!     [--warmup 5] \
@@ -13,7 +13,8 @@
 //!
 //! `ssd-*` are SSDLite320 detectors (COCO's 91 classes; pass `--size 320`) on V2, V3-Large
 //! (reduced tail, torchvision's COCO model) and V3-Small, timed through their heads.
-//! `v4s`, `v4m` and `v4hm` are MobileNetV4 Conv-Small, Conv-Medium and Hybrid-Medium (timm's).
+//! `v4s`, `v4m`, `v4l`, `v4hm` and `v4hl` are MobileNetV4 Conv-Small, Conv-Medium, Conv-Large,
+//! Hybrid-Medium and Hybrid-Large (timm's).
 //! `lraspp`, `lraspp-v3s` and `deeplabv3` are the segmentation models (21 classes, dilated
 //! backbone; torchvision's evaluates at 520x520: pass `--size 520`), timed up to the logits at
 //! the input's size; `seg` is all three.
@@ -47,7 +48,7 @@ struct Args {
     seconds: f64,
 }
 
-const USAGE: &str = "usage: latency [--model v2|v3l|v3s|v4s|v4m|v4hm|v4|all|ssd-v2|ssd-v3l|ssd-v3s|ssd|lraspp|\
+const USAGE: &str = "usage: latency [--model v2|v3l|v3s|v4s|v4m|v4l|v4hm|v4hl|v4|all|ssd-v2|ssd-v3l|ssd-v3s|ssd|lraspp|\
                      lraspp-v3s|deeplabv3|seg] [--batch N] \
                      [--size N] [--runs N] \
                      [--warmup N] [--backend flex|ndarray|wgpu] [--unfused] [--seconds S]";
@@ -77,14 +78,14 @@ fn parse_args() -> Result<Args, String> {
                 let model = value()?;
                 parsed.models = match model.as_str() {
                     "all" => parsed.models,
-                    "v2" | "v3l" | "v3s" | "v4s" | "v4m" | "v4hm" | "ssd-v2" | "ssd-v3l"
-                    | "ssd-v3s" | "lraspp" | "lraspp-v3s" | "deeplabv3" => vec![model],
+                    "v2" | "v3l" | "v3s" | "v4s" | "v4m" | "v4l" | "v4hm" | "v4hl" | "ssd-v2"
+                    | "ssd-v3l" | "ssd-v3s" | "lraspp" | "lraspp-v3s" | "deeplabv3" => vec![model],
                     "v4" => vec!["v4s".into(), "v4m".into(), "v4hm".into()],
                     "ssd" => vec!["ssd-v2".into(), "ssd-v3l".into(), "ssd-v3s".into()],
                     "seg" => vec!["lraspp".into(), "lraspp-v3s".into(), "deeplabv3".into()],
                     other => {
                         return Err(format!(
-                            "unknown model `{other}`; use v2, v3l, v3s, v4s, v4m, v4hm, v4, all, \
+                            "unknown model `{other}`; use v2, v3l, v3s, v4s, v4m, v4l, v4hm, v4hl, v4, all, \
                              ssd-v2, ssd-v3l, ssd-v3s, ssd, lraspp, lraspp-v3s, deeplabv3 or seg"
                         ));
                     }
@@ -150,10 +151,12 @@ fn main() {
                 let model = if args.fused { model.fuse() } else { model };
                 Box::new(move |x| drop(model.forward(x).into_data()))
             }
-            "v4s" | "v4m" | "v4hm" => {
+            "v4s" | "v4m" | "v4l" | "v4hm" | "v4hl" => {
                 let config = match name.as_str() {
                     "v4s" => MobileNetV4Config::conv_small(),
                     "v4m" => MobileNetV4Config::conv_medium(),
+                    "v4l" => MobileNetV4Config::conv_large(),
+                    "v4hl" => MobileNetV4Config::hybrid_large().with_layer_scale(Some(1.0)),
                     // Layer scales of 1 rather than timm's initial 1e-5: the blocks without a
                     // residual multiply the activations by their scale, so that at 1e-5 they
                     // fall to ~1e-20 by the last stage, where the attention's products go

@@ -21,9 +21,9 @@ logits and box regressions of the 3,234 anchors. Not the resize/normalize transf
 box decoding and NMS, which run outside the network in every runtime (ours: `latency --model
 ssd-v3l`).
 
-`v4s`, `v4m` and `v4hm` are timm's MobileNetV4 Conv-Small, Conv-Medium and Hybrid-Medium (timm
-needed), at `--size` as the classifiers; Hybrid-Medium with its layer scales set to 1 in every
-runtime (see `build_model`).
+`v4s`, `v4m`, `v4l`, `v4hm` and `v4hl` are timm's MobileNetV4 Conv-Small, Conv-Medium,
+Conv-Large, Hybrid-Medium and Hybrid-Large (timm needed), at `--size` as the classifiers; the
+hybrids with their layer scales set to 1 in every runtime (see `build_model`).
 
 `lraspp`, `lraspp_v3s` and `deeplabv3` are torchvision's segmentation networks at 520x520
 (always; the size its weights are evaluated at), 21 classes, up to `model(x)["out"]` (the
@@ -54,7 +54,9 @@ MODELS = {
     "ssd": "ssdlite320_mobilenet_v3_large",
     "v4s": "mobilenetv4_conv_small",
     "v4m": "mobilenetv4_conv_medium",
+    "v4l": "mobilenetv4_conv_large",
     "v4hm": "mobilenetv4_hybrid_medium",
+    "v4hl": "mobilenetv4_hybrid_large",
     "lraspp": "lraspp_mobilenet_v3_large",
     "lraspp_v3s": "lraspp_mobilenet_v3_small",
     "deeplabv3": "deeplabv3_mobilenet_v3_large",

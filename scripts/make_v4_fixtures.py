@@ -8,7 +8,8 @@ Each case is a MobileNetV4 built the way timm's `_gen_mobilenet_v4` builds its m
 `MobileNetV3` class with `decode_arch_def` of block strings, `head_bias=False`,
 `head_norm=True`, BatchNorm defaults, the model's activation, layer scale 1e-5 for the
 hybrids), on small tables of the same block kinds (ConvBnAct `cn`, EdgeResidual `er`, every
-UIB form `uir`, mobile MQA `mqa` with and without key/value downsampling), so that the
+UIB form `uir`, mobile MQA `mqa` with and without key/value downsampling; ReLU, and GELU as in
+Hybrid-Large), so that the
 committed files stay small. Every parameter, BatchNorm statistic and layer scale is perturbed
 away from its initial value (make_fixtures.py's `perturb`, and the layer scales drawn around
 0.5). Per case: `<case>.safetensors` (the state_dict, as timm saves it) and
@@ -18,11 +19,11 @@ it.
 
 `full_size.json` lists the state_dict keys and shapes and the parameter counts of timm's
 `mobilenetv4_conv_small`, `mobilenetv4_conv_medium`, `mobilenetv4_conv_large` and
-`mobilenetv4_hybrid_medium` (1000 classes), and their multiply-adds at 224x224 as torch's
+`mobilenetv4_hybrid_medium` and `mobilenetv4_hybrid_large` (1000 classes), and their multiply-adds at 224x224 as torch's
 `FlopCounterMode` counts them (halved), and their `feature_info` (module, channels, reduction).
 
-`--full DIR` also writes conv_small and hybrid_medium with timm's random initialization and their logits to
-DIR (not committed: 15 and 44 MB), for `MOBILENET_BURN_FULL_V4=DIR cargo test --release --test
+`--full DIR` also writes conv_small, hybrid_medium and hybrid_large with timm's random
+initialization and their logits to DIR (not committed: 15, 44 and 150 MB), for `MOBILENET_BURN_FULL_V4=DIR cargo test --release --test
 mobilenet_v4_parity -- --ignored`.
 
 Made with torch 2.15.0, timm 1.0.31, safetensors 0.8.0.
@@ -49,7 +50,8 @@ spec = importlib.util.spec_from_file_location("make_fixtures", ROOT / "scripts" 
 make_fixtures = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(make_fixtures)
 
-# name, stem, stages (timm block strings), head channels, classes, layer scale, input shape
+# name, stem, stages (timm block strings), head channels, classes, layer scale, input shape,
+# activation (timm's name: `relu` for all but Hybrid-Large, `gelu` for it)
 CASES = [
     ("v4_tiny_conv", 16, [
         ["cn_r1_k3_s2_e1_c16", "cn_r1_k1_s1_e1_c16"],
@@ -57,17 +59,26 @@ CASES = [
         ["uir_r1_a5_k5_s2_e3_c32", "uir_r2_a0_k3_s1_e2_c32", "uir_r1_a3_k0_s1_e4_c32",
          "uir_r1_a0_k0_s1_e2_c32"],
         ["cn_r1_k1_s1_c64"],
-    ], 128, 10, None, (2, 3, 67, 45)),
+    ], 128, 10, None, (2, 3, 67, 45), "relu"),
     ("v4_tiny_hybrid", 16, [
         ["er_r1_k3_s2_e4_c24"],
         ["uir_r1_a3_k5_s2_e4_c32", "mqa_r1_k3_h2_s1_v2_d16_c32", "uir_r1_a3_k0_s1_e4_c32"],
         ["uir_r1_a5_k5_s2_e6_c48", "mqa_r1_k3_h2_s1_d16_c48", "uir_r1_a0_k0_s1_e2_c48"],
         ["cn_r1_k1_s1_c96"],
-    ], 128, 7, 1e-5, (1, 3, 64, 80)),
+    ], 128, 7, 1e-5, (1, 3, 64, 80), "relu"),
+    # Hybrid-Large's block kinds and activation: GELU everywhere, 8 heads of 48 with downsampled
+    # keys and values, then 64 without.
+    ("v4_tiny_hybrid_gelu", 16, [
+        ["er_r1_k3_s2_e4_c24"],
+        ["uir_r1_a3_k5_s2_e4_c32", "mqa_r1_k3_h8_s1_v2_d12_c32", "uir_r1_a5_k3_s1_e4_c32"],
+        ["uir_r1_a5_k5_s2_e4_c48", "mqa_r1_k3_h8_s1_d16_c48", "uir_r1_a5_k0_s1_e4_c48"],
+        ["cn_r1_k1_s1_c96"],
+    ], 128, 5, 1e-5, (2, 3, 72, 56), "gelu"),
 ]
+ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": timm.layers.activations.GELU}
 
 
-def build(stem, arch_def, head, classes, layer_scale):
+def build(stem, arch_def, head, classes, layer_scale, activation):
     """timm's `_gen_mobilenet_v4` model kwargs, the table and sizes as parameters."""
     return MobileNetV3(
         block_args=decode_arch_def(arch_def),
@@ -79,7 +90,7 @@ def build(stem, arch_def, head, classes, layer_scale):
         fix_stem=False,
         round_chs_fn=partial(round_channels, multiplier=1.0),
         norm_layer=torch.nn.BatchNorm2d,
-        act_layer=torch.nn.ReLU,
+        act_layer=ACTIVATIONS[activation],
         layer_scale_init_value=layer_scale,
     )
 
@@ -98,9 +109,9 @@ def main():
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     manifest = {"torch": torch.__version__, "timm": timm.__version__, "cases": []}
-    for index, (name, stem, arch_def, head, classes, layer_scale, shape) in enumerate(CASES):
+    for index, (name, stem, arch_def, head, classes, layer_scale, shape, activation) in enumerate(CASES):
         generator = torch.Generator().manual_seed(5000 + index)
-        model = build(stem, arch_def, head, classes, layer_scale)
+        model = build(stem, arch_def, head, classes, layer_scale, activation)
         perturb(model, generator)
         model.eval()
         x = torch.randn(shape, generator=generator)
@@ -111,7 +122,7 @@ def main():
         save_file({"input": x, "features": features, "logits": logits}, OUT / f"{name}.io.safetensors")
         manifest["cases"].append({
             "name": name, "stem": stem, "stages": arch_def, "head": head, "num_classes": classes,
-            "layer_scale": layer_scale, "input_shape": list(shape),
+            "layer_scale": layer_scale, "input_shape": list(shape), "activation": activation,
             "params": sum(p.numel() for p in model.parameters()),
         })
         print(f"{name}: {manifest['cases'][-1]['params']} params, logits max {logits.abs().max():.3f}")
@@ -119,7 +130,7 @@ def main():
 
     full = {}
     for name in ["mobilenetv4_conv_small", "mobilenetv4_conv_medium", "mobilenetv4_conv_large",
-                 "mobilenetv4_hybrid_medium"]:
+                 "mobilenetv4_hybrid_medium", "mobilenetv4_hybrid_large"]:
         model = timm.create_model(name, pretrained=False).eval()
         # Multiply-adds of one 224x224 image: torch's FlopCounterMode (convolutions, the
         # classifier's addmm, and the attention's two matrix products), halved.
@@ -135,7 +146,8 @@ def main():
 
     if args.full:
         args.full.mkdir(parents=True, exist_ok=True)
-        for index, name in enumerate(["mobilenetv4_conv_small", "mobilenetv4_hybrid_medium"]):
+        for index, name in enumerate(["mobilenetv4_conv_small", "mobilenetv4_hybrid_medium",
+                                      "mobilenetv4_hybrid_large"]):
             generator = torch.Generator().manual_seed(6000 + index)
             # timm's own initialization: perturbed statistics through 50 layers overflow the
             # logits' scale, and a checkpoint as a user would save one is what this checks.

@@ -9,7 +9,7 @@ mod common;
 
 use burn::tensor::{Device, Tensor};
 use common::{cpu_device, cpu_devices, fixture_tensor, max_abs_diff};
-use mobilenet_burn::{MobileNetV4, MobileNetV4Config, torchvision_state_dict_shapes};
+use mobilenet_burn::{Activation, MobileNetV4, MobileNetV4Config, torchvision_state_dict_shapes};
 use serde::Deserialize;
 
 const TOLERANCE: f32 = 1e-4;
@@ -27,6 +27,7 @@ struct Case {
     head: usize,
     num_classes: usize,
     layer_scale: Option<f64>,
+    activation: String,
     params: usize,
 }
 
@@ -48,6 +49,11 @@ fn load(case: &Case, device: &Device) -> MobileNetV4 {
         .with_head_channels(case.head)
         .with_num_classes(case.num_classes)
         .with_layer_scale(case.layer_scale)
+        .with_activation(match case.activation.as_str() {
+            "relu" => Activation::ReLU,
+            "gelu" => Activation::GELU,
+            other => panic!("activation {other}"),
+        })
         .init(device)
         .load_timm(common::fixtures().join(format!("v4/{}.safetensors", case.name)))
         .expect("timm checkpoint loads")
@@ -69,7 +75,7 @@ fn assert_close<const D: usize>(label: &str, actual: Tensor<D>, reference: Tenso
 #[test]
 fn logits_and_features_equal_timm_on_every_cpu_backend_unfused_and_fused() {
     let cases = cases();
-    assert_eq!(cases.len(), 2);
+    assert_eq!(cases.len(), 3);
     for (backend, device) in cpu_devices() {
         for case in &cases {
             let file = format!("v4/{}.io.safetensors", case.name);
@@ -117,6 +123,10 @@ fn full_size_models_have_timms_keys_shapes_and_parameter_counts() {
         (
             "mobilenetv4_hybrid_medium",
             MobileNetV4Config::hybrid_medium(),
+        ),
+        (
+            "mobilenetv4_hybrid_large",
+            MobileNetV4Config::hybrid_large(),
         ),
     ] {
         let model = config.init(&device);
@@ -173,7 +183,7 @@ fn full_size_models_have_timms_keys_shapes_and_parameter_counts() {
     }
 }
 
-/// The full-size Conv-Small and Hybrid-Medium on timm's random initialization, from
+/// The full-size Conv-Small, Hybrid-Medium and Hybrid-Large on timm's random initialization, from
 /// `make_v4_fixtures.py --full DIR` (not committed):
 /// `MOBILENET_BURN_FULL_V4=DIR cargo test --release --test mobilenet_v4_parity -- --ignored`.
 #[test]
@@ -197,6 +207,10 @@ fn full_size_models_equal_timm() {
         (
             "mobilenetv4_hybrid_medium",
             MobileNetV4Config::hybrid_medium(),
+        ),
+        (
+            "mobilenetv4_hybrid_large",
+            MobileNetV4Config::hybrid_large(),
         ),
     ] {
         let model = config

@@ -16,6 +16,8 @@ pub(crate) enum Nonlinearity {
     ReLU6,
     /// `x * relu6(x + 3) / 6`.
     HardSwish,
+    /// `0.5 * x * (1 + erf(x / √2))`, the exact GELU.
+    Gelu,
     /// None.
     Identity,
 }
@@ -30,8 +32,16 @@ pub(crate) fn activate_slice<M: MulAdd>(values: &mut [f32], activation: Nonlinea
         Nonlinearity::HardSwish => values
             .iter_mut()
             .for_each(|x| *x = *x * (*x + 3.0).clamp(0.0, 6.0) / 6.0),
+        Nonlinearity::Gelu => values.iter_mut().for_each(|x| *x = gelu(*x)),
         Nonlinearity::Identity => {}
     }
+}
+
+/// The exact GELU, `0.5 * x * (1 + erf(x / √2))`, with burn-flex's formula and `erff` (so the
+/// kernels and burn's `gelu` agree to the bit).
+#[inline(always)]
+pub(crate) fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x / std::f32::consts::SQRT_2))
 }
 
 /// The weights of one squeeze-and-excitation layer, as plain slices.
@@ -175,6 +185,17 @@ mod tests {
             let mut values = inputs;
             activate_slice::<Plain>(&mut values, activation);
             assert_eq!(values, expected, "{activation:?}");
+        }
+        // GELU against its definition in f64: within a few float32 ulps.
+        let mut values = inputs;
+        activate_slice::<Plain>(&mut values, Nonlinearity::Gelu);
+        for (&x, &y) in inputs.iter().zip(&values) {
+            let x = f64::from(x);
+            let exact = 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+            assert!(
+                (f64::from(y) - exact).abs() <= 1e-6 * exact.abs().max(1.0),
+                "GELU({x}) = {y}"
+            );
         }
     }
 

@@ -148,6 +148,8 @@ struct ReLU6;
 #[derive(Clone, Copy)]
 struct HardSwish;
 #[derive(Clone, Copy)]
+struct Gelu;
+#[derive(Clone, Copy)]
 struct Identity;
 
 impl Act for ReLU {
@@ -192,6 +194,20 @@ impl Act for HardSwish {
     }
 }
 
+impl Act for Gelu {
+    #[inline(always)]
+    fn apply(x: f32) -> f32 {
+        super::elementwise::gelu(x)
+    }
+    /// `gelu_backward` (`approximate='none'`): `grad * (Φ(x) + x φ(x))`.
+    #[inline(always)]
+    fn grad(x: f32, grad: f32) -> f32 {
+        let cdf = 0.5 * (1.0 + libm::erff(x / std::f32::consts::SQRT_2));
+        let pdf = (-0.5 * x * x).exp() / (2.0 * std::f32::consts::PI).sqrt();
+        grad * (cdf + x * pdf)
+    }
+}
+
 impl Act for Identity {
     #[inline(always)]
     fn apply(x: f32) -> f32 {
@@ -210,6 +226,7 @@ macro_rules! with_act {
             Nonlinearity::ReLU => $function::<$m, ReLU>($($arg),*),
             Nonlinearity::ReLU6 => $function::<$m, ReLU6>($($arg),*),
             Nonlinearity::HardSwish => $function::<$m, HardSwish>($($arg),*),
+            Nonlinearity::Gelu => $function::<$m, Gelu>($($arg),*),
             Nonlinearity::Identity => $function::<$m, Identity>($($arg),*),
         }
     };
@@ -222,6 +239,7 @@ pub(crate) fn activation_grad(x: f32, grad: f32, activation: Nonlinearity) -> f3
         Nonlinearity::ReLU => ReLU::grad(x, grad),
         Nonlinearity::ReLU6 => ReLU6::grad(x, grad),
         Nonlinearity::HardSwish => HardSwish::grad(x, grad),
+        Nonlinearity::Gelu => Gelu::grad(x, grad),
         Nonlinearity::Identity => Identity::grad(x, grad),
     }
 }
@@ -877,5 +895,16 @@ mod tests {
         assert_eq!(at(Nonlinearity::HardSwish, -3.5), 0.0);
         assert_eq!(at(Nonlinearity::HardSwish, 3.0), 1.5);
         assert_eq!(at(Nonlinearity::HardSwish, 3.5), 1.0);
+        // GELU is smooth: its derivative against a central difference in f64.
+        for x in [-3.0f32, -0.7, 0.0, 0.4, 2.5] {
+            let gelu = |x: f64| 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+            let h = 1e-5;
+            let numeric = (gelu(f64::from(x) + h) - gelu(f64::from(x) - h)) / (2.0 * h);
+            let analytic = f64::from(at(Nonlinearity::Gelu, x));
+            assert!(
+                (analytic - numeric).abs() < 1e-5,
+                "GELU'({x}) = {analytic}, not {numeric}"
+            );
+        }
     }
 }

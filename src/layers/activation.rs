@@ -1,11 +1,12 @@
 //! Activations of the MobileNets, numerically equal to PyTorch's: `ReLU`, `ReLU6`, `Hardswish`
 //! and `Hardsigmoid` (torch.nn), as the Searching for MobileNetV3 paper
-//! (<https://arxiv.org/abs/1905.02244>, section 5.2) defines h-swish and h-sigmoid.
+//! (<https://arxiv.org/abs/1905.02244>, section 5.2) defines h-swish and h-sigmoid, and the
+//! exact (erf) `GELU` of MobileNetV4-Hybrid-Large.
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::activation::{hard_swish, relu};
+use burn::tensor::activation::{gelu, hard_swish, relu};
 use serde::{Deserialize, Serialize};
 
 /// PyTorch's hard-sigmoid slope: `relu6(x + 3) / 6` is `clamp(x / 6 + 1/2, 0, 1)`.
@@ -37,6 +38,9 @@ pub enum Activation {
     ReLU6,
     /// `x * relu6(x + 3) / 6`, MobileNetV3's h-swish.
     HardSwish,
+    /// `x * Φ(x)` with the exact normal CDF, `0.5 * x * (1 + erf(x / √2))`: PyTorch's
+    /// `nn.GELU()` (`approximate='none'`), timm's activation for MobileNetV4-Hybrid-Large.
+    GELU,
     /// No activation (the linear bottleneck after a projection).
     Identity,
 }
@@ -68,6 +72,7 @@ impl Activation {
                 relu(x).mask_fill(saturated, RELU6_MAX)
             }
             Activation::HardSwish => hard_swish(x),
+            Activation::GELU => gelu(x),
             Activation::Identity => x,
         }
     }

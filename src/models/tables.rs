@@ -378,9 +378,29 @@ pub const MOBILENET_V4_CONV_LARGE: [&[V4Row]; 5] = [
     &[cn(1, 1, 1, 960)],
 ];
 
+/// MobileNetV4-Hybrid-Large (timm's `mobilenetv4_hybrid_large`): Conv-Large's stages with
+/// mobile MQA blocks in the last two (8 heads; key dimension 48 with keys and values downsampled
+/// by 2 at stride 16, 64 at stride 32). Stem: 24; head: 1280; GELU activations; layer scale on
+/// every UIB and MQA block.
+#[rustfmt::skip]
+pub const MOBILENET_V4_HYBRID_LARGE: [&[V4Row]; 5] = [
+    &[er(1, 3, 2, 4.0, 48)],
+    &[uir(1, 3, 5, 2, 4.0, 96), uir(1, 3, 3, 1, 4.0, 96)],
+    &[uir(1, 3, 5, 2, 4.0, 192), uir(3, 3, 3, 1, 4.0, 192), uir(1, 3, 5, 1, 4.0, 192),
+      uir(2, 5, 3, 1, 4.0, 192), mqa(3, 8, 2, 48, 192), uir(1, 5, 3, 1, 4.0, 192),
+      mqa(3, 8, 2, 48, 192), uir(1, 5, 3, 1, 4.0, 192), mqa(3, 8, 2, 48, 192),
+      uir(1, 5, 3, 1, 4.0, 192), mqa(3, 8, 2, 48, 192), uir(1, 3, 0, 1, 4.0, 192)],
+    &[uir(4, 5, 5, 2, 4.0, 512), uir(1, 5, 0, 1, 4.0, 512), uir(1, 5, 3, 1, 4.0, 512),
+      uir(2, 5, 0, 1, 4.0, 512), uir(1, 5, 3, 1, 4.0, 512), uir(1, 5, 5, 1, 4.0, 512),
+      mqa(3, 8, 1, 64, 512), uir(1, 5, 0, 1, 4.0, 512), mqa(3, 8, 1, 64, 512),
+      uir(1, 5, 0, 1, 4.0, 512), mqa(3, 8, 1, 64, 512), uir(1, 5, 0, 1, 4.0, 512),
+      mqa(3, 8, 1, 64, 512), uir(1, 5, 0, 1, 4.0, 512)],
+    &[cn(1, 1, 1, 960)],
+];
+
 /// Stem channels of MobileNetV4-Conv-Small, -Medium and -Hybrid-Medium.
 pub const MOBILENET_V4_STEM_CHANNELS: usize = 32;
-/// Stem channels of MobileNetV4-Conv-Large.
+/// Stem channels of MobileNetV4-Conv-Large and -Hybrid-Large.
 pub const MOBILENET_V4_LARGE_STEM_CHANNELS: usize = 24;
 /// Width of MobileNetV4's head convolution (timm's `num_features`).
 pub const MOBILENET_V4_HEAD_CHANNELS: usize = 1280;

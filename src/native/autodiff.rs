@@ -580,6 +580,8 @@ mod tests {
             ([4, 4], 5, 2, 1, true, [11, 10], ReLU6),
             ([4, 4], 5, 1, 1, true, [6, 7], HardSwish),
             ([3, 3], 3, 1, 2, true, [9, 9], ReLU),
+            ([6, 5], 1, 1, 1, false, [5, 6], GELU),
+            ([5, 5], 3, 2, 1, true, [8, 7], GELU),
         ];
         for (channels, kernel, stride, dilation, depthwise, size, activation) in cases {
             let case = Case {

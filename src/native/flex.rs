@@ -25,6 +25,7 @@ impl From<Activation> for Nonlinearity {
             Activation::ReLU => Nonlinearity::ReLU,
             Activation::ReLU6 => Nonlinearity::ReLU6,
             Activation::HardSwish => Nonlinearity::HardSwish,
+            Activation::GELU => Nonlinearity::Gelu,
             Activation::Identity => Nonlinearity::Identity,
         }
     }

@@ -23,8 +23,8 @@ use burn::tensor::{Device, Tensor};
 use super::config_checks::{check_dropout, check_num_classes, invalid};
 use super::tables::{
     MOBILENET_V4_CONV_LARGE, MOBILENET_V4_CONV_MEDIUM, MOBILENET_V4_CONV_SMALL,
-    MOBILENET_V4_HEAD_CHANNELS, MOBILENET_V4_HYBRID_MEDIUM, MOBILENET_V4_LARGE_STEM_CHANNELS,
-    MOBILENET_V4_STEM_CHANNELS, V4Block, V4Row,
+    MOBILENET_V4_HEAD_CHANNELS, MOBILENET_V4_HYBRID_LARGE, MOBILENET_V4_HYBRID_MEDIUM,
+    MOBILENET_V4_LARGE_STEM_CHANNELS, MOBILENET_V4_STEM_CHANNELS, V4Block, V4Row,
 };
 use crate::fuse::fold_optional_batch_norm as fold;
 use crate::layers::conv_norm_act::conv_norm_activation;
@@ -41,7 +41,8 @@ const HYBRID_LAYER_SCALE: f64 = 1e-5;
 
 /// Configuration of [`MobileNetV4`]: a table of stages and the width of stem and head. Start
 /// from [`conv_small`](Self::conv_small), [`conv_medium`](Self::conv_medium),
-/// [`conv_large`](Self::conv_large) or [`hybrid_medium`](Self::hybrid_medium).
+/// [`conv_large`](Self::conv_large), [`hybrid_medium`](Self::hybrid_medium) or
+/// [`hybrid_large`](Self::hybrid_large).
 ///
 /// ```
 /// use burn::tensor::{Device, Tensor};
@@ -137,6 +138,26 @@ impl MobileNetV4Config {
             stages(&MOBILENET_V4_HYBRID_MEDIUM),
         )
         .with_layer_scale(Some(HYBRID_LAYER_SCALE))
+    }
+
+    /// MobileNetV4-Hybrid-Large (timm's `mobilenetv4_hybrid_large`): Conv-Large's stages with
+    /// mobile multi-query attention in the last two, layer scale on every UIB and attention
+    /// block, and GELU (exact, erf) as every layer's activation.
+    ///
+    /// ```
+    /// use mobilenet_burn::{Activation, MobileNetV4Config};
+    ///
+    /// let config = MobileNetV4Config::hybrid_large();
+    /// assert_eq!(config.activation, Activation::GELU);
+    /// assert_eq!(config.stem_channels, 24);
+    /// ```
+    pub fn hybrid_large() -> Self {
+        Self::new(
+            MOBILENET_V4_LARGE_STEM_CHANNELS,
+            stages(&MOBILENET_V4_HYBRID_LARGE),
+        )
+        .with_layer_scale(Some(HYBRID_LAYER_SCALE))
+        .with_activation(Activation::GELU)
     }
 
     /// Checks every field, naming the first invalid one.
