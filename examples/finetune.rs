@@ -50,7 +50,7 @@ use mobilenet_burn::data::{
     AutoAugment, AutoAugmentPolicy, AutoAugmentation, ImageFolder, Interpolation, MixUpCutMix,
     SeededDraws, TrainTransform, TrivialAugmentWide, shuffle,
 };
-use mobilenet_burn::pretrained::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD};
+use mobilenet_burn::pretrained::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, ResizeInterpolation};
 use mobilenet_burn::training::{soft_cross_entropy, torch_sgd};
 use mobilenet_burn::{Error, MobileNetV2, MobileNetV2Config, MobileNetV3, MobileNetV3Config};
 
@@ -306,6 +306,7 @@ fn train<M: Classifier>(model: M, dataset: &ImageFolder, args: &Args) -> Result<
         crop_size: args.size,
         mean: IMAGENET_MEAN,
         std: IMAGENET_STD,
+        interpolation: ResizeInterpolation::Bilinear,
     };
     let steps_per_epoch = train_indices.len().div_ceil(args.batch);
     let total = steps_per_epoch * args.epochs;

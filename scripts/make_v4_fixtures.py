@@ -13,8 +13,8 @@ Hybrid-Large), so that the
 committed files stay small. Every parameter, BatchNorm statistic and layer scale is perturbed
 away from its initial value (make_fixtures.py's `perturb`, and the layer scales drawn around
 0.5). Per case: `<case>.safetensors` (the state_dict, as timm saves it) and
-`<case>.io.safetensors` (a non-square `input` and timm's eval-mode `logits` and
-`features`). `manifest.json` lists each case's table as the strings and as the Rust test reads
+`<case>.io.safetensors` (a non-square `input` and timm's eval-mode `logits`,
+`features`, and every `feature_info` tap `tap_<i>` from `forward_intermediates`). `manifest.json` lists each case's table as the strings and as the Rust test reads
 it.
 
 `full_size.json` lists the state_dict keys and shapes and the parameter counts of timm's
@@ -118,12 +118,18 @@ def main():
         with torch.no_grad():
             features = model.forward_features(x)
             logits = model(x)
+            # Every `feature_info` tap, as timm's `features_only` / `forward_intermediates`.
+            taps = model.forward_intermediates(
+                x, indices=len(model.feature_info), intermediates_only=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, OUT / f"{name}.safetensors")
-        save_file({"input": x, "features": features, "logits": logits}, OUT / f"{name}.io.safetensors")
+        save_file({"input": x, "features": features, "logits": logits,
+                   **{f"tap_{i}": t.contiguous() for i, t in enumerate(taps)}},
+                  OUT / f"{name}.io.safetensors")
         manifest["cases"].append({
             "name": name, "stem": stem, "stages": arch_def, "head": head, "num_classes": classes,
             "layer_scale": layer_scale, "input_shape": list(shape), "activation": activation,
             "params": sum(p.numel() for p in model.parameters()),
+            "taps": len(taps),
         })
         print(f"{name}: {manifest['cases'][-1]['params']} params, logits max {logits.abs().max():.3f}")
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

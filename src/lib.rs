@@ -62,7 +62,7 @@ pub use models::feature_info::{FeatureExtractor, FeatureInfo, FeatureLocation};
 pub use models::features::Features;
 pub use models::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
 pub use models::mobilenet_v3::{MobileNetV3, MobileNetV3Config};
-pub use models::mobilenet_v4::{MobileNetV4, MobileNetV4Config};
+pub use models::mobilenet_v4::{MobileNetV4, MobileNetV4Config, MobileNetV4FeatureExtractor};
 pub use models::tables;
 pub use summary::{LayerSummary, ModelSummary};
 

@@ -256,6 +256,7 @@ fn batches_are_reproducible() {
         crop_size: 16,
         mean: [0.5, 0.4, 0.3],
         std: [0.2, 0.25, 0.3],
+        interpolation: mobilenet_burn::pretrained::ResizeInterpolation::Bilinear,
     };
     let (batch, _) = dataset.eval_batch(&indices[1..3], &eval, &device).unwrap();
     for (row, &index) in indices[1..3].iter().enumerate() {

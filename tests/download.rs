@@ -331,3 +331,47 @@ fn from_file_checks_the_weights_hash_unless_told_not_to() {
         "{error:?}"
     );
 }
+
+/// Hugging Face names every file `model.safetensors`: `fetch_url_as` caches under the name it
+/// is given, checks the hash when one is given (a mismatch leaves nothing), and without one
+/// takes the file as it came; a name with a path in it is refused before any request.
+#[test]
+fn fetch_url_as_caches_under_the_given_name_with_an_optional_hash() {
+    let server = serve(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = WeightsCache::new(dir.path()).with_progress(false);
+    let url = format!(
+        "{}/timm/some.model/resolve/main/model.safetensors",
+        server.base
+    );
+    let hash = sha256_hex(&payload());
+    let wrong = if hash.starts_with("00") { "ff" } else { "00" };
+
+    let error = cache
+        .fetch_url_as(&url, "some.model.safetensors", Some(wrong))
+        .expect_err("mismatch");
+    assert!(matches!(error, Error::HashMismatch { .. }), "{error:?}");
+    assert!(entries(dir.path()).is_empty());
+
+    let path = cache
+        .fetch_url_as(&url, "some.model.safetensors", None)
+        .expect("download");
+    assert_eq!(path, dir.path().join("some.model.safetensors"));
+    assert_eq!(std::fs::read(&path).expect("file"), payload());
+    // Cached: no request, and a given hash is now checked against the cached file.
+    let again = cache
+        .fetch_url_as(&url, "some.model.safetensors", Some(&hash[..12]))
+        .expect("cache hit");
+    assert_eq!(again, path);
+    let stale = cache
+        .fetch_url_as(&url, "some.model.safetensors", Some(wrong))
+        .expect_err("cached file with another hash");
+    assert!(matches!(stale, Error::WrongFile { .. }), "{stale:?}");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+
+    for name in ["../escape.safetensors", "a/b.safetensors", ""] {
+        let error = cache.fetch_url_as(&url, name, None).expect_err(name);
+        assert!(matches!(error, Error::Download { .. }), "{name}: {error:?}");
+    }
+    assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+}

@@ -29,6 +29,7 @@ struct Case {
     layer_scale: Option<f64>,
     activation: String,
     params: usize,
+    taps: usize,
 }
 
 fn cases() -> Vec<Case> {
@@ -94,9 +95,29 @@ fn logits_and_features_equal_timm_on_every_cpu_backend_unfused_and_fused() {
             );
             assert_close(
                 &format!("{} on {backend}, fused", case.name),
-                model.fuse().forward(input()),
+                model.clone().fuse().forward(input()),
                 fixture_tensor(&file, "logits", &device),
             );
+            // Every `feature_info` tap: `forward_intermediates`, and `features_only` unfused and
+            // fused, against timm's `forward_intermediates`.
+            let all: Vec<usize> = (0..case.taps).collect();
+            assert_eq!(model.feature_info().len(), case.taps, "{}", case.name);
+            let intermediates = model.forward_intermediates(input(), &all).expect("taps");
+            let extractor = model.features_only(&all).expect("taps");
+            let extracted = extractor.forward(input()).expect("input");
+            let fused = extractor.fuse().forward(input()).expect("input");
+            for (tap, ((a, b), c)) in intermediates
+                .into_iter()
+                .zip(extracted)
+                .zip(fused)
+                .enumerate()
+            {
+                let reference = || fixture_tensor::<4>(&file, &format!("tap_{tap}"), &device);
+                let label = format!("{} on {backend}, tap {tap}", case.name);
+                assert_close(&label, a, reference());
+                assert_close(&format!("{label}, features_only"), b, reference());
+                assert_close(&format!("{label}, features_only fused"), c, reference());
+            }
         }
     }
 }
@@ -247,4 +268,34 @@ fn full_size_models_equal_timm() {
             );
         }
     }
+}
+
+/// `save_timm` writes what `load_timm` and `MobileNetV4::from_file` read back: a full-size
+/// Conv-Small with 1000 classes (a weights entry's configuration, random weights) gives
+/// bit-identical logits after the round trip.
+#[cfg(feature = "pretrained")]
+#[test]
+fn save_timm_round_trips_through_a_weights_entry() {
+    use mobilenet_burn::pretrained::MobileNetV4Weights;
+    let device = cpu_device();
+    let weights = MobileNetV4Weights::ConvSmallE2400R224In1k;
+    let model = weights.config().init(&device);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(weights.info().file_name);
+    model.save_timm(&path).expect("saved");
+    let again = MobileNetV4::from_file(weights, &path, &device).expect("loads as the entry");
+    let x = Tensor::<4>::random(
+        [1, 3, 96, 80],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let (a, b) = (model.forward(x.clone()), again.forward(x));
+    assert_eq!(a.into_data(), b.into_data());
+    // Another entry's architecture does not load it: the mismatch is reported.
+    let error = MobileNetV4::from_file(MobileNetV4Weights::ConvMediumE500R224In1k, &path, &device)
+        .expect_err("Conv-Medium is not Conv-Small");
+    assert!(
+        matches!(error, mobilenet_burn::Error::CheckpointMismatch { .. }),
+        "{error:?}"
+    );
 }

@@ -184,6 +184,7 @@ fn mutated_files_load_or_give_typed_errors() {
         crop_size: 32,
         mean: IMAGENET_MEAN,
         std: IMAGENET_STD,
+        interpolation: mobilenet_burn::pretrained::ResizeInterpolation::Bilinear,
     };
     let load_image = |path: &Path| -> Result<(), Error> {
         let image = load_rgb_image(path)?;

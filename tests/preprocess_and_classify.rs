@@ -131,3 +131,66 @@ fn unreadable_images_name_the_file() {
         .expect_err("one bad file in a batch");
     assert!(error.to_string().contains("broken.png"));
 }
+
+/// timm's MobileNetV4 eval transform (`scripts/make_v4_meta.py`): Pillow's bicubic resize of
+/// the shorter side to `floor(size / crop_pct)`, center crop, normalize. Every pixel of the
+/// resized crop equals timm's (checked through the normalized values: `(p / 255 - mean) / std`
+/// is one-to-one on bytes), and the first 3000 normalized values equal timm's own tensor. The
+/// third case upscales (300 -> 404 rows).
+#[test]
+fn timm_bicubic_transform_equals_timms_on_every_pixel() {
+    use mobilenet_burn::pretrained::{MobileNetV4Weights, ResizeInterpolation};
+    let device = common::cpu_device();
+    let bytes = std::fs::read(common::fixtures().join("v4/chelsea_timm.safetensors"))
+        .expect("chelsea_timm fixture");
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    for (weights, tag) in [
+        (
+            MobileNetV4Weights::ConvSmallE2400R224In1k,
+            "conv_small_e2400_r224_in1k",
+        ),
+        (
+            MobileNetV4Weights::ConvMediumE500R256In1k,
+            "conv_medium_e500_r256_in1k",
+        ),
+        (
+            MobileNetV4Weights::HybridLargeE600R384In1k,
+            "hybrid_large_e600_r384_in1k",
+        ),
+    ] {
+        let transform = weights.info().transform;
+        assert_eq!(transform.interpolation, ResizeInterpolation::Bicubic);
+        let crop = transform.crop_size as usize;
+        let ours = transform.apply_file(photo(), &device).expect("photo");
+        assert_eq!(ours.dims(), [1, 3, crop, crop]);
+        let ours: Vec<f32> = ours.into_data().try_to_vec().expect("f32");
+        // timm's crop, HWC bytes, normalized here as ToTensor and Normalize do.
+        let pixels = tensors.tensor(&format!("crop_{tag}")).expect("crop").data();
+        assert_eq!(pixels.len(), crop * crop * 3);
+        let mut mismatched = 0;
+        for channel in 0..3 {
+            let (mean, std) = (transform.mean[channel], transform.std[channel]);
+            for index in 0..crop * crop {
+                let expected = (f32::from(pixels[index * 3 + channel]) / 255.0 - mean) / std;
+                if ours[channel * crop * crop + index] != expected {
+                    mismatched += 1;
+                }
+            }
+        }
+        assert_eq!(mismatched, 0, "{tag}: pixels that differ from timm's crop");
+        let values: Vec<f32> = tensors
+            .tensor(&format!("values_{tag}"))
+            .expect("values")
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let worst = values
+            .iter()
+            .zip(&ours)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        println!("{tag}: every pixel equal, normalized values within {worst:e}");
+        assert!(worst <= PREPROCESS_TOLERANCE, "{tag}: {worst}");
+    }
+}

@@ -282,3 +282,149 @@ fn segmentation_weights_tables_equal_torchvisions() {
         );
     }
 }
+
+#[derive(Deserialize)]
+struct TimmTransform {
+    crop_pct: f64,
+    interpolation: String,
+    mean: Vec<f64>,
+    std: Vec<f64>,
+    resize_size: u32,
+    crop_size: u32,
+}
+
+#[derive(Deserialize)]
+struct TimmEntry {
+    name: String,
+    default: bool,
+    architecture: String,
+    hf_hub_id: String,
+    num_classes: usize,
+    params: usize,
+    transform: TimmTransform,
+    test_transform: Option<TimmTransform>,
+    top1: f64,
+    top5: f64,
+    test_top1: Option<f64>,
+    test_top5: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct TimmMeta {
+    entries: Vec<TimmEntry>,
+}
+
+fn assert_timm_transform(
+    ours: &mobilenet_burn::pretrained::EvalTransform,
+    theirs: &TimmTransform,
+    name: &str,
+) {
+    use mobilenet_burn::pretrained::ResizeInterpolation;
+    assert_eq!(ours.resize_size, theirs.resize_size, "{name}: resize");
+    assert_eq!(ours.crop_size, theirs.crop_size, "{name}: crop");
+    // The table's resize is timm's `floor(crop / crop_pct)`.
+    assert_eq!(
+        ours.resize_size,
+        (f64::from(theirs.crop_size) / theirs.crop_pct).floor() as u32,
+        "{name}: resize from crop_pct"
+    );
+    let interpolation = match theirs.interpolation.as_str() {
+        "bicubic" => ResizeInterpolation::Bicubic,
+        "bilinear" => ResizeInterpolation::Bilinear,
+        other => panic!("{name}: interpolation {other}"),
+    };
+    assert_eq!(ours.interpolation, interpolation, "{name}: interpolation");
+    for channel in 0..3 {
+        assert_eq!(
+            f64::from(ours.mean[channel]),
+            theirs.mean[channel] as f32 as f64,
+            "{name}: mean"
+        );
+        assert_eq!(
+            f64::from(ours.std[channel]),
+            theirs.std[channel] as f32 as f64,
+            "{name}: std"
+        );
+    }
+}
+
+/// `MobileNetV4Weights` equals timm 1.0.31's `pretrained_cfg` of every ImageNet-1k checkpoint of
+/// the five models (`scripts/make_v4_meta.py`): one entry each, hub file, parameter count, the
+/// resolved eval transform at both sizes, and top-1 / top-5 from timm's results table.
+#[test]
+fn mobilenet_v4_weights_table_equals_timms() {
+    use mobilenet_burn::MobileNetV4Config;
+    use mobilenet_burn::pretrained::{IMAGENET_CATEGORIES, MobileNetV4Weights};
+    let text = std::fs::read_to_string(common::fixtures().join("v4/pretrained_meta.json"))
+        .expect("pretrained_meta.json");
+    let meta: TimmMeta = serde_json::from_str(&text).expect("json");
+    let ours: BTreeMap<&str, MobileNetV4Weights> = MobileNetV4Weights::ALL
+        .iter()
+        .map(|weights| (weights.info().name, *weights))
+        .collect();
+    assert_eq!(ours.len(), meta.entries.len(), "one entry per checkpoint");
+    // `ALL` in timm's order, so that each architecture's first entry is timm's default.
+    let order: Vec<&str> = MobileNetV4Weights::ALL
+        .iter()
+        .map(|weights| weights.info().name)
+        .collect();
+    let timm_order: Vec<&str> = meta.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(order, timm_order);
+    for theirs in meta.entries.iter().filter(|entry| entry.default) {
+        let default = MobileNetV4Weights::default_for(&theirs.architecture).expect("default");
+        assert_eq!(default.info().name, theirs.name);
+    }
+    let device = common::cpu_device();
+    for theirs in &meta.entries {
+        let weights = ours[theirs.name.as_str()];
+        let info = weights.info();
+        let name = info.name;
+        assert_eq!(info.architecture, theirs.architecture, "{name}");
+        assert_eq!(
+            info.url,
+            format!(
+                "https://huggingface.co/{}/resolve/main/model.safetensors",
+                theirs.hf_hub_id
+            ),
+            "{name}: url"
+        );
+        assert_eq!(info.file_name, format!("{name}.safetensors"));
+        assert_eq!(info.sha256, None, "{name}: no hash was recorded");
+        assert_eq!(info.num_classes, theirs.num_classes, "{name}");
+        assert_eq!(info.categories, IMAGENET_CATEGORIES.as_slice(), "{name}");
+        assert_eq!(info.num_params, theirs.params, "{name}: parameters");
+        assert_eq!((info.acc1, info.acc5), (theirs.top1, theirs.top5), "{name}");
+        assert_eq!(
+            info.test_acc,
+            theirs.test_top1.zip(theirs.test_top5),
+            "{name}: test-size accuracy"
+        );
+        assert_eq!(info.crop_pct, theirs.transform.crop_pct, "{name}: crop_pct");
+        assert_timm_transform(&info.transform, &theirs.transform, name);
+        match (&info.test_transform, &theirs.test_transform) {
+            (Some(ours), Some(theirs)) => assert_timm_transform(ours, theirs, name),
+            (None, None) => {}
+            _ => panic!("{name}: test transform present on one side only"),
+        }
+        // The configuration builds the architecture the parameter count is of.
+        let expected = match theirs.architecture.as_str() {
+            "mobilenetv4_conv_small" => MobileNetV4Config::conv_small(),
+            "mobilenetv4_conv_medium" => MobileNetV4Config::conv_medium(),
+            "mobilenetv4_conv_large" => MobileNetV4Config::conv_large(),
+            "mobilenetv4_hybrid_medium" => MobileNetV4Config::hybrid_medium(),
+            "mobilenetv4_hybrid_large" => MobileNetV4Config::hybrid_large(),
+            other => panic!("architecture {other}"),
+        };
+        let config = weights.config();
+        assert_eq!(config.stages, expected.stages, "{name}: table");
+        assert_eq!(config.activation, expected.activation, "{name}");
+        assert_eq!(config.layer_scale, expected.layer_scale, "{name}");
+        if theirs.architecture.ends_with("small") {
+            assert_eq!(
+                config.init(&device).num_learnable_params(),
+                theirs.params,
+                "{name}"
+            );
+        }
+    }
+}

@@ -166,18 +166,62 @@ impl WeightsCache {
             .next()
             .filter(|name| !name.is_empty())
             .ok_or_else(|| download_error(url, "the URL names no file"))?;
+        self.fetch_url_as(url, name, Some(sha256_prefix))
+    }
+
+    /// As [`fetch_url`](Self::fetch_url), cached under `name` rather than the URL's last
+    /// segment (Hugging Face names every file `model.safetensors`), and with the hash check
+    /// only when `sha256_prefix` is given. Without one, a cached or downloaded file is returned
+    /// unchecked (the caller checks it otherwise: [`MobileNetV4::pretrained`] loads it
+    /// strictly, every key and shape), and PyTorch hub's directory is not searched.
+    ///
+    /// [`MobileNetV4::pretrained`]: crate::MobileNetV4::pretrained
+    ///
+    /// # Errors
+    ///
+    /// As [`fetch_url`](Self::fetch_url); [`Error::Download`] for a `name` that is empty or
+    /// not a plain file name.
+    ///
+    /// ```
+    /// use mobilenet_burn::pretrained::WeightsCache;
+    ///
+    /// let dir = std::env::temp_dir().join(format!("fetch-as-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// std::fs::write(dir.join("mine.safetensors"), b"cached").unwrap();
+    /// let cache = WeightsCache::new(&dir).offline(true);
+    /// // A cached file under the name is found without the network.
+    /// let path = cache.fetch_url_as("https://example.invalid/model.safetensors", "mine.safetensors", None).unwrap();
+    /// assert_eq!(path, dir.join("mine.safetensors"));
+    /// // With a hash prefix, it must match.
+    /// assert!(cache.fetch_url_as("https://example.invalid/model.safetensors", "mine.safetensors", Some("00ff")).is_err());
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// ```
+    pub fn fetch_url_as(
+        &self,
+        url: &str,
+        name: &str,
+        sha256_prefix: Option<&str>,
+    ) -> Result<PathBuf, Error> {
+        let plain = Path::new(name).file_name().is_some_and(|file| file == name);
+        if !plain {
+            return Err(download_error(
+                url,
+                format!("`{name}` is not a plain file name"),
+            ));
+        }
         let target = self.dir.join(name);
         if target.is_file() {
             // A cached file is trusted no more than a downloaded one: a truncated copy or
             // another file under the name is reported, not loaded.
-            crate::pretrained::verify_file(&target, name, sha256_prefix)?;
+            if let Some(prefix) = sha256_prefix {
+                crate::pretrained::verify_file(&target, name, prefix)?;
+            }
             return Ok(target);
         }
-        if let Some(hub) = &self.torch_hub {
+        if let Some((hub, prefix)) = self.torch_hub.as_ref().zip(sha256_prefix) {
             let copy = hub.join(name);
             // Another file under the name there (or an unreadable one) is skipped, not an error.
-            if copy.is_file() && crate::pretrained::verify_file(&copy, name, sha256_prefix).is_ok()
-            {
+            if copy.is_file() && crate::pretrained::verify_file(&copy, name, prefix).is_ok() {
                 return Ok(copy);
             }
         }
@@ -221,7 +265,7 @@ impl WeightsCache {
         url: &str,
         name: &str,
         target: &Path,
-        sha256_prefix: &str,
+        sha256_prefix: Option<&str>,
     ) -> Result<PathBuf, Error> {
         let temporary = TemporaryFile(self.dir.join(format!(
             ".{name}.{}-{}.part",
@@ -229,10 +273,12 @@ impl WeightsCache {
             TEMPORARY_COUNTER.fetch_add(1, Ordering::Relaxed)
         )));
         let digest = self.download(url, &temporary.0)?;
-        if !digest.starts_with(&sha256_prefix.to_ascii_lowercase()) {
+        if let Some(prefix) = sha256_prefix
+            && !digest.starts_with(&prefix.to_ascii_lowercase())
+        {
             return Err(Error::HashMismatch {
                 url: url.to_string(),
-                expected: sha256_prefix.to_string(),
+                expected: prefix.to_string(),
                 found: digest,
             });
         }

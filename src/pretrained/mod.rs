@@ -24,6 +24,7 @@ mod download;
 mod imagenet_categories;
 mod resize;
 mod segmentation_weights;
+mod timm_weights;
 mod transform;
 mod weights;
 
@@ -45,11 +46,12 @@ pub use segmentation_weights::{
     DeepLabV3MobileNetV3LargeWeights, LrAsppMobileNetV3LargeWeights, SegmentationTransform,
     SegmentationWeightsInfo,
 };
+pub use timm_weights::{INCEPTION_MEAN, INCEPTION_STD, MobileNetV4Weights, TimmWeightsInfo};
 pub use transform::load_rgb_image;
 pub(crate) use transform::normalized;
 pub use weights::{
     EvalTransform, IMAGENET_MEAN, IMAGENET_STD, MobileNetV2Weights, MobileNetV3LargeWeights,
-    MobileNetV3SmallWeights, MobileNetV3Weights, WeightsInfo,
+    MobileNetV3SmallWeights, MobileNetV3Weights, ResizeInterpolation, WeightsInfo,
 };
 
 use crate::{Error, MobileNetV2, MobileNetV2Config, MobileNetV3, MobileNetV3Config};

@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 
-use super::resize::resize_bilinear;
+use super::resize::resize;
 use super::weights::EvalTransform;
 use crate::error::io_error;
 use crate::{Error, IMAGE_CHANNELS};
@@ -67,7 +67,7 @@ impl EvalTransform {
     /// [`apply`](Self::apply)'s values, `[3, crop_size, crop_size]` in row-major order.
     pub(crate) fn values(&self, image: &RgbImage) -> Vec<f32> {
         let (width, height) = self.resized_size(image.width(), image.height());
-        let resized = resize_bilinear(image, width.max(1), height.max(1));
+        let resized = resize(image, width.max(1), height.max(1), self.interpolation);
         let crop = self.crop_size as usize;
         // torchvision's `center_crop`: offset `round((size - crop) / 2)`, Python's round (half
         // to even); an image smaller than the crop is zero-padded, `(crop - size) // 2` before.

@@ -12,12 +12,22 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet's per-channel standard deviation, RGB, of pixels scaled to `[0, 1]`.
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-/// The evaluation transform of a weights entry (torchvision's `ImageClassification`): resize
-/// the shorter side with antialiased bilinear interpolation, center-crop, scale to `[0, 1]`,
-/// normalize.
+/// The resampling filter of a resize, Pillow's (`Image.BILINEAR`, `Image.BICUBIC`), antialiased
+/// when downscaling as Pillow's `resize` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResizeInterpolation {
+    /// Triangle filter, support 1: torchvision's weights.
+    Bilinear,
+    /// Keys' cubic with `a = -0.5`, support 2: timm's MobileNetV4 weights.
+    Bicubic,
+}
+
+/// The evaluation transform of a weights entry (torchvision's `ImageClassification`, timm's
+/// `transforms_imagenet_eval` in its center-crop mode): resize the shorter side with Pillow's
+/// antialiased filter, center-crop, scale to `[0, 1]`, normalize.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EvalTransform {
-    /// Target length of the shorter side.
+    /// Target length of the shorter side (timm: `floor(crop_size / crop_pct)`).
     pub resize_size: u32,
     /// Side of the square center crop.
     pub crop_size: u32,
@@ -25,6 +35,8 @@ pub struct EvalTransform {
     pub mean: [f32; 3],
     /// Per-channel standard deviation divided by after subtracting the mean.
     pub std: [f32; 3],
+    /// The resize's filter: bilinear for torchvision's weights, bicubic for timm's.
+    pub interpolation: ResizeInterpolation,
 }
 
 /// Everything known about one published checkpoint.
@@ -68,6 +80,7 @@ const fn imagenet(resize_size: u32) -> EvalTransform {
         crop_size: 224,
         mean: IMAGENET_MEAN,
         std: IMAGENET_STD,
+        interpolation: ResizeInterpolation::Bilinear,
     }
 }
 

@@ -574,14 +574,7 @@ impl MobileNetV4 {
     }
 
     fn check_input(&self, shape: [usize; 4]) -> Result<(), Error> {
-        let [batch, channels, height, width] = shape;
-        if batch == 0 || channels != IMAGE_CHANNELS || height == 0 || width == 0 {
-            return Err(Error::InvalidInput {
-                shape: shape.to_vec(),
-                expected: "[batch >= 1, 3, height >= 1, width >= 1]".into(),
-            });
-        }
-        Ok(())
+        check_image_input(shape)
     }
 
     /// The last feature map (the output of the last stage), before pooling.
@@ -665,6 +658,41 @@ impl MobileNetV4 {
     /// ```
     pub fn load_timm(self, path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
         self.load_torchvision(path)
+    }
+
+    /// Saves the model as timm's `state_dict` in `.safetensors` (timm's keys), which timm loads
+    /// with `model.load_state_dict(safetensors.torch.load_file(path), strict=True)` and
+    /// [`load_timm`](Self::load_timm) reads back. Running statistics are included;
+    /// `num_batches_tracked` is not (PyTorch fills it in). The file appears only once complete.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Save`] if the file cannot be written, or if the model was [`fuse`](Self::fuse)d
+    /// (its BatchNorms are folded away: there is no timm layout left to save).
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::MobileNetV4Config;
+    ///
+    /// let device = Device::flex();
+    /// let path = std::env::temp_dir().join(format!("v4-{}.safetensors", std::process::id()));
+    /// let model = MobileNetV4Config::conv_small().with_num_classes(3).init(&device);
+    /// model.save_timm(&path)?;
+    /// let again = MobileNetV4Config::conv_small().with_num_classes(3).init(&device).load_timm(&path)?;
+    /// assert_eq!(again.classifier.weight.dims(), [1280, 3]);
+    /// assert!(model.fuse().save_timm(&path).is_err()); // no BatchNorm to save
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok::<(), mobilenet_burn::Error>(())
+    /// ```
+    pub fn save_timm(&self, path: impl AsRef<std::path::Path>) -> Result<(), Error> {
+        let path = path.as_ref();
+        if self.stem_norm.is_none() {
+            return Err(Error::Save {
+                path: path.to_path_buf(),
+                reason: "the model is fused (BatchNorm folded): save it before fuse()".to_string(),
+            });
+        }
+        crate::checkpoint::save_torchvision(&crate::checkpoint::synchronized(self), path)
     }
 
     /// The inference form: every batch norm that follows a convolution folded into it (the
@@ -803,19 +831,192 @@ impl MobileNetV4 {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let deepest = layers.iter().copied().max().unwrap_or(0);
-        Ok(native::forward_on_thread_pool(x.is_autodiff(), || {
-            let mut outputs = vec![conv_norm_activation(
-                &self.stem_conv,
-                self.stem_norm.as_ref(),
-                self.activation,
-                x,
-            )];
-            for stage in self.stages.iter().take(deepest) {
-                let x = outputs[outputs.len() - 1].clone();
-                outputs.push(stage.iter().fold(x, |x, block| block.forward(x)));
-            }
-            layers.iter().map(|&layer| outputs[layer].clone()).collect()
-        }))
+        Ok(trunk_taps(
+            &self.stem_conv,
+            self.stem_norm.as_ref(),
+            self.activation,
+            &self.stages,
+            &layers,
+            x,
+        ))
+    }
+
+    /// timm's `features_only=True` (`out_indices`): the trunk without head or classifier,
+    /// returning the taps `indices` (positions in [`feature_info`](Self::feature_info)) on every
+    /// forward. The stages past the deepest tap are dropped. Load weights first (or load a
+    /// `features_only` checkpoint into the extractor: its keys are timm's, `conv_stem`, `bn1`,
+    /// `blocks.*`), then convert.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchFeatureTap`] for an index past the taps.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use mobilenet_burn::MobileNetV4Config;
+    ///
+    /// let device = Device::flex();
+    /// let backbone = MobileNetV4Config::conv_small().init(&device).features_only(&[2, 3, 4])?;
+    /// let strides: Vec<usize> = backbone.feature_info().iter().map(|t| t.reduction).collect();
+    /// assert_eq!(strides, [8, 16, 32]);
+    /// let maps = backbone.forward(Tensor::zeros([1, 3, 64, 64], &device))?;
+    /// assert_eq!(maps[2].dims(), [1, 960, 2, 2]);
+    /// # Ok::<(), mobilenet_burn::Error>(())
+    /// ```
+    pub fn features_only(self, indices: &[usize]) -> Result<MobileNetV4FeatureExtractor, Error> {
+        let taps = self.feature_info();
+        let taps = indices
+            .iter()
+            .map(|&index| {
+                taps.get(index).copied().ok_or(Error::NoSuchFeatureTap {
+                    index,
+                    taps: taps.len(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let deepest = taps.iter().map(|tap| tap.layer).max().unwrap_or(0);
+        let mut stages = self.stages;
+        stages.truncate(deepest);
+        Ok(MobileNetV4FeatureExtractor {
+            stem_conv: self.stem_conv,
+            stem_norm: self.stem_norm,
+            stages,
+            activation: self.activation,
+            taps,
+        })
+    }
+}
+
+/// An image batch: `[batch >= 1, 3, height >= 1, width >= 1]`.
+fn check_image_input(shape: [usize; 4]) -> Result<(), Error> {
+    let [batch, channels, height, width] = shape;
+    if batch == 0 || channels != IMAGE_CHANNELS || height == 0 || width == 0 {
+        return Err(Error::InvalidInput {
+            shape: shape.to_vec(),
+            expected: "[batch >= 1, 3, height >= 1, width >= 1]".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The outputs of trunk layers `layers` (0 the stem, `s + 1` stage `s`), computing only as far
+/// as the deepest, on the crate's thread pool.
+fn trunk_taps(
+    stem_conv: &Conv2d,
+    stem_norm: Option<&BatchNorm>,
+    activation: Activation,
+    stages: &[Vec<MobileNetV4Block>],
+    layers: &[usize],
+    x: Tensor<4>,
+) -> Vec<Tensor<4>> {
+    let deepest = layers.iter().copied().max().unwrap_or(0);
+    native::forward_on_thread_pool(x.is_autodiff(), || {
+        let mut outputs = vec![conv_norm_activation(stem_conv, stem_norm, activation, x)];
+        for stage in stages.iter().take(deepest) {
+            let x = outputs[outputs.len() - 1].clone();
+            outputs.push(stage.iter().fold(x, |x, block| block.forward(x)));
+        }
+        layers.iter().map(|&layer| outputs[layer].clone()).collect()
+    })
+}
+
+/// MobileNetV4's trunk returning feature maps (timm's `features_only=True`), made by
+/// [`MobileNetV4::features_only`]: stem and stages under timm's keys, no head.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use mobilenet_burn::MobileNetV4Config;
+///
+/// let device = Device::flex();
+/// let backbone = MobileNetV4Config::hybrid_medium().init(&device).features_only(&[3, 4])?;
+/// let channels: Vec<usize> = backbone.feature_info().iter().map(|tap| tap.channels).collect();
+/// assert_eq!(channels, [160, 960]);
+/// # Ok::<(), mobilenet_burn::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct MobileNetV4FeatureExtractor {
+    /// `conv_stem`.
+    pub stem_conv: Conv2d,
+    /// `bn1`; `None` once fused.
+    pub stem_norm: Option<BatchNorm>,
+    /// `blocks.{stage}.{index}`, up to the deepest tap's stage.
+    pub stages: Vec<Vec<MobileNetV4Block>>,
+    /// The stem's activation.
+    pub activation: Activation,
+    taps: Vec<FeatureInfo>,
+}
+
+torchvision_module!(MobileNetV4FeatureExtractor {
+    children {
+        stem_conv: |_: &Self| "conv_stem".to_string(),
+        stem_norm: |_: &Self| "bn1".to_string(),
+    }
+    lists {
+        stages: |index: usize| format!("blocks.{index}"),
+    }
+    state { activation, taps }
+});
+
+impl MobileNetV4FeatureExtractor {
+    /// The taps returned, in order (timm's `feature_info` of a `features_only` model).
+    ///
+    /// ```
+    /// # use burn::tensor::Device;
+    /// # use mobilenet_burn::MobileNetV4Config;
+    /// let backbone = MobileNetV4Config::conv_medium().init(&Device::flex()).features_only(&[1])?;
+    /// assert_eq!(backbone.feature_info()[0].channels, 48);
+    /// # Ok::<(), mobilenet_burn::Error>(())
+    /// ```
+    pub fn feature_info(&self) -> &[FeatureInfo] {
+        &self.taps
+    }
+
+    /// The feature maps of the taps.
+    ///
+    /// # Shapes
+    /// - input: `[batch, 3, height, width]`
+    /// - output: one `[batch, channels, ceil(height / reduction), ceil(width / reduction)]` per
+    ///   tap
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for an input the trunk does not take.
+    ///
+    /// ```
+    /// # use burn::tensor::{Device, Tensor};
+    /// # use mobilenet_burn::{Error, MobileNetV4Config};
+    /// let device = Device::flex();
+    /// let backbone = MobileNetV4Config::conv_small().init(&device).features_only(&[0, 1])?;
+    /// assert_eq!(backbone.forward(Tensor::zeros([2, 3, 32, 32], &device))?.len(), 2);
+    /// let gray = backbone.forward(Tensor::zeros([1, 1, 32, 32], &device));
+    /// assert!(matches!(gray, Err(Error::InvalidInput { .. })));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn forward(&self, x: Tensor<4>) -> Result<Vec<Tensor<4>>, Error> {
+        check_image_input(x.dims())?;
+        let layers: Vec<usize> = self.taps.iter().map(|tap| tap.layer).collect();
+        Ok(trunk_taps(
+            &self.stem_conv,
+            self.stem_norm.as_ref(),
+            self.activation,
+            &self.stages,
+            &layers,
+            x,
+        ))
+    }
+
+    /// Folds every batch norm that follows a convolution into it, as [`MobileNetV4::fuse`].
+    pub fn fuse(self) -> Self {
+        let (stem_conv, stem_norm) = fold(self.stem_conv, self.stem_norm);
+        Self {
+            stem_conv,
+            stem_norm,
+            stages: self
+                .stages
+                .into_iter()
+                .map(|stage| stage.into_iter().map(MobileNetV4Block::fuse).collect())
+                .collect(),
+            ..self
+        }
     }
 }
