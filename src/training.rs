@@ -16,6 +16,10 @@
 //!   weight kept, the output layer re-initialized, and a [`TransferReport`] saying so),
 //!   `freeze_backbone()`, `backbone_params()` / `head_params()` for per-group learning rates, and
 //!   `save_torchvision(path)`, a `.safetensors` file PyTorch loads with `strict=True`;
+//! - on [`MobileNetV4`](crate::MobileNetV4), the same with timm's names: `num_classes()`,
+//!   `reset_classifier` (PyTorch's `nn.Linear` initialization, as timm's), `load_timm_backbone`,
+//!   `freeze_backbone()` (all but the classifier), `backbone_params()` / `head_params()`, and
+//!   `save_timm(path)`;
 //! - [`torch_sgd`] and [`torchvision_rmsprop`]: burn's optimizers configured to compute what
 //!   PyTorch's `SGD` and torchvision's MobileNetV3 recipe's `RMSprop` compute.
 //!
@@ -258,34 +262,17 @@ macro_rules! transfer_methods {
             ) -> Result<(Self, TransferReport), Error> {
                 let path = path.as_ref();
                 let shapes = torchvision_checkpoint_shapes(&self, path)?;
-                let weight_key = concat!($head, ".weight");
                 let num_classes = self.num_classes();
                 let hidden = self.classifier.weight.dims()[0];
-                let found_classes = match shapes.get(weight_key).map(Vec::as_slice) {
-                    Some(&[classes, found_hidden])
-                        if classes > 0 && classes != num_classes && found_hidden == hidden =>
-                    {
-                        classes
-                    }
-                    // Same class count, or an output layer that cannot be one of this model's:
-                    // the strict load loads or reports it.
-                    _ => return Ok((self.load_torchvision(path)?, TransferReport::default())),
+                let Some(found) = other_class_count(&shapes, $head, num_classes, hidden) else {
+                    return Ok((self.load_torchvision(path)?, TransferReport::default()));
                 };
                 let device = self.classifier.weight.device();
                 let model = self
-                    .reset_classifier(found_classes, &device)
+                    .reset_classifier(found, &device)
                     .load_torchvision(path)?
                     .reset_classifier(num_classes, &device);
-                let mismatch = |key: &str, expected: Vec<usize>, found: Vec<usize>| ShapeMismatch {
-                    key: key.to_string(),
-                    expected,
-                    found,
-                };
-                let reinitialized = vec![
-                    mismatch(weight_key, vec![num_classes, hidden], vec![found_classes, hidden]),
-                    mismatch(concat!($head, ".bias"), vec![num_classes], vec![found_classes]),
-                ];
-                Ok((model, TransferReport { reinitialized }))
+                Ok((model, reinitialized($head, num_classes, hidden, found)))
             }
 
             /// Freezes `features` (stem, blocks, last convolution) as burn's
@@ -406,15 +393,55 @@ macro_rules! transfer_methods {
     };
 }
 
+/// The checkpoint's number of classes at the output layer `head` (PyTorch weight layout
+/// `[classes, hidden]`) when it is another than `num_classes` with the same `hidden` width;
+/// `None` when the strict load is to load or report it (same count, or not an output layer of
+/// this model).
+fn other_class_count(
+    shapes: &std::collections::BTreeMap<String, Vec<usize>>,
+    head: &str,
+    num_classes: usize,
+    hidden: usize,
+) -> Option<usize> {
+    match shapes.get(&format!("{head}.weight")).map(Vec::as_slice) {
+        Some(&[classes, found_hidden])
+            if classes > 0 && classes != num_classes && found_hidden == hidden =>
+        {
+            Some(classes)
+        }
+        _ => None,
+    }
+}
+
+/// The report of an output layer `head` of `num_classes` re-initialized where the checkpoint
+/// had `found` classes.
+fn reinitialized(head: &str, num_classes: usize, hidden: usize, found: usize) -> TransferReport {
+    let mismatch = |key: String, expected: Vec<usize>, found: Vec<usize>| ShapeMismatch {
+        key,
+        expected,
+        found,
+    };
+    TransferReport {
+        reinitialized: vec![
+            mismatch(
+                format!("{head}.weight"),
+                vec![num_classes, hidden],
+                vec![found, hidden],
+            ),
+            mismatch(format!("{head}.bias"), vec![num_classes], vec![found]),
+        ],
+    }
+}
+
 mod methods {
     use std::path::Path;
 
     use burn::module::ParamGroup;
     use burn::tensor::Device;
 
-    use super::TransferReport;
+    use super::{TransferReport, other_class_count, reinitialized};
     use crate::checkpoint::{save_torchvision, synchronized, torchvision_checkpoint_shapes};
-    use crate::{Error, MobileNetV2, MobileNetV3, ShapeMismatch};
+    use crate::{Error, MobileNetV2, MobileNetV3, MobileNetV4};
 
     transfer_methods!(
         MobileNetV2,
@@ -428,4 +455,154 @@ mod methods {
         import: "mobilenet_burn::MobileNetV3Config",
         config: "MobileNetV3Config::small().with_width_mult(0.25)"
     );
+
+    impl MobileNetV4 {
+        /// Number of classes: the width of the classifier.
+        ///
+        /// ```
+        /// use burn::tensor::Device;
+        /// use mobilenet_burn::MobileNetV4Config;
+        ///
+        /// let device = Device::flex();
+        /// let model = MobileNetV4Config::conv_small().init(&device);
+        /// assert_eq!(model.num_classes(), 1000);
+        /// assert_eq!(model.reset_classifier(10, &device).num_classes(), 10);
+        /// ```
+        pub fn num_classes(&self) -> usize {
+            self.classifier.weight.dims()[1]
+        }
+
+        /// timm's `reset_classifier(num_classes)`: a new classifier with PyTorch's `nn.Linear`
+        /// initialization (weight and bias uniform in `±1/sqrt(in_features)`, which burn's
+        /// default `Linear` initialization is), on `device`; everything else kept.
+        ///
+        /// # Panics
+        ///
+        /// If `num_classes` is zero (as the config's `init` would).
+        ///
+        /// ```
+        /// use burn::tensor::{Device, Tensor};
+        /// use mobilenet_burn::MobileNetV4Config;
+        ///
+        /// let device = Device::flex();
+        /// let model = MobileNetV4Config::conv_small().init(&device).reset_classifier(2, &device);
+        /// assert_eq!(model.forward(Tensor::zeros([1, 3, 32, 32], &device)).dims(), [1, 2]);
+        /// ```
+        pub fn reset_classifier(self, num_classes: usize, device: &Device) -> Self {
+            assert!(
+                num_classes > 0,
+                "reset_classifier: num_classes must be positive"
+            );
+            let hidden = self.classifier.weight.dims()[0];
+            Self {
+                classifier: burn::nn::LinearConfig::new(hidden, num_classes).init(device),
+                ..self
+            }
+        }
+
+        /// Loads a timm checkpoint whose number of classes may differ from this model's (an
+        /// ImageNet checkpoint for a 5-class task): every other parameter must match exactly,
+        /// as strictly as [`load_timm`](Self::load_timm), while `classifier` keeps its
+        /// [`reset_classifier`](Self::reset_classifier) initialization when its shape differs;
+        /// the report lists what was left out.
+        ///
+        /// # Errors
+        ///
+        /// As [`load_timm`](Self::load_timm), for every key but the classifier's.
+        ///
+        /// ```
+        /// use burn::tensor::Device;
+        /// use mobilenet_burn::MobileNetV4Config;
+        ///
+        /// let device = Device::flex();
+        /// let path = std::env::temp_dir().join(format!("v4-backbone-{}.safetensors", std::process::id()));
+        /// MobileNetV4Config::conv_small().init(&device).save_timm(&path)?;
+        /// let (model, report) = MobileNetV4Config::conv_small().with_num_classes(7).init(&device)
+        ///     .load_timm_backbone(&path)?;
+        /// assert_eq!((model.num_classes(), report.reinitialized.len()), (7, 2));
+        /// assert_eq!(report.reinitialized[0].found, [1000, 1280]);
+        /// # std::fs::remove_file(&path).ok();
+        /// # Ok::<(), mobilenet_burn::Error>(())
+        /// ```
+        pub fn load_timm_backbone(
+            self,
+            path: impl AsRef<Path>,
+        ) -> Result<(Self, TransferReport), Error> {
+            let path = path.as_ref();
+            let shapes = torchvision_checkpoint_shapes(&self, path)?;
+            let num_classes = self.num_classes();
+            let hidden = self.classifier.weight.dims()[0];
+            let Some(found) = other_class_count(&shapes, "classifier", num_classes, hidden) else {
+                return Ok((self.load_timm(path)?, TransferReport::default()));
+            };
+            let device = self.classifier.weight.device();
+            let model = self
+                .reset_classifier(found, &device)
+                .load_timm(path)?
+                .reset_classifier(num_classes, &device);
+            Ok((
+                model,
+                reinitialized("classifier", num_classes, hidden, found),
+            ))
+        }
+
+        /// Freezes everything but the classifier (stem, stages, and the head's 1x1 convolution
+        /// and batch norm) as burn's [`freeze`](burn::module::Module::freeze) does: no
+        /// gradients, and every BatchNorm in inference behaviour.
+        ///
+        /// ```
+        /// use burn::tensor::Device;
+        /// use mobilenet_burn::MobileNetV4Config;
+        ///
+        /// let device = Device::flex().autodiff();
+        /// let model = MobileNetV4Config::conv_small().init(&device)
+        ///     .reset_classifier(3, &device)
+        ///     .freeze_backbone();
+        /// assert_eq!(model.num_classes(), 3);
+        /// ```
+        pub fn freeze_backbone(self) -> Self {
+            use burn::module::Module;
+            Self {
+                stem_conv: self.stem_conv.freeze(),
+                stem_norm: self.stem_norm.freeze(),
+                stages: self.stages.freeze(),
+                head_conv: self.head_conv.freeze(),
+                head_norm: self.head_norm.freeze(),
+                ..self
+            }
+        }
+
+        /// Every parameter but the classifier's (timm's keys `conv_stem`, `bn1`, `blocks`,
+        /// `conv_head`, `norm_head`), for per-group learning rates and optimizers.
+        ///
+        /// ```
+        /// use burn::module::ParamId;
+        /// use mobilenet_burn::MobileNetV4;
+        ///
+        /// let backbone = MobileNetV4::backbone_params();
+        /// assert!(backbone.matches(&ParamId::new(), Some("blocks.2.0.dw_start.conv.weight")));
+        /// assert!(!backbone.matches(&ParamId::new(), Some("classifier.weight")));
+        /// ```
+        pub fn backbone_params() -> ParamGroup {
+            ParamGroup::from_any_predicates(vec![
+                "conv_stem.",
+                "bn1.",
+                "blocks.",
+                "conv_head.",
+                "norm_head.",
+            ])
+        }
+
+        /// The classifier's parameters (keys under `classifier.`).
+        ///
+        /// ```
+        /// use burn::module::ParamId;
+        /// use mobilenet_burn::MobileNetV4;
+        ///
+        /// assert!(MobileNetV4::head_params().matches(&ParamId::new(), Some("classifier.bias")));
+        /// ```
+        pub fn head_params() -> ParamGroup {
+            ParamGroup::from_predicate("classifier.")
+        }
+    }
 }

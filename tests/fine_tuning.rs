@@ -383,3 +383,80 @@ fn batch_norm_momentum_sets_every_running_statistics_update() {
         assert_ne!(fast[layer], r0[layer], "norm {layer} did not update");
     }
 }
+
+/// MobileNetV4's fine-tuning methods: an ImageNet-sized (1000-class) timm checkpoint loads into
+/// a 3-class model with every other weight kept and the classifier reported; with the backbone
+/// frozen, two SGD steps change the classifier and leave every other parameter, running
+/// statistics included, bit-identical; the parameter groups split at the classifier.
+#[test]
+fn mobilenet_v4_transfer_freeze_and_parameter_groups() {
+    use mobilenet_burn::{MobileNetV4, MobileNetV4Config};
+    let device = training_device();
+    let plain = common::cpu_device();
+    // A small table (Conv-Small's first two stages and its last), 1000 classes, saved as timm
+    // would save it.
+    let table = MobileNetV4Config::conv_small().stages;
+    let config = || {
+        MobileNetV4Config::new(
+            32,
+            vec![table[0].clone(), table[1].clone(), table[4].clone()],
+        )
+        .with_head_channels(64)
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("imagenet.safetensors");
+    let source = config().init(&plain);
+    source.save_timm(&path).expect("saved");
+    let (model, report) = config()
+        .with_num_classes(3)
+        .init(&device)
+        .load_timm_backbone(&path)
+        .expect("backbone loads");
+    assert_eq!(
+        report
+            .reinitialized
+            .iter()
+            .map(|m| m.key.as_str())
+            .collect::<Vec<_>>(),
+        ["classifier.weight", "classifier.bias"]
+    );
+    assert_eq!(report.reinitialized[0].found, [1000, 64]);
+    let source_state = state_dict(&source);
+    let loaded = state_dict(&model);
+    for (key, values) in &loaded {
+        if !key.starts_with("classifier.") {
+            assert_eq!(
+                &source_state[key], values,
+                "{key} not loaded from the checkpoint"
+            );
+        }
+    }
+
+    let mut model = model.freeze_backbone().train();
+    let mut optimizer = torch_sgd(0.9, 1e-4).init();
+    for step in 0..2 {
+        let x = Tensor::<4>::random([4, 3, 48, 48], Distribution::Normal(0.0, 1.0), &device);
+        let y = Tensor::<1, Int>::from_ints([0, 1, 2, step], &device);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(model.forward(x), y);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(0.1, model, grads);
+    }
+    let after = state_dict(&model);
+    for (key, values) in &loaded {
+        if key.starts_with("classifier.") {
+            assert_ne!(&after[key], values, "{key}: the head trains");
+        } else {
+            assert_eq!(&after[key], values, "{key} changed in a frozen backbone");
+        }
+    }
+
+    let (backbone, head) = (MobileNetV4::backbone_params(), MobileNetV4::head_params());
+    let id = burn::module::ParamId::new();
+    for key in loaded.keys() {
+        let in_head = key.starts_with("classifier.");
+        assert_eq!(head.matches(&id, Some(key)), in_head, "{key}");
+        assert_eq!(backbone.matches(&id, Some(key)), !in_head, "{key}");
+    }
+}
