@@ -95,49 +95,57 @@ fn segmentation_logits_match_torchvision_on_wgpu() {
     println!("wgpu LR-ASPP V3-Small: logits max diff {diff:.2e} (scale {scale:.2})");
 }
 
-/// The small MobileNetV4 Hybrid of `scripts/make_v4_fixtures.py` (FusedIB, UIB, mobile MQA with
-/// and without key/value downsampling, layer scales) on wgpu, against timm's logits.
+/// The small MobileNetV4 Hybrids of `scripts/make_v4_fixtures.py` (FusedIB, UIB, mobile MQA with
+/// and without key/value downsampling, layer scales; ReLU, and Hybrid-Large's GELU with 8 heads)
+/// on wgpu, against timm's logits.
 #[test]
 fn mobilenet_v4_logits_match_timm_on_wgpu() {
-    use mobilenet_burn::MobileNetV4Config;
+    use mobilenet_burn::{Activation, MobileNetV4Config};
     let device = wgpu_device();
     let text =
         std::fs::read_to_string(common::fixtures().join("v4/manifest.json")).expect("v4 manifest");
     let manifest: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let case = manifest["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .find(|case| case["name"] == "v4_tiny_hybrid")
-        .expect("the hybrid case");
-    let stages = case["stages"]
-        .as_array()
-        .expect("stages")
-        .iter()
-        .map(|stage| {
-            stage
-                .as_array()
-                .expect("rows")
-                .iter()
-                .map(|row| common::v4::parse_row(row.as_str().expect("a block string")))
-                .collect()
-        })
-        .collect();
-    let number = |key: &str| case[key].as_u64().expect("a number") as usize;
-    let model = MobileNetV4Config::new(number("stem"), stages)
-        .with_head_channels(number("head"))
-        .with_num_classes(number("num_classes"))
-        .with_layer_scale(case["layer_scale"].as_f64())
-        .init(&device)
-        .load_timm(common::fixtures().join("v4/v4_tiny_hybrid.safetensors"))
-        .expect("load");
-    let file = "v4/v4_tiny_hybrid.io.safetensors";
-    let input = common::fixture_tensor::<4>(file, "input", &device);
-    let reference = common::fixture_tensor::<2>(file, "logits", &device);
-    let (diff, scale) = max_abs_diff(model.forward(input), reference);
-    assert!(
-        diff <= RELATIVE_TOLERANCE * scale,
-        "wgpu MobileNetV4: logits differ by {diff} (scale {scale})"
-    );
-    println!("wgpu MobileNetV4 Hybrid (small): logits max diff {diff:.2e} (scale {scale:.2})");
+    for name in ["v4_tiny_hybrid", "v4_tiny_hybrid_gelu"] {
+        let case = manifest["cases"]
+            .as_array()
+            .expect("cases")
+            .iter()
+            .find(|case| case["name"] == name)
+            .expect("the hybrid case");
+        let stages = case["stages"]
+            .as_array()
+            .expect("stages")
+            .iter()
+            .map(|stage| {
+                stage
+                    .as_array()
+                    .expect("rows")
+                    .iter()
+                    .map(|row| common::v4::parse_row(row.as_str().expect("a block string")))
+                    .collect()
+            })
+            .collect();
+        let number = |key: &str| case[key].as_u64().expect("a number") as usize;
+        let activation = match case["activation"].as_str() {
+            Some("gelu") => Activation::GELU,
+            _ => Activation::ReLU,
+        };
+        let model = MobileNetV4Config::new(number("stem"), stages)
+            .with_head_channels(number("head"))
+            .with_num_classes(number("num_classes"))
+            .with_layer_scale(case["layer_scale"].as_f64())
+            .with_activation(activation)
+            .init(&device)
+            .load_timm(common::fixtures().join(format!("v4/{name}.safetensors")))
+            .expect("load");
+        let file = format!("v4/{name}.io.safetensors");
+        let input = common::fixture_tensor::<4>(&file, "input", &device);
+        let reference = common::fixture_tensor::<2>(&file, "logits", &device);
+        let (diff, scale) = max_abs_diff(model.forward(input), reference);
+        assert!(
+            diff <= RELATIVE_TOLERANCE * scale,
+            "wgpu MobileNetV4 {name}: logits differ by {diff} (scale {scale})"
+        );
+        println!("wgpu MobileNetV4 {name}: logits max diff {diff:.2e} (scale {scale:.2})");
+    }
 }
