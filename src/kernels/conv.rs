@@ -667,22 +667,25 @@ mod tests {
                     "pointwise",
                 );
             }
-            // The stem: 3 channels, 3x3, stride 2, on odd sizes.
-            let g = geometry([3, 16], [15, 11], 3, 2, 1);
-            let x = values(batch * 3 * 165, 400 + index as u32);
-            let weight = values(16 * 27, 401);
-            let epilogue = Epilogue {
-                bias: Some(&bias[..16]),
-                residual: None,
-                activation: Nonlinearity::HardSwish,
-            };
-            let expected = reference(&x, batch, &g, &weight, false, epilogue);
-            assert_close(&dense(&x, batch, &g, &weight, epilogue), &expected, "dense");
-            assert_close(
-                &direct(&x, batch, &g, &weight, epilogue),
-                &expected,
-                "direct",
-            );
+            // The stem: 3 channels, 3x3, stride 2, on odd sizes; 16 output channels (groups of
+            // four) and 18 (a group of two left over), with and without a bias.
+            for (channels, with_bias) in [(16, true), (18, false)] {
+                let g = geometry([3, channels], [15, 11], 3, 2, 1);
+                let x = values(batch * 3 * 165, 400 + index as u32);
+                let weight = values(channels * 27, 401);
+                let epilogue = Epilogue {
+                    bias: with_bias.then_some(&bias[..channels]),
+                    residual: None,
+                    activation: Nonlinearity::HardSwish,
+                };
+                let expected = reference(&x, batch, &g, &weight, false, epilogue);
+                assert_close(&dense(&x, batch, &g, &weight, epilogue), &expected, "dense");
+                assert_close(
+                    &direct(&x, batch, &g, &weight, epilogue),
+                    &expected,
+                    "direct",
+                );
+            }
         }
     }
 }

@@ -28,10 +28,12 @@ pub(crate) fn activate_slice<M: MulAdd>(values: &mut [f32], activation: Nonlinea
     match activation {
         Nonlinearity::ReLU => values.iter_mut().for_each(|x| *x = x.max(0.0)),
         Nonlinearity::ReLU6 => values.iter_mut().for_each(|x| *x = x.clamp(0.0, 6.0)),
-        // torch: x * relu6(x + 3) / 6
+        // torch: x * relu6(x + 3) / 6, with the division as a multiplication by 1/6 (within
+        // 1.5 ulp of it): a vector division takes ~5 cycles per 8 values, the rest of h-swish
+        // under one, and h-swish runs on a V3's widest maps.
         Nonlinearity::HardSwish => values
             .iter_mut()
-            .for_each(|x| *x = *x * (*x + 3.0).clamp(0.0, 6.0) / 6.0),
+            .for_each(|x| *x = *x * (*x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0)),
         Nonlinearity::Gelu => values.iter_mut().for_each(|x| *x = gelu(*x)),
         Nonlinearity::Identity => {}
     }
@@ -176,15 +178,32 @@ mod tests {
         for (activation, expected) in [
             (Nonlinearity::ReLU, inputs.map(|x| x.max(0.0))),
             (Nonlinearity::ReLU6, inputs.map(relu6)),
-            (
-                Nonlinearity::HardSwish,
-                inputs.map(|x| x * relu6(x + 3.0) / 6.0),
-            ),
             (Nonlinearity::Identity, inputs),
         ] {
             let mut values = inputs;
             activate_slice::<Plain>(&mut values, activation);
             assert_eq!(values, expected, "{activation:?}");
+        }
+        // h-swish: PyTorch's `x * relu6(x + 3) / 6` within 1.5 ulp (the kernel multiplies by
+        // 1/6), on the kinks and on a dense sweep.
+        let sweep: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 1.7e-3).collect();
+        let mut values = sweep.clone();
+        activate_slice::<Plain>(&mut values, Nonlinearity::HardSwish);
+        for (x, y) in inputs.iter().chain(&sweep).zip(
+            inputs
+                .map(|x| {
+                    let mut v = [x];
+                    activate_slice::<Plain>(&mut v, Nonlinearity::HardSwish);
+                    v[0]
+                })
+                .iter()
+                .chain(&values),
+        ) {
+            let torch = x * relu6(x + 3.0) / 6.0;
+            assert!(
+                (y - torch).abs() <= 1.5 * f32::EPSILON * torch.abs(),
+                "h-swish({x}) = {y}, torch {torch}"
+            );
         }
         // GELU against its definition in f64: within a few float32 ulps.
         let mut values = inputs;
