@@ -425,6 +425,17 @@ impl MobileNetV4 {
     ///
     /// [`Error::HashMismatch`] for a download and [`Error::WrongFile`] for a cached file whose
     /// hash differs; otherwise as [`pretrained`](Self::pretrained).
+    ///
+    /// ```no_run
+    /// use burn::tensor::Device;
+    /// use mobilenet_burn::pretrained::MobileNetV4Weights;
+    /// use mobilenet_burn::MobileNetV4;
+    ///
+    /// // The SHA-256 the Hugging Face hub lists for the file (here a placeholder prefix).
+    /// let weights = MobileNetV4Weights::ConvSmallE2400R224In1k;
+    /// let model = MobileNetV4::pretrained_with_sha256(weights, "0123abcd", &Device::flex())?;
+    /// # Ok::<(), mobilenet_burn::Error>(())
+    /// ```
     pub fn pretrained_with_sha256(
         weights: MobileNetV4Weights,
         sha256: &str,

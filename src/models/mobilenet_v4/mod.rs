@@ -1005,7 +1005,21 @@ impl MobileNetV4FeatureExtractor {
         ))
     }
 
-    /// Folds every batch norm that follows a convolution into it, as [`MobileNetV4::fuse`].
+    /// Folds every batch norm that follows a convolution into it, as [`MobileNetV4::fuse`]; the
+    /// maps are the unfused ones to float rounding.
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Distribution, Tensor, Tolerance};
+    /// use mobilenet_burn::MobileNetV4Config;
+    ///
+    /// let device = Device::flex();
+    /// let backbone = MobileNetV4Config::conv_small().init(&device).features_only(&[2])?;
+    /// let x = Tensor::random([1, 3, 64, 64], Distribution::Default, &device);
+    /// let before = backbone.forward(x.clone())?.remove(0);
+    /// let after = backbone.fuse().forward(x)?.remove(0);
+    /// after.into_data().assert_approx_eq::<f32>(&before.into_data(), Tolerance::absolute(1e-4));
+    /// # Ok::<(), mobilenet_burn::Error>(())
+    /// ```
     pub fn fuse(self) -> Self {
         let (stem_conv, stem_norm) = fold(self.stem_conv, self.stem_norm);
         Self {
