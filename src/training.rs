@@ -260,19 +260,15 @@ macro_rules! transfer_methods {
                 self,
                 path: impl AsRef<Path>,
             ) -> Result<(Self, TransferReport), Error> {
-                let path = path.as_ref();
-                let shapes = torchvision_checkpoint_shapes(&self, path)?;
-                let num_classes = self.num_classes();
-                let hidden = self.classifier.weight.dims()[0];
-                let Some(found) = other_class_count(&shapes, $head, num_classes, hidden) else {
-                    return Ok((self.load_torchvision(path)?, TransferReport::default()));
-                };
+                let (num_classes, hidden) = (self.num_classes(), self.classifier.weight.dims()[0]);
                 let device = self.classifier.weight.device();
-                let model = self
-                    .reset_classifier(found, &device)
-                    .load_torchvision(path)?
-                    .reset_classifier(num_classes, &device);
-                Ok((model, reinitialized($head, num_classes, hidden, found)))
+                load_with_other_head(
+                    self,
+                    path.as_ref(),
+                    ($head, num_classes, hidden),
+                    |model, classes| model.reset_classifier(classes, &device),
+                    |model, path| model.load_torchvision(path),
+                )
             }
 
             /// Freezes `features` (stem, blocks, last convolution) as burn's
@@ -393,44 +389,42 @@ macro_rules! transfer_methods {
     };
 }
 
-/// The checkpoint's number of classes at the output layer `head` (PyTorch weight layout
-/// `[classes, hidden]`) when it is another than `num_classes` with the same `hidden` width;
-/// `None` when the strict load is to load or report it (same count, or not an output layer of
-/// this model).
-fn other_class_count(
-    shapes: &std::collections::BTreeMap<String, Vec<usize>>,
-    head: &str,
-    num_classes: usize,
-    hidden: usize,
-) -> Option<usize> {
-    match shapes.get(&format!("{head}.weight")).map(Vec::as_slice) {
+/// Loads `path` into `model`, whose output layer `head` (`num_classes` by `hidden`) may have
+/// another number of classes in the checkpoint (PyTorch weight layout `[classes, hidden]`): then
+/// the head is reset to the checkpoint's count for a strict `load`, and reset again to
+/// `num_classes` after, and the report says so. Same count, or a `head` that cannot be this
+/// model's: `load` alone, which loads or reports it.
+fn load_with_other_head<M: burn::store::ModuleSnapshot>(
+    model: M,
+    path: &std::path::Path,
+    (head, num_classes, hidden): (&str, usize, usize),
+    reset: impl Fn(M, usize) -> M,
+    load: impl Fn(M, &std::path::Path) -> Result<M, crate::Error>,
+) -> Result<(M, TransferReport), crate::Error> {
+    let shapes = crate::checkpoint::torchvision_checkpoint_shapes(&model, path)?;
+    let found = match shapes.get(&format!("{head}.weight")).map(Vec::as_slice) {
         Some(&[classes, found_hidden])
             if classes > 0 && classes != num_classes && found_hidden == hidden =>
         {
-            Some(classes)
+            classes
         }
-        _ => None,
-    }
-}
-
-/// The report of an output layer `head` of `num_classes` re-initialized where the checkpoint
-/// had `found` classes.
-fn reinitialized(head: &str, num_classes: usize, hidden: usize, found: usize) -> TransferReport {
+        _ => return Ok((load(model, path)?, TransferReport::default())),
+    };
+    let model = reset(load(reset(model, found), path)?, num_classes);
     let mismatch = |key: String, expected: Vec<usize>, found: Vec<usize>| ShapeMismatch {
         key,
         expected,
         found,
     };
-    TransferReport {
-        reinitialized: vec![
-            mismatch(
-                format!("{head}.weight"),
-                vec![num_classes, hidden],
-                vec![found, hidden],
-            ),
-            mismatch(format!("{head}.bias"), vec![num_classes], vec![found]),
-        ],
-    }
+    let reinitialized = vec![
+        mismatch(
+            format!("{head}.weight"),
+            vec![num_classes, hidden],
+            vec![found, hidden],
+        ),
+        mismatch(format!("{head}.bias"), vec![num_classes], vec![found]),
+    ];
+    Ok((model, TransferReport { reinitialized }))
 }
 
 mod methods {
@@ -439,8 +433,8 @@ mod methods {
     use burn::module::ParamGroup;
     use burn::tensor::Device;
 
-    use super::{TransferReport, other_class_count, reinitialized};
-    use crate::checkpoint::{save_torchvision, synchronized, torchvision_checkpoint_shapes};
+    use super::{TransferReport, load_with_other_head};
+    use crate::checkpoint::{save_torchvision, synchronized};
     use crate::{Error, MobileNetV2, MobileNetV3, MobileNetV4};
 
     transfer_methods!(
@@ -528,22 +522,15 @@ mod methods {
             self,
             path: impl AsRef<Path>,
         ) -> Result<(Self, TransferReport), Error> {
-            let path = path.as_ref();
-            let shapes = torchvision_checkpoint_shapes(&self, path)?;
-            let num_classes = self.num_classes();
-            let hidden = self.classifier.weight.dims()[0];
-            let Some(found) = other_class_count(&shapes, "classifier", num_classes, hidden) else {
-                return Ok((self.load_timm(path)?, TransferReport::default()));
-            };
+            let (num_classes, hidden) = (self.num_classes(), self.classifier.weight.dims()[0]);
             let device = self.classifier.weight.device();
-            let model = self
-                .reset_classifier(found, &device)
-                .load_timm(path)?
-                .reset_classifier(num_classes, &device);
-            Ok((
-                model,
-                reinitialized("classifier", num_classes, hidden, found),
-            ))
+            load_with_other_head(
+                self,
+                path.as_ref(),
+                ("classifier", num_classes, hidden),
+                |model, classes| model.reset_classifier(classes, &device),
+                |model, path| model.load_timm(path),
+            )
         }
 
         /// Freezes everything but the classifier (stem, stages, and the head's 1x1 convolution
