@@ -22,7 +22,9 @@ use burn::tensor::Device;
 use image::{Rgb, RgbImage};
 use mobilenet_burn::Error;
 use mobilenet_burn::detection::{Detections, SsdLite, image_to_tensor};
-use mobilenet_burn::pretrained::{SsdLite320MobileNetV3LargeWeights, load_rgb_image};
+use mobilenet_burn::pretrained::{
+    SsdLite320MobileNetV3LargeWeights, load_rgb_image, save_rgb_image,
+};
 
 const USAGE: &str = "usage: detect [--weights FILE] [--min-score 0.5] [--out detections.png] IMAGE";
 
@@ -151,10 +153,8 @@ fn run(args: &Args) -> Result<(), Error> {
     }
     let mut drawn = image.clone();
     draw(&mut drawn, &detections, names, args.min_score);
-    drawn.save(&args.out).map_err(|error| Error::Image {
-        path: args.out.clone(),
-        reason: error.to_string(),
-    })?;
+    // Written beside the target and renamed: no half-written picture is left.
+    save_rgb_image(&drawn, &args.out)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }

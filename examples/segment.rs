@@ -26,7 +26,7 @@ use image::{Rgb, RgbImage};
 use mobilenet_burn::Error;
 use mobilenet_burn::pretrained::{
     DeepLabV3MobileNetV3LargeWeights, LrAsppMobileNetV3LargeWeights, SegmentationWeightsInfo,
-    load_rgb_image,
+    load_rgb_image, save_rgb_image,
 };
 use mobilenet_burn::segmentation::{DeepLabV3, LrAspp};
 
@@ -236,18 +236,8 @@ fn run(args: &Args) -> Result<(), Error> {
         println!("| {} | {:.2}% |", names[label], share * 100.0);
     }
     let canvas = picture(&photo, &classes, &found, names, args.alpha);
-    // Written beside the target and renamed, so that no half-written picture is left.
-    let partial = args.out.with_extension("partial.png");
-    let written = canvas
-        .save(&partial)
-        .and_then(|()| std::fs::rename(&partial, &args.out).map_err(image::ImageError::IoError));
-    if let Err(error) = written {
-        std::fs::remove_file(&partial).ok();
-        return Err(Error::Image {
-            path: args.out.clone(),
-            reason: error.to_string(),
-        });
-    }
+    // Written beside the target and renamed: no half-written picture is left.
+    save_rgb_image(&canvas, &args.out)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }

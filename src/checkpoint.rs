@@ -404,7 +404,7 @@ pub(crate) fn save_torchvision<M: ModuleSnapshot>(model: &M, path: &Path) -> Res
 
 /// Runs `write` on a temporary file beside `path` and renames it over `path` only once
 /// complete, so that `path` never holds a half-written file; the temporary is removed on failure.
-fn write_atomically(
+pub(crate) fn write_atomically(
     path: &Path,
     write: impl FnOnce(&Path) -> Result<(), String>,
 ) -> Result<(), Error> {

@@ -145,8 +145,8 @@ pub enum Error {
         reason: String,
     },
 
-    /// The model could not be written.
-    #[error("cannot save the model to {}: {reason}", path.display())]
+    /// A model or a picture could not be written.
+    #[error("cannot save {}: {reason}", path.display())]
     Save {
         /// The destination file.
         path: PathBuf,

@@ -47,8 +47,8 @@ pub use segmentation_weights::{
     SegmentationWeightsInfo,
 };
 pub use timm_weights::{INCEPTION_MEAN, INCEPTION_STD, MobileNetV4Weights, TimmWeightsInfo};
-pub use transform::load_rgb_image;
 pub(crate) use transform::normalized;
+pub use transform::{load_rgb_image, save_rgb_image};
 pub use weights::{
     EvalTransform, IMAGENET_MEAN, IMAGENET_STD, MobileNetV2Weights, MobileNetV3LargeWeights,
     MobileNetV3SmallWeights, MobileNetV3Weights, ResizeInterpolation, WeightsInfo,

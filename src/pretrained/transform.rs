@@ -35,6 +35,41 @@ pub fn load_rgb_image(path: impl AsRef<Path>) -> Result<RgbImage, Error> {
     Ok(image.to_rgb8())
 }
 
+/// Writes an RGB image to `path` in the format its extension names (PNG, JPEG, ...), atomically:
+/// the picture is written beside `path` and renamed over it once complete, so that `path` never
+/// holds a half-written file (and an existing one stays as it was if writing fails).
+///
+/// # Errors
+///
+/// [`Error::Save`] naming `path`: an extension the `image` crate does not write, or a directory
+/// that cannot be written.
+///
+/// ```
+/// use mobilenet_burn::pretrained::{RgbImage, save_rgb_image};
+///
+/// let dir = std::env::temp_dir().join(format!("save-rgb-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let image = RgbImage::from_pixel(4, 3, [200, 10, 30].into());
+/// save_rgb_image(&image, dir.join("red.png"))?;
+/// assert!(save_rgb_image(&image, dir.join("red.unknown-format")).is_err());
+/// // Nothing but the finished picture is left behind.
+/// assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), mobilenet_burn::Error>(())
+/// ```
+pub fn save_rgb_image(image: &RgbImage, path: impl AsRef<Path>) -> Result<(), Error> {
+    let path = path.as_ref();
+    let format = image::ImageFormat::from_path(path).map_err(|error| Error::Save {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    })?;
+    crate::checkpoint::write_atomically(path, |temporary| {
+        image
+            .save_with_format(temporary, format)
+            .map_err(|error| error.to_string())
+    })
+}
+
 /// Python's `int(size * long / short)`: the long side after resizing the short one to `size`.
 fn scaled_long_side(size: u32, long: u32, short: u32) -> u32 {
     (f64::from(size) * f64::from(long) / f64::from(short)) as u32
