@@ -12,6 +12,8 @@
 //! - `direct`: depthwise convolutions and the stem as 1-D convolutions over phase planes.
 //! - `fused`: an inverted residual block without squeeze-and-excitation (expansion, depthwise,
 //!   projection, residual) per band of rows, its expanded map never in memory in full.
+//! - `linear`: fully connected layers at small batch, a stream over the weight rows (the
+//!   classifiers).
 //! - `resize`: bilinear resizing of feature maps, as PyTorch computes it.
 //! - `elementwise`: activations in place, and squeeze-and-excitation on one image.
 //! - `train`: the forward and backward steps of the training kernels (BatchNorm with its
@@ -24,6 +26,7 @@ pub(crate) mod conv;
 pub(crate) mod direct;
 pub(crate) mod elementwise;
 pub(crate) mod fused;
+pub(crate) mod linear;
 pub(crate) mod resize;
 pub(crate) mod simd;
 pub(crate) mod tapwise;

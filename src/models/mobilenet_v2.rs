@@ -385,6 +385,10 @@ impl MobileNetV2 {
     /// ```
     pub fn forward_head(&self, features: Tensor<4>) -> Tensor<2> {
         let x = global_average_pool(features);
-        self.classifier.forward(self.dropout.forward(x))
+        native::linear_activation(
+            &self.classifier,
+            Activation::Identity,
+            self.dropout.forward(x),
+        )
     }
 }

@@ -564,7 +564,11 @@ impl MobileNetV3 {
     /// ```
     pub fn forward_head(&self, features: Tensor<4>) -> Tensor<2> {
         let x = global_average_pool(features);
-        let x = self.head_activation.forward(self.head.forward(x));
-        self.classifier.forward(self.dropout.forward(x))
+        let x = native::linear_activation(&self.head, self.head_activation, x);
+        native::linear_activation(
+            &self.classifier,
+            Activation::Identity,
+            self.dropout.forward(x),
+        )
     }
 }

@@ -5,8 +5,8 @@
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::{DType, Tensor, TensorData};
 
 use super::Outcome;
@@ -16,7 +16,7 @@ use crate::kernels::elementwise::{
     Nonlinearity, SqueezeExcitationWeights, squeeze_excitation_images as se_images,
 };
 use crate::kernels::fused::{self, InvertedResidualWeights, Pointwise};
-use crate::kernels::{resize, tapwise};
+use crate::kernels::{self, resize, tapwise};
 use crate::{Activation, InvertedResidual, SqueezeExcitation};
 
 impl From<Activation> for Nonlinearity {
@@ -144,8 +144,13 @@ pub(crate) fn conv2d(
         geometry.out_width,
     ];
     // Only the pointwise kernel adds a residual.
+    let single_pixel = geometry.out_height * geometry.out_width == 1;
     let kernel = if is_pointwise(conv, geometry.in_channels) {
-        pointwise
+        if single_pixel && residual.is_none() && dims[0] <= LINEAR_MAX_BATCH {
+            pointwise_single_pixel
+        } else {
+            pointwise
+        }
     } else if residual.is_some() {
         return Outcome::Declined(x);
     } else if is_depthwise {
@@ -192,6 +197,61 @@ pub(crate) fn conv2d(
     );
     super::count_layer();
     Outcome::Computed(into_tensor(output, out_shape))
+}
+
+/// A 1x1 convolution on a 1x1 map (no residual) as the matrix-vector product it is: `weight`
+/// `[out, in]` streamed row by row ([`kernels::linear::linear_transposed`]).
+fn pointwise_single_pixel(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    epilogue: Epilogue,
+) -> Vec<f32> {
+    kernels::linear::linear_transposed(
+        x,
+        batch,
+        weight,
+        [geometry.in_channels, geometry.out_channels],
+        epilogue.bias,
+        epilogue.activation,
+    )
+}
+
+/// Batches above this take burn's matrix multiply for a fully connected layer: there the
+/// weights are reused across images in registers, which the row stream does not do.
+const LINEAR_MAX_BATCH: usize = 16;
+
+/// `activation(layer(x))` on the native row-stream kernel, or [`Outcome::Declined`] (kernels off,
+/// autodiff, a batch above [`LINEAR_MAX_BATCH`], not on burn-flex as `f32`).
+pub(crate) fn linear(layer: &Linear, activation: Activation, x: Tensor<2>) -> Outcome<2> {
+    // The kernels have no backward: a tensor that records a graph stays on burn's path.
+    if !super::enabled() || x.is_autodiff() {
+        return Outcome::Declined(x);
+    }
+    let [batch, in_features] = x.dims();
+    let [weight_in, out_features] = layer.weight.dims();
+    if batch == 0 || batch > LINEAR_MAX_BATCH || weight_in != in_features {
+        return Outcome::Declined(x);
+    }
+    let buffers = (
+        flex_f32(&x),
+        flex_f32(&layer.weight.val()),
+        optional_f32(layer.bias.as_ref().map(|bias| bias.val()).as_ref()),
+    );
+    let (Some(input), Some(weight), Some(bias)) = buffers else {
+        return Outcome::Declined(x);
+    };
+    let output = kernels::linear::linear(
+        values(&input),
+        batch,
+        values(&weight),
+        [in_features, out_features],
+        bias.as_ref().map(values),
+        activation.into(),
+    );
+    super::count_layer();
+    Outcome::Computed(into_tensor(output, [batch, out_features]))
 }
 
 /// PyTorch's bilinear resize (`align_corners=False`) to `[height, width]` with the native

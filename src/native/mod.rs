@@ -328,16 +328,39 @@ pub(crate) fn forward_on_thread_pool<R: Send>(autodiff: bool, op: impl FnOnce() 
 
 /// What a native kernel did with a layer's input: computed the layer, or declined it and handed
 /// the input back (moved, not copied) for burn's operations.
-pub(crate) enum Outcome {
+pub(crate) enum Outcome<const D: usize = 4> {
     /// The layer's output. (Only the burn-flex bridge computes anything.)
     #[cfg_attr(not(feature = "flex"), allow(dead_code))]
-    Computed(burn::tensor::Tensor<4>),
+    Computed(burn::tensor::Tensor<D>),
     /// The input, untouched: the kernels are off, or the layer or tensor does not fit them.
-    Declined(burn::tensor::Tensor<4>),
+    Declined(burn::tensor::Tensor<D>),
+}
+
+/// `activation(layer(x))`, a classifier's fully connected layer: on the native kernel where it
+/// applies (burn-flex, `f32`, no autodiff, a small batch), else burn's operations.
+pub(crate) fn linear_activation(
+    layer: &burn::nn::Linear,
+    activation: crate::Activation,
+    x: burn::tensor::Tensor<2>,
+) -> burn::tensor::Tensor<2> {
+    match linear(layer, activation, x) {
+        Outcome::Computed(y) => y,
+        Outcome::Declined(x) => activation.forward(layer.forward(x)),
+    }
+}
+
+/// Without burn-flex every fully connected layer takes burn's path.
+#[cfg(not(feature = "flex"))]
+fn linear(
+    _layer: &burn::nn::Linear,
+    _activation: crate::Activation,
+    x: burn::tensor::Tensor<2>,
+) -> Outcome<2> {
+    Outcome::Declined(x)
 }
 
 #[cfg(feature = "flex")]
-pub(crate) use flex::{conv2d, inverted_residual, resize_bilinear, squeeze_excitation};
+pub(crate) use flex::{conv2d, inverted_residual, linear, resize_bilinear, squeeze_excitation};
 
 /// Training kernels for burn-flex's autodiff, or `None` where they do not apply.
 #[cfg(feature = "flex")]

@@ -636,7 +636,11 @@ impl MobileNetV4 {
             pooled,
         );
         let x: Tensor<2> = x.flatten(1, 3);
-        self.classifier.forward(self.dropout.forward(x))
+        native::linear_activation(
+            &self.classifier,
+            Activation::Identity,
+            self.dropout.forward(x),
+        )
     }
 
     /// Loads a timm checkpoint (`.safetensors`, as timm publishes them on the Hugging Face hub,
