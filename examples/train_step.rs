@@ -5,11 +5,12 @@
 //!
 //! ```text
 //! cargo run --release --all-features --example train_step -- \
-//!     [--model v2|v3l|v3s|all] [--batch 32] [--size 224] [--steps 5] [--warmup 1] \
+//!     [--model v2|v3l|v3s|v4s|v4m|all] [--batch 32] [--size 224] [--steps 5] [--warmup 1] \
 //!     [--backend flex|ndarray|wgpu] [--profile]
 //! ```
 //!
-//! Weights are random (speed does not depend on them); dropout is torchvision's 0.2.
+//! Weights are random (speed does not depend on them); dropout is torchvision's 0.2 (timm's 0 for
+//! MobileNetV4 Conv-Small and Conv-Medium, `v4s` and `v4m`).
 //! `--profile` also times the forward, the backward and the optimizer step apart, to show where
 //! the time goes. Peak memory (`VmHWM` of /proc/self/status) is per process: run one model per
 //! process for a per-model figure, as the script does.
@@ -24,7 +25,9 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use mobilenet_burn::training::torch_sgd;
-use mobilenet_burn::{MobileNetV2, MobileNetV2Config, MobileNetV3, MobileNetV3Config};
+use mobilenet_burn::{
+    MobileNetV2, MobileNetV2Config, MobileNetV3, MobileNetV3Config, MobileNetV4, MobileNetV4Config,
+};
 
 const CLASSES: usize = 1000;
 
@@ -64,9 +67,11 @@ fn parse_args() -> Result<Args, String> {
                 let model = value()?;
                 parsed.models = match model.as_str() {
                     "all" => parsed.models,
-                    "v2" | "v3l" | "v3s" => vec![model],
+                    "v2" | "v3l" | "v3s" | "v4s" | "v4m" => vec![model],
                     other => {
-                        return Err(format!("unknown model `{other}`; use v2, v3l, v3s or all"));
+                        return Err(format!(
+                            "unknown model `{other}`; use v2, v3l, v3s, v4s, v4m or all"
+                        ));
                     }
                 }
             }
@@ -95,6 +100,12 @@ impl Classifier for MobileNetV2 {
 }
 
 impl Classifier for MobileNetV3 {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(x)
+    }
+}
+
+impl Classifier for MobileNetV4 {
     fn logits(&self, x: Tensor<4>) -> Tensor<2> {
         self.forward(x)
     }
@@ -230,6 +241,14 @@ fn main() {
                 &args,
                 &device,
             ),
+            "v4s" | "v4m" => {
+                let config = if name == "v4s" {
+                    MobileNetV4Config::conv_small()
+                } else {
+                    MobileNetV4Config::conv_medium()
+                };
+                run(name, config.init(&device).train(), &args, &device)
+            }
             _ => run(
                 name,
                 MobileNetV3Config::small().init(&device).train(),

@@ -3,7 +3,7 @@
 size and threads, in one run, and prints a markdown table: images/s, peak memory, and ratios.
 
     python3 scripts/compare_training.py [--threads 2] [--batch 32] [--size 224] [--steps 3]
-                                        [--rounds 3] [--models v2,v3l,v3s]
+                                        [--rounds 3] [--models v2,v3l,v3s[,v4s,v4m]]
                                         [--backends flex,ndarray]
 
 A step is forward in training mode, cross entropy, backward, and SGD (momentum 0.9, weight
@@ -15,8 +15,10 @@ torch.set_num_threads(threads). Each figure is the median of --steps steps after
 the best of --rounds rounds (each round runs every model on every runtime in turn, so a noisy
 moment costs each runtime alike); peak memory is the largest of the rounds.
 
-Needs (pip): torch, torchvision. Versions used for docs/training.md: torch 2.15.0,
-torchvision 0.29.2.
+`v4s` and `v4m` are timm's MobileNetV4 Conv-Small and Conv-Medium (timm's default dropout, 0).
+
+Needs (pip): torch, torchvision (and timm for v4s / v4m). Versions used for docs/training.md:
+torch 2.15.0, torchvision 0.29.2, timm 1.0.31.
 """
 
 import argparse
@@ -27,14 +29,19 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {"v2": "mobilenet_v2", "v3l": "mobilenet_v3_large", "v3s": "mobilenet_v3_small"}
+MODELS = {"v2": "mobilenet_v2", "v3l": "mobilenet_v3_large", "v3s": "mobilenet_v3_small",
+          "v4s": "mobilenetv4_conv_small", "v4m": "mobilenetv4_conv_medium"}
 
 TORCH_STEP = r"""
 import json, statistics, sys, time, torch, torchvision
 model_name, batch, size, steps, threads = sys.argv[1], *map(int, sys.argv[2:6])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-model = getattr(torchvision.models, model_name)()
+if model_name.startswith("mobilenetv4"):
+    import timm
+    model = timm.create_model(model_name)
+else:
+    model = getattr(torchvision.models, model_name)()
 model.train()
 optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 x = torch.randn(batch, 3, size, size)
