@@ -83,7 +83,7 @@ fn sum<M: MulAdd>(values: &[f32]) -> f32 {
 
 /// `Σ a·b`, in 8 running sums so that it vectorizes.
 #[inline(always)]
-fn dot<M: MulAdd>(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot<M: MulAdd>(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail = a_chunks

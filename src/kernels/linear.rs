@@ -6,11 +6,43 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::{Nonlinearity, activate_slice};
+use super::conv::{ConvGeometry, Epilogue};
+use super::elementwise::{Nonlinearity, activate_slice, dot};
 use super::simd::{MulAdd, dispatch};
 
 /// Weights per task at least (rows of `W` times its width): a task streams this much.
 const TASK_WEIGHTS: usize = 1 << 17;
+
+/// Checks what both products index: `x` `[batch, in]`, `weight` `in * out`, `bias` `out`.
+///
+/// # Panics
+/// If a slice does not fit the shapes.
+fn check_shapes(
+    x: &[f32],
+    batch: usize,
+    weight: &[f32],
+    [in_features, out_features]: [usize; 2],
+    bias: Option<&[f32]>,
+) {
+    assert!(
+        x.len() >= batch * in_features
+            && weight.len() == in_features * out_features
+            && bias.is_none_or(|bias| bias.len() == out_features),
+        "linear: [{batch}, {in_features}] times a weight of {in_features} x {out_features}"
+    );
+}
+
+/// `rows` weight rows of `width` in contiguous ranges, one per task: as many tasks as threads,
+/// each streaming at least [`TASK_WEIGHTS`] weights (a single range for small layers).
+fn row_ranges(rows: usize, width: usize) -> Vec<std::ops::Range<usize>> {
+    let tasks = (rows * width / TASK_WEIGHTS)
+        .clamp(1, rayon::current_num_threads())
+        .min(rows.max(1));
+    let per_task = rows.div_ceil(tasks).max(1);
+    (0..tasks)
+        .map(|task| task * per_task..((task + 1) * per_task).min(rows))
+        .collect()
+}
 
 /// `sums += scale * row`, vectorized.
 #[inline(always)]
@@ -53,23 +85,11 @@ pub(crate) fn linear(
     bias: Option<&[f32]>,
     activation: Nonlinearity,
 ) -> Vec<f32> {
-    assert!(
-        x.len() >= batch * in_features
-            && weight.len() == in_features * out_features
-            && bias.is_none_or(|bias| bias.len() == out_features),
-        "linear: [{batch}, {in_features}] x [{in_features}, {out_features}]"
-    );
     let shape = [in_features, out_features];
-    let tasks = (in_features * out_features / TASK_WEIGHTS)
-        .clamp(1, rayon::current_num_threads())
-        .min(in_features.max(1));
-    let rows_per_task = in_features.div_ceil(tasks).max(1);
-    let partials: Vec<Vec<f32>> = (0..tasks)
+    check_shapes(x, batch, weight, shape, bias);
+    let partials: Vec<Vec<f32>> = row_ranges(in_features, out_features)
         .into_par_iter()
-        .map(|task| {
-            let rows = task * rows_per_task..((task + 1) * rows_per_task).min(in_features);
-            dispatch!(partial_sums(x, batch, weight, shape, rows))
-        })
+        .map(|rows| dispatch!(partial_sums(x, batch, weight, shape, rows)))
         .collect();
     let mut output = vec![0.0f32; batch * out_features];
     for image in output.chunks_exact_mut(out_features) {
@@ -85,24 +105,6 @@ pub(crate) fn linear(
     }
     dispatch!(activate_slice(&mut output, activation));
     output
-}
-
-/// `Σ a·b`, in 8 running sums so that it vectorizes.
-#[inline(always)]
-fn dot<M: MulAdd>(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .fold(0.0, |acc, (&x, &y)| M::mul_add(acc, x, y));
-    for (a, b) in a_chunks.zip(b_chunks) {
-        for ((lane, &x), &y) in lanes.iter_mut().zip(a).zip(b) {
-            *lane = M::mul_add(*lane, x, y);
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// Outputs `outputs` of [`linear_transposed`] for every image, `[batch, outputs.len()]`.
@@ -143,20 +145,10 @@ pub(crate) fn linear_transposed(
     bias: Option<&[f32]>,
     activation: Nonlinearity,
 ) -> Vec<f32> {
-    assert!(
-        x.len() >= batch * in_features
-            && weight.len() == in_features * out_features
-            && bias.is_none_or(|bias| bias.len() == out_features),
-        "linear_transposed: [{batch}, {in_features}] x [{out_features}, {in_features}]ᵀ"
-    );
-    let tasks = (in_features * out_features / TASK_WEIGHTS)
-        .clamp(1, rayon::current_num_threads())
-        .min(out_features.max(1));
-    let per_task = out_features.div_ceil(tasks).max(1);
-    let parts: Vec<(std::ops::Range<usize>, Vec<f32>)> = (0..tasks)
+    check_shapes(x, batch, weight, [in_features, out_features], bias);
+    let parts: Vec<(std::ops::Range<usize>, Vec<f32>)> = row_ranges(out_features, in_features)
         .into_par_iter()
-        .map(|task| {
-            let outputs = task * per_task..((task + 1) * per_task).min(out_features);
+        .map(|outputs| {
             let sums = dispatch!(dot_rows(
                 x,
                 batch,
@@ -176,6 +168,26 @@ pub(crate) fn linear_transposed(
     }
     dispatch!(activate_slice(&mut output, activation));
     output
+}
+
+/// A 1x1 convolution on a 1x1 map (no residual: the caller checks) as the matrix-vector
+/// product it is, [`linear_transposed`] of its `[out, in]` weight. The signature of the
+/// convolution kernels, so the bridge picks it like them.
+pub(crate) fn pointwise_single_pixel(
+    x: &[f32],
+    batch: usize,
+    geometry: &ConvGeometry,
+    weight: &[f32],
+    epilogue: Epilogue,
+) -> Vec<f32> {
+    linear_transposed(
+        x,
+        batch,
+        weight,
+        [geometry.in_channels, geometry.out_channels],
+        epilogue.bias,
+        epilogue.activation,
+    )
 }
 
 #[cfg(test)]

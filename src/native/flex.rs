@@ -147,7 +147,7 @@ pub(crate) fn conv2d(
     let single_pixel = geometry.out_height * geometry.out_width == 1;
     let kernel = if is_pointwise(conv, geometry.in_channels) {
         if single_pixel && residual.is_none() && dims[0] <= LINEAR_MAX_BATCH {
-            pointwise_single_pixel
+            kernels::linear::pointwise_single_pixel
         } else {
             pointwise
         }
@@ -197,25 +197,6 @@ pub(crate) fn conv2d(
     );
     super::count_layer();
     Outcome::Computed(into_tensor(output, out_shape))
-}
-
-/// A 1x1 convolution on a 1x1 map (no residual) as the matrix-vector product it is: `weight`
-/// `[out, in]` streamed row by row ([`kernels::linear::linear_transposed`]).
-fn pointwise_single_pixel(
-    x: &[f32],
-    batch: usize,
-    geometry: &ConvGeometry,
-    weight: &[f32],
-    epilogue: Epilogue,
-) -> Vec<f32> {
-    kernels::linear::linear_transposed(
-        x,
-        batch,
-        weight,
-        [geometry.in_channels, geometry.out_channels],
-        epilogue.bias,
-        epilogue.activation,
-    )
 }
 
 /// Batches above this take burn's matrix multiply for a fully connected layer: there the
