@@ -64,13 +64,7 @@ pub struct TimmWeightsInfo {
 
 /// A bicubic transform of timm's: resize the shorter side to `resize_size`
 /// (`floor(crop_size / crop_pct)`), crop `crop_size`.
-const fn bicubic(
-    resize_size: u32,
-    crop_size: u32,
-    _crop_pct: f64,
-    mean: [f32; 3],
-    std: [f32; 3],
-) -> EvalTransform {
+const fn bicubic(resize_size: u32, crop_size: u32, mean: [f32; 3], std: [f32; 3]) -> EvalTransform {
     EvalTransform {
         resize_size,
         crop_size,
@@ -107,7 +101,7 @@ macro_rules! timm_entry {
             test_acc: $test_acc,
             num_params: $num_params,
             crop_pct: $crop_pct,
-            transform: bicubic($resize, $crop, $crop_pct, $mean, $std),
+            transform: bicubic($resize, $crop, $mean, $std),
             test_transform: $test_transform,
         }
     };
@@ -189,7 +183,7 @@ impl MobileNetV4Weights {
                     Some((74.282, 92.122)),
                     3774024,
                     bicubic(256, 224, 0.875, IMAGENET_MEAN, IMAGENET_STD),
-                    Some(bicubic(269, 256, 0.95, IMAGENET_MEAN, IMAGENET_STD))
+                    Some(bicubic(269, 256, IMAGENET_MEAN, IMAGENET_STD))
                 );
                 &ENTRY
             }
@@ -201,7 +195,7 @@ impl MobileNetV4Weights {
                     Some((74.644, 92.022)),
                     3774024,
                     bicubic(256, 224, 0.875, IMAGENET_MEAN, IMAGENET_STD),
-                    Some(bicubic(269, 256, 0.95, IMAGENET_MEAN, IMAGENET_STD))
+                    Some(bicubic(269, 256, IMAGENET_MEAN, IMAGENET_STD))
                 );
                 &ENTRY
             }
@@ -213,7 +207,7 @@ impl MobileNetV4Weights {
                     Some((75.616, 92.768)),
                     3774024,
                     bicubic(269, 256, 0.95, INCEPTION_MEAN, INCEPTION_STD),
-                    Some(bicubic(320, 320, 1.0, INCEPTION_MEAN, INCEPTION_STD))
+                    Some(bicubic(320, 320, INCEPTION_MEAN, INCEPTION_STD))
                 );
                 &ENTRY
             }
@@ -237,7 +231,7 @@ impl MobileNetV4Weights {
                     Some((79.836, 95.192)),
                     9715512,
                     bicubic(235, 224, 0.95, IMAGENET_MEAN, IMAGENET_STD),
-                    Some(bicubic(256, 256, 1.0, IMAGENET_MEAN, IMAGENET_STD))
+                    Some(bicubic(256, 256, IMAGENET_MEAN, IMAGENET_STD))
                 );
                 &ENTRY
             }
@@ -249,7 +243,7 @@ impl MobileNetV4Weights {
                     Some((80.89, 95.75)),
                     9715512,
                     bicubic(269, 256, 0.95, IMAGENET_MEAN, IMAGENET_STD),
-                    Some(bicubic(320, 320, 1.0, IMAGENET_MEAN, IMAGENET_STD))
+                    Some(bicubic(320, 320, IMAGENET_MEAN, IMAGENET_STD))
                 );
                 &ENTRY
             }
@@ -261,7 +255,7 @@ impl MobileNetV4Weights {
                     Some((82.672, 96.31)),
                     32590864,
                     bicubic(269, 256, 0.95, IMAGENET_MEAN, IMAGENET_STD),
-                    Some(bicubic(320, 320, 1.0, IMAGENET_MEAN, IMAGENET_STD))
+                    Some(bicubic(320, 320, IMAGENET_MEAN, IMAGENET_STD))
                 );
                 &ENTRY
             }
@@ -273,7 +267,7 @@ impl MobileNetV4Weights {
                     Some((83.418, 96.612)),
                     32590864,
                     bicubic(404, 384, 0.95, IMAGENET_MEAN, IMAGENET_STD),
-                    Some(bicubic(448, 448, 1.0, IMAGENET_MEAN, IMAGENET_STD))
+                    Some(bicubic(448, 448, IMAGENET_MEAN, IMAGENET_STD))
                 );
                 &ENTRY
             }
@@ -285,7 +279,7 @@ impl MobileNetV4Weights {
                     Some((82.998, 96.676)),
                     11074648,
                     bicubic(269, 256, 0.95, IMAGENET_MEAN, IMAGENET_STD),
-                    Some(bicubic(320, 320, 1.0, IMAGENET_MEAN, IMAGENET_STD))
+                    Some(bicubic(320, 320, IMAGENET_MEAN, IMAGENET_STD))
                 );
                 &ENTRY
             }
@@ -297,7 +291,7 @@ impl MobileNetV4Weights {
                     Some((81.284, 95.746)),
                     11074648,
                     bicubic(235, 224, 0.95, IMAGENET_MEAN, IMAGENET_STD),
-                    Some(bicubic(256, 256, 1.0, IMAGENET_MEAN, IMAGENET_STD))
+                    Some(bicubic(256, 256, IMAGENET_MEAN, IMAGENET_STD))
                 );
                 &ENTRY
             }
@@ -309,7 +303,7 @@ impl MobileNetV4Weights {
                     Some((82.5, 96.286)),
                     11074648,
                     bicubic(269, 256, 0.95, IMAGENET_MEAN, IMAGENET_STD),
-                    Some(bicubic(320, 320, 1.0, IMAGENET_MEAN, IMAGENET_STD))
+                    Some(bicubic(320, 320, IMAGENET_MEAN, IMAGENET_STD))
                 );
                 &ENTRY
             }
@@ -321,7 +315,7 @@ impl MobileNetV4Weights {
                     Some((83.39, 96.766)),
                     11074648,
                     bicubic(404, 384, 0.95, IMAGENET_MEAN, IMAGENET_STD),
-                    Some(bicubic(448, 448, 1.0, IMAGENET_MEAN, IMAGENET_STD))
+                    Some(bicubic(448, 448, IMAGENET_MEAN, IMAGENET_STD))
                 );
                 &ENTRY
             }
@@ -333,7 +327,7 @@ impl MobileNetV4Weights {
                     Some((84.264, 96.956)),
                     37764624,
                     bicubic(404, 384, 0.95, IMAGENET_MEAN, IMAGENET_STD),
-                    Some(bicubic(448, 448, 1.0, IMAGENET_MEAN, IMAGENET_STD))
+                    Some(bicubic(448, 448, IMAGENET_MEAN, IMAGENET_STD))
                 );
                 &ENTRY
             }
@@ -345,7 +339,7 @@ impl MobileNetV4Weights {
                     Some((84.352, 96.888)),
                     37764624,
                     bicubic(404, 384, 0.95, IMAGENET_MEAN, IMAGENET_STD),
-                    Some(bicubic(448, 448, 1.0, IMAGENET_MEAN, IMAGENET_STD))
+                    Some(bicubic(448, 448, IMAGENET_MEAN, IMAGENET_STD))
                 );
                 &ENTRY
             }

@@ -719,16 +719,20 @@ impl MobileNetV4 {
         Self {
             stem_conv,
             stem_norm,
-            stages: self
-                .stages
-                .into_iter()
-                .map(|stage| stage.into_iter().map(MobileNetV4Block::fuse).collect())
-                .collect(),
+            stages: fuse_stages(self.stages),
             head_conv,
             head_norm,
             ..self
         }
     }
+}
+
+/// Every block of `stages` in its inference form ([`MobileNetV4Block::fuse`]).
+fn fuse_stages(stages: Vec<Vec<MobileNetV4Block>>) -> Vec<Vec<MobileNetV4Block>> {
+    stages
+        .into_iter()
+        .map(|stage| stage.into_iter().map(MobileNetV4Block::fuse).collect())
+        .collect()
 }
 
 impl MobileNetV4Block {
@@ -1029,11 +1033,7 @@ impl MobileNetV4FeatureExtractor {
         Self {
             stem_conv,
             stem_norm,
-            stages: self
-                .stages
-                .into_iter()
-                .map(|stage| stage.into_iter().map(MobileNetV4Block::fuse).collect())
-                .collect(),
+            stages: fuse_stages(self.stages),
             ..self
         }
     }
