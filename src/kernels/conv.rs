@@ -581,6 +581,17 @@ mod tests {
             // Output stride 8: the last stage's 5x5 at dilation 4.
             (2, [20, 17], 5, 1, 4),
             (2, [7, 7], 5, 1, 4),
+            // Eight channels and more on small planes: the interleaved kernel, with the channels
+            // past the last group of eight plane by plane; rows narrower than its block of four
+            // pixels, and widths not a multiple of four.
+            (8, [7, 7], 3, 1, 1),
+            (11, [14, 14], 5, 2, 1),
+            (16, [13, 9], 3, 2, 1),
+            (19, [5, 6], 5, 1, 1),
+            (8, [3, 2], 3, 1, 1),
+            (9, [1, 1], 5, 2, 1),
+            (24, [7, 7], 5, 1, 1),
+            (8, [16, 16], 3, 1, 1),
         ];
         for (index, (channels, size, kernel, stride, dilation)) in cases.into_iter().enumerate() {
             let g = geometry([channels, channels], size, kernel, stride, dilation);
@@ -606,6 +617,50 @@ mod tests {
                     &format!("depthwise case {index} {activation:?}"),
                 );
             }
+        }
+    }
+
+    #[test]
+    fn depthwise_with_other_paddings_matches_the_definition() {
+        // No padding, one-sided padding (more on the top and left than the kernel needs, or
+        // less), on planes small enough for the interleaved kernel and channels past its groups.
+        for (index, (kernel, stride, padding, size)) in [
+            (3, 1, [0, 0], [9, 7]),
+            (3, 2, [0, 1], [10, 9]),
+            (5, 1, [4, 3], [6, 5]),
+            (5, 2, [1, 2], [12, 13]),
+            (3, 1, [2, 0], [4, 11]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let channels = 10;
+            let out = |size: usize, pad: usize| (size + pad - kernel) / stride + 1;
+            let g = ConvGeometry {
+                in_channels: channels,
+                out_channels: channels,
+                in_height: size[0],
+                in_width: size[1],
+                kernel: [kernel, kernel],
+                stride: [stride, stride],
+                padding,
+                dilation: [1, 1],
+                // Padded on the top and left only: the bottom and right get none.
+                out_height: out(size[0], padding[0]),
+                out_width: out(size[1], padding[1]),
+            };
+            let batch = 2;
+            let x = values(batch * channels * size[0] * size[1], 300 + index as u32);
+            let weight = values(channels * kernel * kernel, 400 + index as u32);
+            let bias = values(channels, 500 + index as u32);
+            let epilogue = Epilogue {
+                bias: Some(&bias),
+                residual: None,
+                activation: Nonlinearity::HardSwish,
+            };
+            let expected = reference(&x, batch, &g, &weight, true, epilogue);
+            let actual = depthwise(&x, batch, &g, &weight, epilogue);
+            assert_close(&actual, &expected, &format!("padding case {index}"));
         }
     }
 

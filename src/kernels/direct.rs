@@ -14,10 +14,17 @@ use rayon::prelude::*;
 
 use super::conv::{ConvGeometry, Epilogue, filled_by, initialized};
 use super::elementwise::{Nonlinearity, activate_slice};
+use super::interleaved::{self, GROUP, Tile, group as interleaved_group};
 use super::simd::{MulAdd, dispatch};
 
 /// Output elements per rayon task (planes are grouped up to this).
 const TASK_ELEMENTS: usize = 1 << 13;
+
+/// Output planes up to this many pixels (14x14 and smaller) take the interleaved kernel when it
+/// supports the geometry. Per shape, one thread: 0.52-0.83x the flat planes' time at 14x14 and
+/// 7x7 outputs, 0.93-1.02x at 28x28, 1.14-1.27x at 56x56 and larger (its tile no longer fits
+/// in L2). Whole forwards: see `docs/performance.md`.
+const INTERLEAVED_MAX_PIXELS: usize = 256;
 
 /// The phase planes of one padded input plane.
 #[derive(Debug, Clone, Copy)]
@@ -285,12 +292,18 @@ pub(crate) fn depthwise(
     let taps = geometry.kernel[0] * geometry.kernel[1];
     let layout = PhaseLayout::new(geometry);
     let offsets = layout.tap_offsets(geometry);
-    let fill = |output: &mut [MaybeUninit<f32>]| {
+    // Small output planes go eight channels at a time through the interleaved kernel (see
+    // `interleaved.rs`); the channels past the last whole group, and large planes, plane by
+    // plane.
+    let interleave = interleaved::supports(geometry) && out_pixels <= INTERLEAVED_MAX_PIXELS;
+    let groups = if interleave { channels / GROUP } else { 0 };
+    let planes = |output: &mut [MaybeUninit<f32>], first_plane: usize| {
         output
             .par_chunks_mut(out_pixels)
             .enumerate()
             .with_min_len((TASK_ELEMENTS / out_pixels).max(1))
             .for_each_init(Scratch::default, |scratch, (plane, out)| {
+                let plane = first_plane + plane;
                 let channel = plane % channels;
                 dispatch!(depthwise_plane(
                     &x[plane * in_pixels..(plane + 1) * in_pixels],
@@ -305,8 +318,41 @@ pub(crate) fn depthwise(
                 ));
             })
     };
+    let fill = |output: &mut [MaybeUninit<f32>]| {
+        if groups == 0 {
+            return planes(output, 0);
+        }
+        output
+            .par_chunks_mut(channels * out_pixels)
+            .enumerate()
+            .for_each(|(image, image_out)| {
+                let (grouped, rest) = image_out.split_at_mut(groups * GROUP * out_pixels);
+                grouped
+                    .par_chunks_mut(GROUP * out_pixels)
+                    .enumerate()
+                    .with_min_len((TASK_ELEMENTS / (GROUP * out_pixels)).max(1))
+                    .for_each_init(Tile::default, |tile, (group, out)| {
+                        let first = group * GROUP;
+                        let bias: [f32; GROUP] = std::array::from_fn(|c| {
+                            epilogue.bias.map_or(0.0, |bias| bias[first + c])
+                        });
+                        let start = (image * channels + first) * in_pixels;
+                        dispatch!(interleaved_group(
+                            &x[start..start + GROUP * in_pixels],
+                            geometry,
+                            &weight[first * taps..(first + GROUP) * taps],
+                            bias,
+                            epilogue.activation,
+                            tile,
+                            out
+                        ));
+                    });
+                planes(rest, image * channels + groups * GROUP);
+            });
+    };
     // SAFETY: each `out_pixels` chunk of `output` (all of it: its length is a multiple) goes to
-    // `depthwise_plane`, whose `compact_rows` writes the whole chunk or panics.
+    // `depthwise_plane`, whose `compact_rows` writes the whole chunk or panics, or is one of the
+    // `GROUP` planes of a chunk that `interleaved::group` writes in full or panics.
     unsafe { filled_by(batch * channels * out_pixels, fill) }
 }
 

@@ -26,6 +26,7 @@ pub(crate) mod conv;
 pub(crate) mod direct;
 pub(crate) mod elementwise;
 pub(crate) mod fused;
+pub(crate) mod interleaved;
 pub(crate) mod linear;
 pub(crate) mod resize;
 pub(crate) mod simd;

@@ -83,3 +83,79 @@ macro_rules! dispatch {
 }
 
 pub(crate) use dispatch;
+
+/// The transpose of an 8x8 block, `out[j][i] = rows[i][j]`: 24 register shuffles where the CPU
+/// has AVX (checked once, as for [`dispatch!`]), 64 scalar moves otherwise.
+#[inline(always)]
+pub(crate) fn transpose8(rows: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 (checked just above), so it has AVX.
+        return unsafe { transpose8_avx(rows) };
+    }
+    std::array::from_fn(|j| std::array::from_fn(|i| rows[i][j]))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+fn transpose8_avx(rows: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
+    use std::arch::x86_64::{
+        __m256, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps,
+        _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+    };
+    // SAFETY: each pointer is to an `[f32; 8]`, exactly the 8 values an unaligned load reads.
+    let r: [__m256; 8] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(rows[i].as_ptr()) });
+    // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped.
+    let t: [__m256; 8] = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    let u: [__m256; 8] = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    let o: [__m256; 8] = [
+        _mm256_permute2f128_ps::<0x20>(u[0], u[4]),
+        _mm256_permute2f128_ps::<0x20>(u[1], u[5]),
+        _mm256_permute2f128_ps::<0x20>(u[2], u[6]),
+        _mm256_permute2f128_ps::<0x20>(u[3], u[7]),
+        _mm256_permute2f128_ps::<0x31>(u[0], u[4]),
+        _mm256_permute2f128_ps::<0x31>(u[1], u[5]),
+        _mm256_permute2f128_ps::<0x31>(u[2], u[6]),
+        _mm256_permute2f128_ps::<0x31>(u[3], u[7]),
+    ];
+    let mut out = [[0.0f32; 8]; 8];
+    for (row, value) in out.iter_mut().zip(o) {
+        // SAFETY: `row` is an `[f32; 8]`, exactly the 8 values an unaligned store writes.
+        unsafe { _mm256_storeu_ps(row.as_mut_ptr(), value) };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transpose8_transposes() {
+        let rows: [[f32; 8]; 8] =
+            std::array::from_fn(|i| std::array::from_fn(|j| (i * 8 + j) as f32));
+        let out = super::transpose8(&rows);
+        for i in 0..8 {
+            for j in 0..8 {
+                assert_eq!(out[j][i], rows[i][j], "[{j}][{i}]");
+            }
+        }
+    }
+}
