@@ -165,7 +165,7 @@ fn group_k<M: MulAdd, const K: usize, const S: usize>(
         staging,
         ..
     } = tile;
-    staging.clear();
+    // Every pixel is written below: sized, not cleared.
     staging.resize(out_pixels, [0.0; GROUP]);
     for oy in 0..out_height {
         // Four output pixels at a time along the row: four independent chains of multiply-adds
