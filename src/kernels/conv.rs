@@ -410,8 +410,17 @@ fn pointwise_image(
     }
 }
 
+/// Floats of im2col columns a band of [`dense`] aims for (256 KiB): written and then read by the
+/// band's matrix multiply while in L2, where the whole image's columns (3.6 MB for the
+/// 32-channel 3x3 convolution at 56x56 of MobileNetV4-Conv-Small) went to memory and back.
+const COLUMN_BAND_FLOATS: usize = 1 << 16;
+
 /// Any convolution with `groups == 1`, through im2col. `weight`: `[out, in, kh, kw]`. Needs
 /// `direct::supports` (im2col reads the direct kernels' phase planes).
+///
+/// Each image's output rows go in bands: a band's columns (im2col of its rows), its matrix
+/// multiply into its columns of the output, and its epilogue, one after the other in cache;
+/// bands split over the threads.
 pub(crate) fn dense(
     x: &[f32],
     batch: usize,
@@ -420,76 +429,107 @@ pub(crate) fn dense(
     epilogue: Epilogue,
 ) -> Vec<f32> {
     let [kernel_h, kernel_w] = geometry.kernel;
-    let depth = geometry.in_channels * kernel_h * kernel_w;
-    let (in_len, out_pixels) = (
-        geometry.in_channels * geometry.in_pixels(),
-        geometry.out_pixels(),
-    );
-    let fill = |output: &mut [MaybeUninit<f32>]| {
-        for_each_image(output, batch, |image, out, threads| {
-            let columns = im2col(&x[image * in_len..(image + 1) * in_len], geometry);
-            let residual = epilogue
-                .residual
-                .map(|residual| &residual[image * out.len()..(image + 1) * out.len()]);
-            // The columns are the input of a 1x1 convolution of `depth` channels: the same
-            // split of the work over threads (by rows, or by column blocks when the output
-            // has few channels, which suits one big matrix multiply better than gemm's own).
-            pointwise_image(
-                out,
-                weight,
-                &columns,
-                [geometry.out_channels, depth, out_pixels],
-                Epilogue {
-                    residual,
-                    ..epilogue
-                },
-                threads,
-            );
-        })
-    };
-    // SAFETY: `for_each_image` hands every image's part of `output` to the closure, and
-    // `pointwise_image` writes all of it.
-    unsafe { filled_by(batch * geometry.out_channels * out_pixels, fill) }
-}
-
-/// `columns[(channel, ky, kx), (oy, ox)]` = the input pixel under that tap, or 0 in the
-/// padding. Through the input's zero-padded phase planes (as the direct kernels lay them out,
-/// `direct::PhaseLayout`), where every tap of every stride and dilation reads a constant
-/// offset: each row of the columns is `out_height` contiguous copies, with no bounds tests.
-fn im2col(image: &[f32], geometry: &ConvGeometry) -> Vec<f32> {
+    let (in_channels, out_channels) = (geometry.in_channels, geometry.out_channels);
+    let depth = in_channels * kernel_h * kernel_w;
+    let (in_len, out_pixels) = (in_channels * geometry.in_pixels(), geometry.out_pixels());
+    let (out_height, out_width) = (geometry.out_height, geometry.out_width);
+    assert!(x.len() >= batch * in_len && weight.len() >= out_channels * depth);
     let layout = PhaseLayout::new(geometry);
     let offsets = layout.tap_offsets(geometry);
-    let taps = offsets.len();
-    let mut phases = vec![0.0f32; geometry.in_channels * layout.total];
-    phases
-        .par_chunks_mut(layout.total)
-        .zip(image.par_chunks_exact(geometry.in_pixels()))
-        .for_each(|(phase_planes, plane)| {
-            split_into_phases(plane, geometry, &layout, phase_planes)
-        });
-    let (out_width, out_pixels) = (geometry.out_width, geometry.out_pixels());
-    let fill = |columns: &mut [MaybeUninit<f32>]| {
-        if out_pixels == 0 {
+    let band_rows = (COLUMN_BAND_FLOATS / (depth * out_width).max(1)).clamp(1, out_height.max(1));
+    let bands = out_height.div_ceil(band_rows);
+    let image_out = out_channels * out_pixels;
+    let fill = |output: &mut [MaybeUninit<f32>]| {
+        if image_out == 0 {
             return;
         }
-        columns
-            .par_chunks_mut(out_pixels)
-            .enumerate()
-            .for_each(|(row, column_row)| {
-                let (channel, tap) = (row / taps, row % taps);
-                let source = &phases[channel * layout.total + offsets[tap]..];
-                for (oy, out_row) in column_row.chunks_exact_mut(out_width).enumerate() {
-                    let start = oy * layout.width;
-                    for (slot, &value) in out_row.iter_mut().zip(&source[start..start + out_width])
-                    {
-                        slot.write(value);
-                    }
+        for_each_image(output, batch, |image, out, threads| {
+            let input = &x[image * in_len..(image + 1) * in_len];
+            let mut phases = vec![0.0f32; in_channels * layout.total];
+            for (phase_planes, plane) in phases
+                .chunks_mut(layout.total)
+                .zip(input.chunks_exact(geometry.in_pixels()))
+            {
+                split_into_phases(plane, geometry, &layout, phase_planes);
+            }
+            let residual = epilogue
+                .residual
+                .map(|residual| &residual[image * image_out..(image + 1) * image_out]);
+            let epilogue = Epilogue {
+                residual,
+                ..epilogue
+            };
+            let output = SharedOutput(out.as_mut_ptr().cast::<f32>());
+            let band = |columns: &mut Vec<f32>, index: usize| {
+                let rows = index * band_rows..((index + 1) * band_rows).min(out_height);
+                let (first, pixels) = (rows.start * out_width, rows.len() * out_width);
+                im2col_rows(&phases, &layout, &offsets, geometry, rows, columns);
+                assert_eq!(columns.len(), depth * pixels, "im2col of a band");
+                // SAFETY: columns `first..first + pixels` of every output channel's row of
+                // `out_pixels` (inside the image's output, this band's alone); `columns` holds
+                // `[depth, pixels]` (checked above) and `weight` `[out_channels, depth]`.
+                unsafe {
+                    gemm_strided(
+                        output.at(first),
+                        out_pixels,
+                        &weight[..out_channels * depth],
+                        columns.as_ptr(),
+                        pixels,
+                        [out_channels, depth, pixels],
+                    );
                 }
-            });
+                for channel in 0..out_channels {
+                    // SAFETY: this band's columns of row `channel`, written in full just above.
+                    let segment = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            output.at(channel * out_pixels + first),
+                            pixels,
+                        )
+                    };
+                    dispatch!(epilogue_segment(
+                        segment, channel, first, out_pixels, epilogue
+                    ));
+                }
+            };
+            if threads && bands > 1 {
+                (0..bands).into_par_iter().for_each_init(Vec::new, band);
+            } else {
+                let mut columns = Vec::new();
+                (0..bands).for_each(|index| band(&mut columns, index));
+            }
+        })
     };
-    // SAFETY: the rows of `out_pixels` cover the buffer (`in_channels * taps` of them), and each
-    // row's `out_height` chunks of `out_width` are written in full.
-    unsafe { filled_by(geometry.in_channels * taps * out_pixels, fill) }
+    // SAFETY: `for_each_image` hands every image's output to the closure, and its bands (all of
+    // its rows) are written in full by `gemm_strided`.
+    unsafe { filled_by(batch * image_out, fill) }
+}
+
+/// `columns[(channel, ky, kx), (oy, ox)]` for output rows `rows`: the input pixel under that tap,
+/// or 0 in the padding, read from the input's zero-padded phase planes (as the direct kernels
+/// lay them out, `direct::PhaseLayout`), where every tap of every stride and dilation reads a
+/// constant offset: each row of the columns is contiguous copies, with no bounds tests.
+fn im2col_rows(
+    phases: &[f32],
+    layout: &PhaseLayout,
+    offsets: &[usize],
+    geometry: &ConvGeometry,
+    rows: std::ops::Range<usize>,
+    columns: &mut Vec<f32>,
+) {
+    let taps = offsets.len();
+    let out_width = geometry.out_width;
+    let pixels = rows.len() * out_width;
+    columns.clear();
+    columns.reserve(geometry.in_channels * taps * pixels);
+    for channel in 0..geometry.in_channels {
+        for &offset in offsets {
+            let source = &phases[channel * layout.total + offset..];
+            for oy in rows.clone() {
+                let start = oy * layout.width;
+                columns.extend_from_slice(&source[start..start + out_width]);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -661,6 +701,45 @@ mod tests {
             let expected = reference(&x, batch, &g, &weight, true, epilogue);
             let actual = depthwise(&x, batch, &g, &weight, epilogue);
             assert_close(&actual, &expected, &format!("padding case {index}"));
+        }
+    }
+
+    #[test]
+    fn dense_in_many_bands_matches_the_definition() {
+        // Enough columns per output row that each band holds a few rows: 64 channels x 3x3 x 45
+        // columns is 25,920 floats, two rows per band of COLUMN_BAND_FLOATS; 23 rows make 12
+        // bands, the last one short. Stride 1 and 2, dilation 2, a residual, batch 1 (bands over
+        // the threads) and 3 (images over the threads, bands in turn).
+        for (index, (stride, dilation, batch)) in
+            [(1, 1, 1), (2, 1, 3), (1, 2, 1)].into_iter().enumerate()
+        {
+            let size = [23 * stride, 45 * stride];
+            let g = geometry([64, 20], size, 3, stride, dilation);
+            assert!(
+                g.out_height
+                    .div_ceil(COLUMN_BAND_FLOATS / (64 * 9 * g.out_width))
+                    > 2
+            );
+            let x = values(batch * 64 * size[0] * size[1], 600 + index as u32);
+            let weight = values(20 * 64 * 9, 601);
+            let bias = values(20, 602);
+            let residual = values(batch * 20 * g.out_pixels(), 603);
+            let epilogue = Epilogue {
+                bias: Some(&bias),
+                residual: Some(&residual),
+                activation: Nonlinearity::ReLU6,
+            };
+            let expected = reference(&x, batch, &g, &weight, false, epilogue);
+            let actual = dense(&x, batch, &g, &weight, epilogue);
+            // Sums of 576 products in another order than the reference's: a looser bound than
+            // `assert_close`'s (a wrong tap or band would be off by whole products, ~0.3).
+            assert_eq!(actual.len(), expected.len());
+            for (i, (a, e)) in actual.iter().zip(&expected).enumerate() {
+                assert!(
+                    (a - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                    "dense in bands, case {index}[{i}]: {a} vs {e}"
+                );
+            }
         }
     }
 
