@@ -4,10 +4,11 @@
 //! - [`pointwise`]: 1x1, stride 1 (expansion, projection, head): one matrix multiply per image,
 //!   `out[c_out, pixels] = weight[c_out, c_in] · x[c_in, pixels]`, with the `gemm` crate that
 //!   burn-flex itself uses.
-//! - [`dense`]: any other convolution with `groups == 1`: im2col (from the zero-padded phase
-//!   planes of `direct.rs`), then the same matrix multiply.
+//! - [`dense`]: any other convolution with `groups == 1` (the stem, MobileNetV4's full 3x3
+//!   convolutions): im2col (from the zero-padded phase planes of `direct.rs`), then the same
+//!   matrix multiply, in bands of output rows.
 //!
-//! Depthwise convolutions and the stem are direct convolutions, in `direct.rs`.
+//! Depthwise convolutions are direct convolutions, in `direct.rs` and `interleaved.rs`.
 
 use std::mem::MaybeUninit;
 
@@ -534,7 +535,7 @@ fn im2col_rows(
 
 #[cfg(test)]
 mod tests {
-    use super::super::direct::{depthwise, direct};
+    use super::super::direct::depthwise;
     use super::*;
 
     use crate::kernels::{test_geometry as geometry, test_values as values};
@@ -801,8 +802,8 @@ mod tests {
                     "pointwise",
                 );
             }
-            // The stem: 3 channels, 3x3, stride 2, on odd sizes; 16 output channels (groups of
-            // four) and 18 (a group of two left over), with and without a bias.
+            // The stem: 3 channels, 3x3, stride 2, on odd sizes; 16 and 18 output channels, with
+            // and without a bias.
             for (channels, with_bias) in [(16, true), (18, false)] {
                 let g = geometry([3, channels], [15, 11], 3, 2, 1);
                 let x = values(batch * 3 * 165, 400 + index as u32);
@@ -814,11 +815,6 @@ mod tests {
                 };
                 let expected = reference(&x, batch, &g, &weight, false, epilogue);
                 assert_close(&dense(&x, batch, &g, &weight, epilogue), &expected, "dense");
-                assert_close(
-                    &direct(&x, batch, &g, &weight, epilogue),
-                    &expected,
-                    "direct",
-                );
             }
         }
     }

@@ -9,7 +9,8 @@
 //!   epilogue fused into the pass that writes the output.
 //! - `tapwise`: stride-1 convolutions with large dilations, one matrix multiply per kernel tap
 //!   over the outputs it reaches inside the input (DeepLabV3's ASPP).
-//! - `direct`: depthwise convolutions and the stem as 1-D convolutions over phase planes.
+//! - `direct`: depthwise convolutions as 1-D convolutions over phase planes; `interleaved`: the
+//!   same on small maps, eight channels at a time on a channel-interleaved tile.
 //! - `fused`: an inverted residual block without squeeze-and-excitation (expansion, depthwise,
 //!   projection, residual) per band of rows, its expanded map never in memory in full.
 //! - `linear`: fully connected layers at small batch, a stream over the weight rows (the

@@ -11,7 +11,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 
 use super::Outcome;
 use crate::kernels::conv::{ConvGeometry, Epilogue, dense, pointwise};
-use crate::kernels::direct::{self, DIRECT_MAX_TAPS, depthwise};
+use crate::kernels::direct::{self, depthwise};
 use crate::kernels::elementwise::{
     Nonlinearity, SqueezeExcitationWeights, squeeze_excitation_images as se_images,
 };
@@ -136,7 +136,6 @@ pub(crate) fn conv2d(
         && weight_dims[0] == geometry.in_channels
         && weight_dims[1] == 1;
     let is_dense = conv.groups == 1 && weight_dims[1] == geometry.in_channels;
-    let taps = geometry.in_channels * geometry.kernel[0] * geometry.kernel[1];
     let out_shape = [
         dims[0],
         geometry.out_channels,
@@ -160,8 +159,6 @@ pub(crate) fn conv2d(
         depthwise
     } else if !is_dense {
         return Outcome::Declined(x);
-    } else if taps <= DIRECT_MAX_TAPS && direct::supports(&geometry) {
-        direct::direct
     } else if tapwise::worth_it(&geometry) {
         tapwise::tapwise
     } else if direct::supports(&geometry) {
