@@ -235,3 +235,76 @@ fn group_k<M: MulAdd, const K: usize, const S: usize>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::simd::Plain;
+    use crate::kernels::{test_geometry, test_values};
+
+    /// The group through the plain (no SIMD) copy of the kernel, whatever this CPU has (the
+    /// dispatched copy is what `direct::depthwise`'s tests run), against the definition in f64.
+    #[test]
+    fn plain_copy_matches_the_definition() {
+        for (index, (size, kernel, stride)) in [
+            ([7, 7], 3, 1),
+            ([14, 14], 5, 2),
+            ([9, 6], 5, 1),
+            ([3, 2], 3, 2),
+            ([1, 1], 5, 1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let g = test_geometry([GROUP, GROUP], size, kernel, stride, 1);
+            let seed = index as u32;
+            let planes = test_values(GROUP * g.in_pixels(), 10 + seed);
+            let filters = test_values(GROUP * kernel * kernel, 20 + seed);
+            let bias: [f32; GROUP] = std::array::from_fn(|c| c as f32 * 0.25 - 1.0);
+            let mut tile = Tile::default();
+            let mut out = vec![MaybeUninit::new(f32::NAN); GROUP * g.out_pixels()];
+            group::<Plain>(
+                &planes,
+                &g,
+                &filters,
+                bias,
+                Nonlinearity::ReLU6,
+                &mut tile,
+                &mut out,
+            );
+            for c in 0..GROUP {
+                for oy in 0..g.out_height {
+                    for ox in 0..g.out_width {
+                        let mut sum = f64::from(bias[c]);
+                        for ky in 0..kernel {
+                            for kx in 0..kernel {
+                                let iy = (oy * stride + ky) as isize - g.padding[0] as isize;
+                                let ix = (ox * stride + kx) as isize - g.padding[1] as isize;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= g.in_height as isize
+                                    || ix >= g.in_width as isize
+                                {
+                                    continue;
+                                }
+                                let x = planes
+                                    [c * g.in_pixels() + iy as usize * g.in_width + ix as usize];
+                                let w = filters[(c * kernel + ky) * kernel + kx];
+                                sum += f64::from(x) * f64::from(w);
+                            }
+                        }
+                        let expected = sum.clamp(0.0, 6.0);
+                        // SAFETY: `out` was initialized (NaN) when allocated.
+                        let actual = unsafe {
+                            out[c * g.out_pixels() + oy * g.out_width + ox].assume_init()
+                        };
+                        assert!(
+                            (f64::from(actual) - expected).abs() < 1e-5,
+                            "case {index}, channel {c}, ({oy}, {ox}): {actual} vs {expected}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

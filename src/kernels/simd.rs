@@ -93,6 +93,12 @@ pub(crate) fn transpose8(rows: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
         // SAFETY: the CPU has AVX2 (checked just above), so it has AVX.
         return unsafe { transpose8_avx(rows) };
     }
+    transpose8_scalar(rows)
+}
+
+/// [`transpose8`] one value at a time, for CPUs without AVX.
+#[inline(always)]
+fn transpose8_scalar(rows: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
     std::array::from_fn(|j| std::array::from_fn(|i| rows[i][j]))
 }
 
