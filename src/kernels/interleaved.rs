@@ -94,6 +94,8 @@ fn mul_add_lanes<M: MulAdd>(acc: &mut [f32; GROUP], weights: &[f32; GROUP], x: &
     }
 }
 
+/// [`group`] for a `K`x`K` kernel at stride `S`, both known at compile time: a block's taps
+/// are then constant offsets into one fixed-size window of the tile.
 #[inline(always)]
 fn group_k<M: MulAdd, const K: usize, const S: usize>(
     planes: &[f32],
