@@ -202,7 +202,7 @@ impl Act for Gelu {
     /// `gelu_backward` (`approximate='none'`): `grad * (Φ(x) + x φ(x))`.
     #[inline(always)]
     fn grad(x: f32, grad: f32) -> f32 {
-        let cdf = 0.5 * (1.0 + libm::erff(x / std::f32::consts::SQRT_2));
+        let cdf = 0.5 * (1.0 + super::elementwise::erf(x * std::f32::consts::FRAC_1_SQRT_2));
         let pdf = (-0.5 * x * x).exp() / (2.0 * std::f32::consts::PI).sqrt();
         grad * (cdf + x * pdf)
     }
