@@ -100,6 +100,28 @@ pub(crate) fn epilogue_rows<M: MulAdd>(
     }
 }
 
+/// [`epilogue_segment`] over columns `first..first + width` of every one of `rows` rows `n`
+/// apart: the epilogue of the block of columns a matrix multiply has just written.
+///
+/// # Safety
+/// `output` must point to `rows` rows of `n` values, with `first + width <= n`; the block's
+/// values must be initialized, and no one else may access them meanwhile.
+pub(crate) unsafe fn epilogue_columns(
+    output: *mut f32,
+    [rows, n]: [usize; 2],
+    first: usize,
+    width: usize,
+    epilogue: Epilogue,
+) {
+    for channel in 0..rows {
+        // SAFETY: row `channel`'s columns of the block: inside the output, initialized, and
+        // ours alone, as the caller guarantees.
+        let segment =
+            unsafe { std::slice::from_raw_parts_mut(output.add(channel * n + first), width) };
+        dispatch!(epilogue_segment(segment, channel, first, n, epilogue));
+    }
+}
+
 /// Applies the epilogue to one image `[channels, pixels]`, in parallel over channel blocks when
 /// the image is large.
 pub(crate) fn finish_image(image: &mut [f32], pixels: usize, epilogue: Epilogue) {
@@ -400,13 +422,8 @@ fn pointwise_image(
                     gemm::Parallelism::None,
                 );
             }
-            for channel in 0..m {
-                // SAFETY: this task's columns of row `channel`, written in full just above.
-                let segment = unsafe {
-                    std::slice::from_raw_parts_mut(output.at(channel * n + first), last - first)
-                };
-                dispatch!(epilogue_segment(segment, channel, first, n, epilogue));
-            }
+            // SAFETY: this task's columns of the `[m, n]` output, written in full just above.
+            unsafe { epilogue_columns(output.at(0), [m, n], first, last - first, epilogue) };
         });
     }
 }
@@ -479,17 +496,16 @@ pub(crate) fn dense(
                         [out_channels, depth, pixels],
                     );
                 }
-                for channel in 0..out_channels {
-                    // SAFETY: this band's columns of row `channel`, written in full just above.
-                    let segment = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            output.at(channel * out_pixels + first),
-                            pixels,
-                        )
-                    };
-                    dispatch!(epilogue_segment(
-                        segment, channel, first, out_pixels, epilogue
-                    ));
+                // SAFETY: this band's columns of the image's `[out_channels, out_pixels]`
+                // output, written in full just above.
+                unsafe {
+                    epilogue_columns(
+                        output.at(0),
+                        [out_channels, out_pixels],
+                        first,
+                        pixels,
+                        epilogue,
+                    );
                 }
             };
             if threads && bands > 1 {

@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::conv::{
-    ConvGeometry, Epilogue, SharedOutput, epilogue_rows, epilogue_segment, filled_by, gemm_strided,
+    ConvGeometry, Epilogue, SharedOutput, epilogue_columns, epilogue_rows, filled_by, gemm_strided,
     initialized,
 };
 use super::direct::{self, depthwise_image};
@@ -240,15 +240,9 @@ unsafe fn band_into(
         residual,
         activation: Nonlinearity::Identity,
     };
-    for channel in 0..out_channels {
-        // SAFETY: this band's columns of row `channel`, written in full just above.
-        let segment = unsafe {
-            std::slice::from_raw_parts_mut(out.add(channel * out_pixels + column), band_out)
-        };
-        dispatch!(epilogue_segment(
-            segment, channel, column, out_pixels, epilogue
-        ));
-    }
+    // SAFETY: this band's columns of the `[out_channels, out_pixels]` output, written in full
+    // just above and this band's alone.
+    unsafe { epilogue_columns(out, [out_channels, out_pixels], column, band_out, epilogue) };
 }
 
 #[cfg(test)]

@@ -109,7 +109,6 @@ fn group_k<M: MulAdd, const K: usize, const S: usize>(
     let (in_height, in_width) = (geometry.in_height, geometry.in_width);
     let (out_height, out_width) = (geometry.out_height, geometry.out_width);
     let (in_pixels, out_pixels) = (geometry.in_pixels(), geometry.out_pixels());
-    let stride = S;
     let [pad_top, pad_left] = geometry.padding;
     let [tile_h, tile_w] = tile_size(geometry);
     assert!(
@@ -186,7 +185,7 @@ fn group_k<M: MulAdd, const K: usize, const S: usize>(
                 for ox in first..out_width {
                     let mut acc = bias;
                     for (ky, taps) in taps.iter().enumerate() {
-                        let row = &tile[(oy * stride + ky) * tile_w + ox * stride..][..K];
+                        let row = &tile[(oy * S + ky) * tile_w + ox * S..][..K];
                         for (pixel, weights) in row.iter().zip(taps) {
                             mul_add_lanes::<M>(&mut acc, weights, pixel);
                         }
@@ -199,8 +198,8 @@ fn group_k<M: MulAdd, const K: usize, const S: usize>(
             for (ky, taps) in taps.iter().enumerate() {
                 // The pixels the block's taps read on this row (the tile has `WINDOW` spare
                 // columns at its end, so the window always fits).
-                let window: &[[f32; GROUP]; WINDOW] = tile
-                    [(oy * stride + ky) * tile_w + first * stride..][..WINDOW]
+                let window: &[[f32; GROUP]; WINDOW] = tile[(oy * S + ky) * tile_w + first * S..]
+                    [..WINDOW]
                     .try_into()
                     .unwrap_or_else(|_| unreachable!("a window of WINDOW pixels"));
                 for (kx, weights) in taps.iter().enumerate() {
