@@ -678,6 +678,51 @@ mod tests {
     }
 
     #[test]
+    fn depthwise_in_bands_matches_the_definition() {
+        // Planes above `BANDED_MIN_PIXELS` go in bands of rows: strides 1 and 2, 3x3 and 5x5,
+        // dilation 2, heights that leave a short last band, and no padding at all.
+        for (index, (size, kernel, stride, dilation, padding)) in [
+            ([100, 97], 3, 1, 1, 1),
+            ([101, 90], 3, 2, 1, 1),
+            ([96, 99], 5, 2, 1, 2),
+            ([95, 90], 3, 1, 2, 2),
+            ([91, 92], 3, 1, 1, 0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let channels = 2;
+            let reach = dilation * (kernel - 1);
+            let out = |size: usize| (size + 2 * padding - reach - 1) / stride + 1;
+            let g = ConvGeometry {
+                in_channels: channels,
+                out_channels: channels,
+                in_height: size[0],
+                in_width: size[1],
+                kernel: [kernel, kernel],
+                stride: [stride, stride],
+                padding: [padding, padding],
+                dilation: [dilation, dilation],
+                out_height: out(size[0]),
+                out_width: out(size[1]),
+            };
+            assert!(g.in_pixels() > 1 << 13, "case {index} is not banded");
+            let batch = 2;
+            let x = values(batch * channels * g.in_pixels(), 600 + index as u32);
+            let weight = values(channels * kernel * kernel, 700 + index as u32);
+            let bias = values(channels, 800 + index as u32);
+            let epilogue = Epilogue {
+                bias: Some(&bias),
+                residual: None,
+                activation: Nonlinearity::ReLU6,
+            };
+            let expected = reference(&x, batch, &g, &weight, true, epilogue);
+            let actual = depthwise(&x, batch, &g, &weight, epilogue);
+            assert_close(&actual, &expected, &format!("banded case {index}"));
+        }
+    }
+
+    #[test]
     fn depthwise_with_other_paddings_matches_the_definition() {
         // No padding, one-sided padding (more on the top and left than the kernel needs, or
         // less), on planes small enough for the interleaved kernel and channels past its groups.

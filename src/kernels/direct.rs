@@ -251,10 +251,72 @@ struct Scratch {
     zeroed_for: Option<ConvGeometry>,
 }
 
-/// One depthwise plane: phases, flat convolution, rows out, activation.
+/// Planes of more input pixels than this (112x112, not 56x56) go in bands of output rows.
+const BANDED_MIN_PIXELS: usize = 1 << 13;
+
+/// Input floats per band of a banded plane (8 KiB): a band's phase planes, flat outputs and
+/// output rows then stay in L1 together, where a whole 112x112 plane's (50 KB each) did not.
+/// One thread, per layer: V2's 96-channel 112x112 stride-2 layer 575 -> 390 us, its 32-channel
+/// stride-1 one 350 -> 320; at 56x56 (12 KB planes) bands were 10-17% slower. Whole forwards:
+/// `docs/performance.md`.
+const PLANE_BAND_FLOATS: usize = 1 << 11;
+
+/// One depthwise plane, in bands of output rows when it is large: each band is the same
+/// convolution on the input rows its outputs read, its top padding what is left of the plane's.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn depthwise_plane<M: MulAdd>(
+    input: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    filter: &[f32],
+    bias: f32,
+    g: &ConvGeometry,
+    layout: &PhaseLayout,
+    offsets: &[usize],
+    scratch: &mut Scratch,
+    activation: Nonlinearity,
+) {
+    let band_rows = ((PLANE_BAND_FLOATS / g.in_width.max(1)) / g.stride[0]).max(1);
+    if g.in_pixels() <= BANDED_MIN_PIXELS || band_rows >= g.out_height {
+        return depthwise_band::<M>(
+            input, out, filter, bias, g, layout, offsets, scratch, activation,
+        );
+    }
+    let reach = g.dilation[0] * (g.kernel[0] - 1);
+    let mut first = 0;
+    while first < g.out_height {
+        let rows = band_rows.min(g.out_height - first);
+        // The input rows the band's outputs read, cut to the plane (the rest is padding).
+        let top = (first * g.stride[0]) as isize - g.padding[0] as isize;
+        let bottom = ((first + rows - 1) * g.stride[0] + reach) as isize - g.padding[0] as isize;
+        let start = top.max(0) as usize;
+        let end = ((bottom + 1).max(0) as usize).min(g.in_height).max(start);
+        let band = ConvGeometry {
+            in_height: end - start,
+            out_height: rows,
+            padding: [(start as isize - top) as usize, g.padding[1]],
+            ..*g
+        };
+        let band_layout = PhaseLayout::new(&band);
+        depthwise_band::<M>(
+            &input[start * g.in_width..end * g.in_width],
+            &mut out[first * g.out_width..(first + rows) * g.out_width],
+            filter,
+            bias,
+            &band,
+            &band_layout,
+            &band_layout.tap_offsets(&band),
+            scratch,
+            activation,
+        );
+        first += rows;
+    }
+}
+
+/// One depthwise plane (or band of one): phases, flat convolution, rows out, activation.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn depthwise_band<M: MulAdd>(
     input: &[f32],
     out: &mut [MaybeUninit<f32>],
     filter: &[f32],
