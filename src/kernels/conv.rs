@@ -649,6 +649,10 @@ mod tests {
             (9, [1, 1], 5, 2, 1),
             (24, [7, 7], 5, 1, 1),
             (8, [16, 16], 3, 1, 1),
+            // Stride 1 up to 1024 output pixels goes there too (and stride 2 there does not).
+            (9, [20, 24], 3, 1, 1),
+            (8, [30, 28], 5, 1, 1),
+            (8, [40, 36], 3, 2, 1),
         ];
         for (index, (channels, size, kernel, stride, dilation)) in cases.into_iter().enumerate() {
             let g = geometry([channels, channels], size, kernel, stride, dilation);

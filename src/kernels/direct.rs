@@ -22,9 +22,15 @@ const TASK_ELEMENTS: usize = 1 << 13;
 
 /// Output planes up to this many pixels (14x14 and smaller) take the interleaved kernel when it
 /// supports the geometry. Per shape, one thread: 0.52-0.83x the flat planes' time at 14x14 and
-/// 7x7 outputs, 0.93-1.02x at 28x28, 1.14-1.27x at 56x56 and larger (its tile no longer fits
-/// in L2). Whole forwards: see `docs/performance.md`.
+/// 7x7 outputs, 1.08-2.0x at 56x56 and larger (a tile of eight 56x56 planes, 107 KB, no longer
+/// fits in L1). Whole forwards: see `docs/performance.md`.
 const INTERLEAVED_MAX_PIXELS: usize = 256;
+
+/// At stride 1, output planes up to this many pixels (28x28) take the interleaved kernel too:
+/// since its tile positions are computed once per geometry, 0.79-0.89x the flat planes' time
+/// there (240 channels: 1.0x); at stride 2 into 28x28 it reads a 56x56 tile, and took
+/// 1.06-1.13x (3x3) and 0.94x (5x5).
+const INTERLEAVED_MAX_PIXELS_STRIDE_1: usize = 1024;
 
 /// The phase planes of one padded input plane.
 #[derive(Debug, Clone, Copy)]
@@ -357,7 +363,9 @@ pub(crate) fn depthwise(
     // Small output planes go eight channels at a time through the interleaved kernel (see
     // `interleaved.rs`); the channels past the last whole group, and large planes, plane by
     // plane.
-    let interleave = interleaved::supports(geometry) && out_pixels <= INTERLEAVED_MAX_PIXELS;
+    let interleave = interleaved::supports(geometry)
+        && (out_pixels <= INTERLEAVED_MAX_PIXELS
+            || (geometry.stride == [1, 1] && out_pixels <= INTERLEAVED_MAX_PIXELS_STRIDE_1));
     let groups = if interleave { channels / GROUP } else { 0 };
     let planes = |output: &mut [MaybeUninit<f32>], first_plane: usize| {
         output

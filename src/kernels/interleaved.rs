@@ -7,9 +7,9 @@
 //!
 //! This is the layout ONNX Runtime's depthwise kernels work in (NCHWc), kept inside one layer:
 //! it wins where the flat planes of `direct.rs` lose, on small maps (14x14, 7x7: a plane's rows
-//! are too short for whole 32-output register blocks, and per-plane set-up dominates), and loses
-//! on large ones (its tile no longer fits in L2). `direct::depthwise` picks per layer; the
-//! figures are in `docs/performance.md`.
+//! are too short for whole 32-output register blocks, and per-plane set-up dominates; 28x28 at
+//! stride 1), and loses on large ones (its tile no longer fits in L1). `direct::depthwise` picks
+//! per layer; the figures are in `docs/performance.md`.
 
 use std::mem::MaybeUninit;
 
