@@ -695,35 +695,40 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let channels = 2;
-            let reach = dilation * (kernel - 1);
-            let out = |size: usize| (size + 2 * padding - reach - 1) / stride + 1;
-            let g = ConvGeometry {
-                in_channels: channels,
-                out_channels: channels,
-                in_height: size[0],
-                in_width: size[1],
-                kernel: [kernel, kernel],
-                stride: [stride, stride],
-                padding: [padding, padding],
-                dilation: [dilation, dilation],
-                out_height: out(size[0]),
-                out_width: out(size[1]),
+            let g = geometry([2, 2], size, kernel, stride, dilation);
+            let g = if padding == g.padding[0] {
+                g
+            } else {
+                // No padding: the outputs whose taps stay inside the plane.
+                let reach = dilation * (kernel - 1);
+                ConvGeometry {
+                    padding: [padding, padding],
+                    out_height: (size[0] + 2 * padding - reach - 1) / stride + 1,
+                    out_width: (size[1] + 2 * padding - reach - 1) / stride + 1,
+                    ..g
+                }
             };
             assert!(g.in_pixels() > 1 << 13, "case {index} is not banded");
-            let batch = 2;
-            let x = values(batch * channels * g.in_pixels(), 600 + index as u32);
-            let weight = values(channels * kernel * kernel, 700 + index as u32);
-            let bias = values(channels, 800 + index as u32);
-            let epilogue = Epilogue {
-                bias: Some(&bias),
-                residual: None,
-                activation: Nonlinearity::ReLU6,
-            };
-            let expected = reference(&x, batch, &g, &weight, true, epilogue);
-            let actual = depthwise(&x, batch, &g, &weight, epilogue);
-            assert_close(&actual, &expected, &format!("banded case {index}"));
+            let what = format!("banded case {index}");
+            assert_depthwise_matches(&g, 600 + index as u32, Nonlinearity::ReLU6, &what);
         }
+    }
+
+    /// [`depthwise`] on `g` (batch 2, test values from `seed`, a bias, `activation`) against the
+    /// definition.
+    fn assert_depthwise_matches(g: &ConvGeometry, seed: u32, activation: Nonlinearity, what: &str) {
+        let (batch, channels, taps) = (2, g.in_channels, g.kernel[0] * g.kernel[1]);
+        let x = values(batch * channels * g.in_pixels(), seed);
+        let weight = values(channels * taps, seed + 100);
+        let bias = values(channels, seed + 200);
+        let epilogue = Epilogue {
+            bias: Some(&bias),
+            residual: None,
+            activation,
+        };
+        let expected = reference(&x, batch, g, &weight, true, epilogue);
+        let actual = depthwise(&x, batch, g, &weight, epilogue);
+        assert_close(&actual, &expected, what);
     }
 
     #[test]
@@ -755,18 +760,8 @@ mod tests {
                 out_height: out(size[0], padding[0]),
                 out_width: out(size[1], padding[1]),
             };
-            let batch = 2;
-            let x = values(batch * channels * size[0] * size[1], 300 + index as u32);
-            let weight = values(channels * kernel * kernel, 400 + index as u32);
-            let bias = values(channels, 500 + index as u32);
-            let epilogue = Epilogue {
-                bias: Some(&bias),
-                residual: None,
-                activation: Nonlinearity::HardSwish,
-            };
-            let expected = reference(&x, batch, &g, &weight, true, epilogue);
-            let actual = depthwise(&x, batch, &g, &weight, epilogue);
-            assert_close(&actual, &expected, &format!("padding case {index}"));
+            let what = format!("padding case {index}");
+            assert_depthwise_matches(&g, 300 + index as u32, Nonlinearity::HardSwish, &what);
         }
     }
 
