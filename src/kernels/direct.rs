@@ -12,8 +12,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::conv::{ConvGeometry, Epilogue, filled_by, initialized};
-use super::elementwise::{Nonlinearity, activate_slice};
+use super::conv::{ConvGeometry, Epilogue, filled_by};
+use super::elementwise::Nonlinearity;
 use super::interleaved::{self, GROUP, Tile, group as interleaved_group};
 use super::simd::{MulAdd, dispatch};
 
@@ -219,34 +219,6 @@ fn flat_block<M: MulAdd, const N: usize>(
     acc
 }
 
-/// Copies the `out_width` valid columns of each flat row into the output plane, writing all of
-/// it; returns the plane, initialized.
-///
-/// # Panics
-/// If `out` is not a whole number of `out_width`-long rows, or `wide` is too short for them.
-#[inline(always)]
-fn compact_rows<'a>(
-    wide: &[f32],
-    out: &'a mut [MaybeUninit<f32>],
-    row_distance: usize,
-    out_width: usize,
-) -> &'a mut [f32] {
-    // Checked, not assumed: a remainder would be left unwritten and then read as floats.
-    assert!(
-        out_width > 0 && out.len().is_multiple_of(out_width),
-        "compact_rows: {} values are not whole rows of {out_width}",
-        out.len()
-    );
-    for (oy, out_row) in out.chunks_exact_mut(out_width).enumerate() {
-        let row = &wide[oy * row_distance..oy * row_distance + out_width];
-        out_row.iter_mut().zip(row).for_each(|(slot, &value)| {
-            slot.write(value);
-        });
-    }
-    // SAFETY: `out` is whole rows (checked above), and the loop wrote every one of them.
-    unsafe { initialized(out) }
-}
-
 /// Scratch buffers reused by one rayon task across planes.
 #[derive(Default)]
 struct Scratch {
@@ -342,8 +314,59 @@ fn depthwise_band<M: MulAdd>(
     // Every element of `wide` is overwritten: no clearing.
     scratch.wide.resize(layout.flat_len(geometry), 0.0);
     flat_conv::<M>(&scratch.phases, offsets, filter, bias, &mut scratch.wide);
-    let out = compact_rows(&scratch.wide, out, layout.width, geometry.out_width);
-    activate_slice::<M>(out, activation);
+    compact_rows(
+        &scratch.wide,
+        out,
+        layout.width,
+        geometry.out_width,
+        activation,
+    );
+}
+
+/// Copies the `out_width` valid columns of each flat row into the output plane, activated as
+/// they are copied (one pass over the output, not two: 0.89-0.96x the time of the 112x112
+/// layers, ~0.99x at 56x56), writing all of it.
+///
+/// # Panics
+/// If `out` is not a whole number of `out_width`-long rows, or `wide` is too short for them.
+#[inline(always)]
+fn compact_rows(
+    wide: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    row_distance: usize,
+    out_width: usize,
+    activation: Nonlinearity,
+) {
+    // Checked, not assumed: a remainder would be left unwritten and then read as floats.
+    assert!(
+        out_width > 0 && out.len().is_multiple_of(out_width),
+        "compact_rows: {} values are not whole rows of {out_width}",
+        out.len()
+    );
+    #[inline(always)]
+    fn copy(
+        wide: &[f32],
+        out: &mut [MaybeUninit<f32>],
+        row_distance: usize,
+        out_width: usize,
+        f: impl Fn(f32) -> f32,
+    ) {
+        for (oy, out_row) in out.chunks_exact_mut(out_width).enumerate() {
+            let row = &wide[oy * row_distance..oy * row_distance + out_width];
+            for (slot, &value) in out_row.iter_mut().zip(row) {
+                slot.write(f(value));
+            }
+        }
+    }
+    match activation {
+        Nonlinearity::ReLU => copy(wide, out, row_distance, out_width, |x| x.max(0.0)),
+        Nonlinearity::ReLU6 => copy(wide, out, row_distance, out_width, |x| x.clamp(0.0, 6.0)),
+        Nonlinearity::HardSwish => copy(wide, out, row_distance, out_width, |x| {
+            x * (x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0)
+        }),
+        Nonlinearity::Gelu => copy(wide, out, row_distance, out_width, super::elementwise::gelu),
+        Nonlinearity::Identity => copy(wide, out, row_distance, out_width, |x| x),
+    }
 }
 
 /// Depthwise convolution (`groups == in_channels == out_channels`). `weight`: `[c, 1, kh, kw]`.
@@ -421,7 +444,7 @@ pub(crate) fn depthwise(
             });
     };
     // SAFETY: each `out_pixels` chunk of `output` (all of it: its length is a multiple) goes to
-    // `depthwise_plane`, whose `compact_rows` writes the whole chunk or panics, or is one of the
+    // `depthwise_plane`, whose `compact_rows` writes the whole chunk (of whole rows) or panics, or is one of the
     // `GROUP` planes of a chunk that `interleaved::group` writes in full or panics.
     unsafe { filled_by(batch * channels * out_pixels, fill) }
 }
