@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::conv::{ConvGeometry, Epilogue, filled_by};
-use super::elementwise::Nonlinearity;
+use super::elementwise::{Nonlinearity, gelu, hard_swish, relu, relu6};
 use super::interleaved::{self, GROUP, Tile, group as interleaved_group};
 use super::simd::{MulAdd, dispatch};
 
@@ -359,12 +359,10 @@ fn compact_rows(
         }
     }
     match activation {
-        Nonlinearity::ReLU => copy(wide, out, row_distance, out_width, |x| x.max(0.0)),
-        Nonlinearity::ReLU6 => copy(wide, out, row_distance, out_width, |x| x.clamp(0.0, 6.0)),
-        Nonlinearity::HardSwish => copy(wide, out, row_distance, out_width, |x| {
-            x * (x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0)
-        }),
-        Nonlinearity::Gelu => copy(wide, out, row_distance, out_width, super::elementwise::gelu),
+        Nonlinearity::ReLU => copy(wide, out, row_distance, out_width, relu),
+        Nonlinearity::ReLU6 => copy(wide, out, row_distance, out_width, relu6),
+        Nonlinearity::HardSwish => copy(wide, out, row_distance, out_width, hard_swish),
+        Nonlinearity::Gelu => copy(wide, out, row_distance, out_width, gelu),
         Nonlinearity::Identity => copy(wide, out, row_distance, out_width, |x| x),
     }
 }
@@ -444,8 +442,8 @@ pub(crate) fn depthwise(
             });
     };
     // SAFETY: each `out_pixels` chunk of `output` (all of it: its length is a multiple) goes to
-    // `depthwise_plane`, whose `compact_rows` writes the whole chunk (of whole rows) or panics, or is one of the
-    // `GROUP` planes of a chunk that `interleaved::group` writes in full or panics.
+    // `depthwise_plane`, whose `compact_rows` writes the whole chunk (whole rows) or panics, or
+    // is one of the `GROUP` planes of a chunk that `interleaved::group` writes in full or panics.
     unsafe { filled_by(batch * channels * out_pixels, fill) }
 }
 

@@ -33,20 +33,17 @@ pub(crate) fn activate_slice<M: MulAdd>(values: &mut [f32], activation: Nonlinea
     match activation {
         Nonlinearity::ReLU => {
             for x in values.iter_mut() {
-                *x = x.max(0.0);
+                *x = relu(*x);
             }
         }
         Nonlinearity::ReLU6 => {
             for x in values.iter_mut() {
-                *x = x.clamp(0.0, 6.0);
+                *x = relu6(*x);
             }
         }
-        // torch: x * relu6(x + 3) / 6, with the division as a multiplication by 1/6 (within
-        // 1.5 ulp of it): a vector division takes ~5 cycles per 8 values, the rest of h-swish
-        // under one, and h-swish runs on a V3's widest maps.
         Nonlinearity::HardSwish => {
             for x in values.iter_mut() {
-                *x = *x * (*x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0);
+                *x = hard_swish(*x);
             }
         }
         Nonlinearity::Gelu => {
@@ -56,6 +53,26 @@ pub(crate) fn activate_slice<M: MulAdd>(values: &mut [f32], activation: Nonlinea
         }
         Nonlinearity::Identity => {}
     }
+}
+
+/// `max(x, 0)`.
+#[inline(always)]
+pub(crate) fn relu(x: f32) -> f32 {
+    x.max(0.0)
+}
+
+/// `min(max(x, 0), 6)`.
+#[inline(always)]
+pub(crate) fn relu6(x: f32) -> f32 {
+    x.clamp(0.0, 6.0)
+}
+
+/// torch's `x * relu6(x + 3) / 6`, with the division as a multiplication by 1/6 (within 1.5 ulp
+/// of it): a vector division takes ~5 cycles per 8 values, the rest of h-swish under one, and
+/// h-swish runs on a V3's widest maps.
+#[inline(always)]
+pub(crate) fn hard_swish(x: f32) -> f32 {
+    x * (x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0)
 }
 
 /// The exact GELU, `0.5 * x * (1 + erf(x / √2))` (`nn.GELU()`, `approximate='none'`), with
