@@ -239,8 +239,66 @@ const BANDED_MIN_PIXELS: usize = 1 << 13;
 /// `docs/performance.md`.
 const PLANE_BAND_FLOATS: usize = 1 << 11;
 
-/// One depthwise plane, in bands of output rows when it is large: each band is the same
-/// convolution on the input rows its outputs read, its top padding what is left of the plane's.
+/// The input rows that output rows `first..first + rows` of a plane read, cut to the plane (the
+/// rest is padding): the first of them, and the same convolution on just those rows, whose top
+/// padding is whatever part of the kernel's reach lies above the plane. The band's input is
+/// rows `start..start + band.in_height` of the plane.
+pub(crate) fn band_geometry(g: &ConvGeometry, [first, rows]: [usize; 2]) -> (usize, ConvGeometry) {
+    let reach = g.dilation[0] * (g.kernel[0] - 1);
+    let top = (first * g.stride[0]) as isize - g.padding[0] as isize;
+    let bottom = ((first + rows - 1) * g.stride[0] + reach) as isize - g.padding[0] as isize + 1;
+    let start = top.max(0) as usize;
+    let end = (bottom.max(0) as usize).min(g.in_height).max(start);
+    let band = ConvGeometry {
+        in_height: end - start,
+        out_height: rows,
+        padding: [(start as isize - top) as usize, g.padding[1]],
+        ..*g
+    };
+    (start, band)
+}
+
+/// A band of output rows of a plane (or the whole plane), with its phase layout and tap
+/// offsets: the same for every plane of a layer, so computed once per layer.
+struct PlaneBand {
+    /// The band's first output row.
+    first: usize,
+    /// The first input row it reads.
+    start: usize,
+    geometry: ConvGeometry,
+    layout: PhaseLayout,
+    offsets: Vec<usize>,
+}
+
+/// The bands a plane of this geometry is computed in: one, the whole plane, unless it has more
+/// than [`BANDED_MIN_PIXELS`] input pixels.
+fn plane_bands(g: &ConvGeometry) -> Vec<PlaneBand> {
+    let band_rows = if g.in_pixels() <= BANDED_MIN_PIXELS {
+        g.out_height
+    } else {
+        ((PLANE_BAND_FLOATS / g.in_width.max(1)) / g.stride[0]).clamp(1, g.out_height)
+    };
+    (0..g.out_height)
+        .step_by(band_rows)
+        .map(|first| {
+            let (start, geometry) = if band_rows == g.out_height {
+                (0, *g)
+            } else {
+                band_geometry(g, [first, band_rows.min(g.out_height - first)])
+            };
+            let layout = PhaseLayout::new(&geometry);
+            PlaneBand {
+                first,
+                start,
+                offsets: layout.tap_offsets(&geometry),
+                geometry,
+                layout,
+            }
+        })
+        .collect()
+}
+
+/// One depthwise plane, band by band (see [`plane_bands`]).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn depthwise_plane<M: MulAdd>(
@@ -248,46 +306,23 @@ fn depthwise_plane<M: MulAdd>(
     out: &mut [MaybeUninit<f32>],
     filter: &[f32],
     bias: f32,
-    g: &ConvGeometry,
-    layout: &PhaseLayout,
-    offsets: &[usize],
+    bands: &[PlaneBand],
     scratch: &mut Scratch,
     activation: Nonlinearity,
 ) {
-    let band_rows = ((PLANE_BAND_FLOATS / g.in_width.max(1)) / g.stride[0]).max(1);
-    if g.in_pixels() <= BANDED_MIN_PIXELS || band_rows >= g.out_height {
-        return depthwise_band::<M>(
-            input, out, filter, bias, g, layout, offsets, scratch, activation,
-        );
-    }
-    let reach = g.dilation[0] * (g.kernel[0] - 1);
-    let mut first = 0;
-    while first < g.out_height {
-        let rows = band_rows.min(g.out_height - first);
-        // The input rows the band's outputs read, cut to the plane (the rest is padding).
-        let top = (first * g.stride[0]) as isize - g.padding[0] as isize;
-        let bottom = ((first + rows - 1) * g.stride[0] + reach) as isize - g.padding[0] as isize;
-        let start = top.max(0) as usize;
-        let end = ((bottom + 1).max(0) as usize).min(g.in_height).max(start);
-        let band = ConvGeometry {
-            in_height: end - start,
-            out_height: rows,
-            padding: [(start as isize - top) as usize, g.padding[1]],
-            ..*g
-        };
-        let band_layout = PhaseLayout::new(&band);
+    for band in bands {
+        let g = &band.geometry;
         depthwise_band::<M>(
-            &input[start * g.in_width..end * g.in_width],
-            &mut out[first * g.out_width..(first + rows) * g.out_width],
+            &input[band.start * g.in_width..(band.start + g.in_height) * g.in_width],
+            &mut out[band.first * g.out_width..(band.first + g.out_height) * g.out_width],
             filter,
             bias,
-            &band,
-            &band_layout,
-            &band_layout.tap_offsets(&band),
+            g,
+            &band.layout,
+            &band.offsets,
             scratch,
             activation,
         );
-        first += rows;
     }
 }
 
@@ -379,8 +414,7 @@ pub(crate) fn depthwise(
     let channels = geometry.in_channels;
     let (in_pixels, out_pixels) = (geometry.in_pixels(), geometry.out_pixels());
     let taps = geometry.kernel[0] * geometry.kernel[1];
-    let layout = PhaseLayout::new(geometry);
-    let offsets = layout.tap_offsets(geometry);
+    let bands = plane_bands(geometry);
     // Small output planes go eight channels at a time through the interleaved kernel (see
     // `interleaved.rs`); the channels past the last whole group, and large planes, plane by
     // plane.
@@ -401,9 +435,7 @@ pub(crate) fn depthwise(
                     out,
                     &weight[channel * taps..(channel + 1) * taps],
                     epilogue.bias.map_or(0.0, |bias| bias[channel]),
-                    geometry,
-                    &layout,
-                    &offsets,
+                    &bands,
                     scratch,
                     epilogue.activation
                 ));
@@ -466,8 +498,7 @@ pub(crate) fn depthwise_image(
         out_pixels > 0 && out.len() == channels * out_pixels && x.len() >= channels * in_pixels
     );
     let taps = geometry.kernel[0] * geometry.kernel[1];
-    let layout = PhaseLayout::new(geometry);
-    let offsets = layout.tap_offsets(geometry);
+    let bands = plane_bands(geometry);
     let mut scratch = Scratch::default();
     for (channel, plane_out) in out.chunks_exact_mut(out_pixels).enumerate() {
         dispatch!(depthwise_plane(
@@ -475,9 +506,7 @@ pub(crate) fn depthwise_image(
             plane_out,
             &weight[channel * taps..(channel + 1) * taps],
             epilogue.bias.map_or(0.0, |bias| bias[channel]),
-            geometry,
-            &layout,
-            &offsets,
+            &bands,
             &mut scratch,
             epilogue.activation
         ));

@@ -145,17 +145,9 @@ unsafe fn band_into(
 ) {
     let g = block.depthwise;
     let channels = g.in_channels;
-    let (stride, dilation, pad_top) = (g.stride[0], g.dilation[0], g.padding[0]);
-    let reach = dilation * (g.kernel[0] - 1);
-    // Input rows the band's outputs read: `first * stride - pad_top ..` to the last tap of the
-    // last row, cut to the image (the rest is padding).
-    let top = (first * stride) as isize - pad_top as isize;
-    let bottom = ((first + rows - 1) * stride + reach) as isize - pad_top as isize + 1;
-    let (start, end) = (
-        top.max(0) as usize,
-        (bottom.max(0) as usize).min(g.in_height),
-    );
-    let band_height = end.saturating_sub(start);
+    // The input rows the band's outputs read, and the depthwise convolution on just those.
+    let (start, band) = direct::band_geometry(&g, [first, rows]);
+    let (band_height, end) = (band.in_height, start + band.in_height);
     let width = g.in_width;
     let in_pixels = g.in_pixels();
     // The expanded band, `[channels, band_height * width]`.
@@ -194,14 +186,6 @@ unsafe fn band_into(
             }
         }
     }
-    // The depthwise convolution on the band: its rows start at input row `start`, so the band's
-    // top padding is whatever part of the kernel's reach lies above the image.
-    let band = ConvGeometry {
-        in_height: band_height,
-        out_height: rows,
-        padding: [(start as isize - top) as usize, g.padding[1]],
-        ..g
-    };
     let band_out = rows * g.out_width;
     let mut hidden = Vec::with_capacity(channels * band_out);
     let epilogue = Epilogue {
