@@ -864,30 +864,41 @@ mod tests {
     fn pointwise_split_by_rows_or_columns_matches_the_definition() {
         // Large enough to be split over two threads: 80 output rows split by rows, 24 by columns
         // (with a last column block narrower than the others).
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("thread pool");
         for (index, out_channels) in [80, 24].into_iter().enumerate() {
             let g = geometry([40, out_channels], [30, 31], 1, 1, 1);
             assert!(out_channels * 40 * 930 >= PARALLEL_MIN_MACS);
-            let x = values(40 * 930, 500 + index as u32);
-            let weight = values(out_channels * 40, 501);
-            let bias = values(out_channels, 502);
-            let residual = values(out_channels * 930, 503);
-            let epilogue = Epilogue {
-                bias: Some(&bias),
-                residual: Some(&residual),
-                activation: Nonlinearity::HardSwish,
-            };
-            let expected = reference(&x, 1, &g, &weight, false, epilogue);
-            let actual = pool.install(|| pointwise(&x, 1, &g, &weight, epilogue));
-            assert_close(
-                &actual,
-                &expected,
-                &format!("pointwise split, {out_channels} rows"),
-            );
+            let what = format!("pointwise split, {out_channels} rows");
+            let seeds = [500 + index as u32, 500];
+            assert_pointwise_matches(2, &g, seeds, Nonlinearity::HardSwish, &what);
         }
+    }
+
+    /// [`pointwise`] at batch 1 on a pool of `threads` (input from `x_seed`, weight, bias and a
+    /// residual from `seed + 1..=3`) against the definition.
+    fn assert_pointwise_matches(
+        threads: usize,
+        g: &ConvGeometry,
+        [x_seed, seed]: [u32; 2],
+        activation: Nonlinearity,
+        what: &str,
+    ) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        let (pixels, [k, m]) = (g.in_pixels(), [g.in_channels, g.out_channels]);
+        let x = values(k * pixels, x_seed);
+        let weight = values(m * k, seed + 1);
+        let bias = values(m, seed + 2);
+        let residual = values(m * pixels, seed + 3);
+        let epilogue = Epilogue {
+            bias: Some(&bias),
+            residual: Some(&residual),
+            activation,
+        };
+        let expected = reference(&x, 1, g, &weight, false, epilogue);
+        let actual = pool.install(|| pointwise(&x, 1, g, &weight, epilogue));
+        assert_close(&actual, &expected, what);
     }
 
     #[test]
@@ -896,28 +907,11 @@ mod tests {
         // 160 split into two tasks of 80 on two; blocks of 1,648 columns (and of 832), the last
         // one short; a residual, so that a task's rows of it are the ones it adds.
         for (index, (threads, out_channels)) in [(1, 40), (2, 160)].into_iter().enumerate() {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("thread pool");
             let g = geometry([8, out_channels], [120, 125], 1, 1, 1);
             assert!(out_channels / threads * 15_000 > BLOCKED_EPILOGUE_MIN_FLOATS);
-            let x = values(8 * 15_000, 900 + index as u32);
-            let weight = values(out_channels * 8, 901);
-            let bias = values(out_channels, 902);
-            let residual = values(out_channels * 15_000, 903);
-            let epilogue = Epilogue {
-                bias: Some(&bias),
-                residual: Some(&residual),
-                activation: Nonlinearity::ReLU6,
-            };
-            let expected = reference(&x, 1, &g, &weight, false, epilogue);
-            let actual = pool.install(|| pointwise(&x, 1, &g, &weight, epilogue));
-            assert_close(
-                &actual,
-                &expected,
-                &format!("pointwise in column blocks, {threads} threads"),
-            );
+            let what = format!("pointwise in column blocks, {threads} threads");
+            let seeds = [900 + index as u32, 900];
+            assert_pointwise_matches(threads, &g, seeds, Nonlinearity::ReLU6, &what);
         }
     }
 
