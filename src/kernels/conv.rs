@@ -408,20 +408,19 @@ fn pointwise_image(
         let output = SharedOutput(out.as_mut_ptr().cast::<f32>());
         (0..n.div_ceil(columns)).into_par_iter().for_each(|task| {
             let (first, last) = (task * columns, ((task + 1) * columns).min(n));
-            // SAFETY: rows of `n` at `output`, `weight` and `input` were checked above; this task
-            // writes columns `first..last` of every row and nothing else, every element of them.
+            // SAFETY: `output` is the `[m, n]` output (its length checked above); this task's
+            // columns `first..last` are its alone; `k > 0`, as the product is at least
+            // `PARALLEL_MIN_MACS` to be split.
             unsafe {
-                gemm_into(
-                    output.at(first),
-                    weight.as_ptr(),
-                    input.as_ptr().add(first),
-                    [m, k, last - first],
-                    n,
-                    gemm::Parallelism::None,
+                columns_then_epilogue(
+                    output.at(0),
+                    weight,
+                    input,
+                    [m, k, n],
+                    [first, last - first],
+                    epilogue,
                 );
             }
-            // SAFETY: this task's columns of the `[m, n]` output, written in full just above.
-            unsafe { epilogue_columns(output.at(0), [m, n], first, last - first, epilogue) };
         });
     }
 }
@@ -466,21 +465,47 @@ fn rows_then_epilogue(
     let mut first = 0;
     while first < n {
         let width = columns.min(n - first);
-        // SAFETY: `block`, `lhs` and `input` hold `[rows, n]`, `[rows, k]` and `[k, n]` (checked
-        // above); this writes columns `first..first + width` of every row of `block`, all of
-        // them (`k > 0`), and then applies the epilogue to exactly those.
+        // SAFETY: `block` holds `[rows, n]` (checked above) and is ours alone; `k > 0` (the
+        // early return above).
         unsafe {
-            gemm_into(
-                output.add(first),
-                lhs.as_ptr(),
-                input.as_ptr().add(first),
-                [rows, k, width],
-                n,
-                gemm::Parallelism::None,
-            );
-            epilogue_columns(output, [rows, n], first, width, epilogue);
+            columns_then_epilogue(output, lhs, input, [rows, k, n], [first, width], epilogue);
         }
         first += width;
+    }
+}
+
+/// Columns `first..first + width` of `output = epilogue(lhs · input)` (`output`: `[rows, n]`),
+/// every element of them written: a one-thread matrix multiply into them, then their epilogue
+/// while they are in cache.
+///
+/// # Safety
+/// `output` must point to `rows` rows of `n` values, and nobody else may access these columns
+/// of them meanwhile; `k` must be above 0 (gemm then writes every element).
+///
+/// # Panics
+/// If `lhs` is not `[rows, k]`, `input` not `[k, n]`, or the columns pass `n`.
+unsafe fn columns_then_epilogue(
+    output: *mut f32,
+    lhs: &[f32],
+    input: &[f32],
+    [rows, k, n]: [usize; 3],
+    [first, width]: [usize; 2],
+    epilogue: Epilogue,
+) {
+    assert!(lhs.len() == rows * k && input.len() == k * n && first + width <= n && k > 0);
+    // SAFETY: the columns are inside `output`'s rows and ours (the caller's guarantee); `lhs`
+    // and `input` hold the matrices the strides describe (checked above); with `k > 0` gemm
+    // writes every element of the block, which the epilogue then reads.
+    unsafe {
+        gemm_into(
+            output.add(first),
+            lhs.as_ptr(),
+            input.as_ptr().add(first),
+            [rows, k, width],
+            n,
+            gemm::Parallelism::None,
+        );
+        epilogue_columns(output, [rows, n], first, width, epilogue);
     }
 }
 
