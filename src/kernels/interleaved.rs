@@ -13,7 +13,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::conv::ConvGeometry;
+use super::conv::{ConvGeometry, Prologue, finishing};
 use super::elementwise::{Nonlinearity, activate_slice};
 use super::simd::{MulAdd, transpose8};
 
@@ -57,15 +57,18 @@ fn tile_size(geometry: &ConvGeometry) -> [usize; 2] {
 }
 
 /// Depthwise convolution of [`GROUP`] channels of one image: `planes` their input planes
-/// (`[GROUP, in_pixels]`), `filters` their filters as torch stores them (`[GROUP, k, k]`),
+/// (`[GROUP, in_pixels]`), finished by the [`Prologue`] of `prologue` as they are copied into the
+/// tile (its channels from the second element on), `filters` their filters as torch stores them (`[GROUP, k, k]`),
 /// `out` their output planes (`[GROUP, out_pixels]`), every element of which is written.
 /// Needs [`supports`].
 ///
 /// # Panics
 /// If a slice is shorter than these shapes or the geometry is not supported.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) fn group<M: MulAdd>(
     planes: &[f32],
+    prologue: (Prologue, usize),
     geometry: &ConvGeometry,
     filters: &[f32],
     bias: [f32; GROUP],
@@ -74,10 +77,18 @@ pub(crate) fn group<M: MulAdd>(
     out: &mut [MaybeUninit<f32>],
 ) {
     match [geometry.kernel[0], geometry.stride[0]] {
-        [3, 1] => group_k::<M, 3, 1>(planes, geometry, filters, bias, activation, tile, out),
-        [3, 2] => group_k::<M, 3, 2>(planes, geometry, filters, bias, activation, tile, out),
-        [5, 1] => group_k::<M, 5, 1>(planes, geometry, filters, bias, activation, tile, out),
-        [5, 2] => group_k::<M, 5, 2>(planes, geometry, filters, bias, activation, tile, out),
+        [3, 1] => group_k::<M, 3, 1>(
+            planes, prologue, geometry, filters, bias, activation, tile, out,
+        ),
+        [3, 2] => group_k::<M, 3, 2>(
+            planes, prologue, geometry, filters, bias, activation, tile, out,
+        ),
+        [5, 1] => group_k::<M, 5, 1>(
+            planes, prologue, geometry, filters, bias, activation, tile, out,
+        ),
+        [5, 2] => group_k::<M, 5, 2>(
+            planes, prologue, geometry, filters, bias, activation, tile, out,
+        ),
         [kernel, stride] => {
             panic!("interleaved depthwise: unsupported {kernel}x{kernel} kernel, stride {stride}")
         }
@@ -97,11 +108,47 @@ fn mul_add_lanes<M: MulAdd>(acc: &mut [f32; GROUP], weights: &[f32; GROUP], x: &
     }
 }
 
+/// Writes the group's input planes (`[GROUP, in_pixels]`) into their places in the tile, each
+/// pixel's channels finished by `finish` (the producer's bias and activation, if left).
+#[inline(always)]
+fn fill_tile(
+    planes: &[f32],
+    in_pixels: usize,
+    tile: &mut Tile,
+    finish: impl Fn(&mut [f32; GROUP]),
+) {
+    let Tile {
+        pixels, positions, ..
+    } = tile;
+    let whole = in_pixels / GROUP * GROUP;
+    for first in (0..whole).step_by(GROUP) {
+        let block: [[f32; GROUP]; GROUP] = std::array::from_fn(|channel| {
+            planes[channel * in_pixels + first..][..GROUP]
+                .try_into()
+                .unwrap_or([0.0; GROUP])
+        });
+        for (mut values, &at) in transpose8(&block)
+            .into_iter()
+            .zip(&positions[first..first + GROUP])
+        {
+            finish(&mut values);
+            pixels[at] = values;
+        }
+    }
+    for pixel in whole..in_pixels {
+        let mut values = std::array::from_fn(|channel| planes[channel * in_pixels + pixel]);
+        finish(&mut values);
+        pixels[positions[pixel]] = values;
+    }
+}
+
 /// [`group`] for a `K`x`K` kernel at stride `S`, both known at compile time: a block's taps
 /// are then constant offsets into one fixed-size window of the tile.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn group_k<M: MulAdd, const K: usize, const S: usize>(
     planes: &[f32],
+    (prologue, first_channel): (Prologue, usize),
     geometry: &ConvGeometry,
     filters: &[f32],
     bias: [f32; GROUP],
@@ -144,27 +191,18 @@ fn group_k<M: MulAdd, const K: usize, const S: usize>(
     }
     // Each input pixel to its precomputed place: no bookkeeping per pixel (walking the row and
     // column along with the pixel index, with a branch per pixel, cost 7-25% of the layer).
-    let Tile {
-        pixels, positions, ..
-    } = &mut *tile;
-    let whole = in_pixels / GROUP * GROUP;
-    for first in (0..whole).step_by(GROUP) {
-        let block: [[f32; GROUP]; GROUP] = std::array::from_fn(|channel| {
-            planes[channel * in_pixels + first..][..GROUP]
-                .try_into()
-                .unwrap_or([0.0; GROUP])
-        });
-        for (values, &at) in transpose8(&block)
-            .into_iter()
-            .zip(&positions[first..first + GROUP])
-        {
-            pixels[at] = values;
+    let biases: [f32; GROUP] = std::array::from_fn(|c| prologue.bias(first_channel + c));
+    finishing!(prologue, |finish| fill_tile(
+        planes,
+        in_pixels,
+        tile,
+        #[inline(always)]
+        |values: &mut [f32; GROUP]| {
+            for (value, &bias) in values.iter_mut().zip(&biases) {
+                *value = finish(*value, bias);
+            }
         }
-    }
-    for pixel in whole..in_pixels {
-        pixels[positions[pixel]] =
-            std::array::from_fn(|channel| planes[channel * in_pixels + pixel]);
-    }
+    ));
     // The filters tap by tap, eight channels each.
     let mut taps = [[[0.0f32; GROUP]; K]; K];
     for (channel, filter) in filters.chunks_exact(K * K).take(GROUP).enumerate() {
@@ -277,6 +315,7 @@ mod tests {
             let mut out = vec![MaybeUninit::new(f32::NAN); GROUP * g.out_pixels()];
             group::<Plain>(
                 &planes,
+                (Prologue::NONE, 0),
                 &g,
                 &filters,
                 bias,

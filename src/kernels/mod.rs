@@ -10,7 +10,10 @@
 //! - `tapwise`: stride-1 convolutions with large dilations, one matrix multiply per kernel tap
 //!   over the outputs it reaches inside the input (DeepLabV3's ASPP).
 //! - `direct`: depthwise convolutions as 1-D convolutions over phase planes; `interleaved`: the
-//!   same on small maps, eight channels at a time on a channel-interleaved tile.
+//!   same on small maps, eight channels at a time on a channel-interleaved tile. Both copy their
+//!   input once, and can finish it as they copy: a 1x1 expansion read only by a depthwise
+//!   convolution leaves its bias and activation to that copy (a `Prologue`), one pass over the
+//!   expanded map fewer.
 //! - `fused`: an inverted residual block without squeeze-and-excitation (expansion, depthwise,
 //!   projection, residual) per band of rows, its expanded map never in memory in full.
 //! - `linear`: fully connected layers at small batch, a stream over the weight rows (the

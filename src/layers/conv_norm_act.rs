@@ -232,6 +232,31 @@ impl Conv2dNormActivation {
     }
 }
 
+/// A 1x1 expansion and the depthwise convolution that reads it, each as
+/// [`conv_norm_activation`]: once both have their BatchNorm folded, a native kernel (burn-flex)
+/// may run the two together, applying the expansion's bias and activation as the depthwise
+/// convolution copies its input in (the same values, one pass over the expanded map fewer).
+pub(crate) fn expansion_then_depthwise(
+    (expand, expand_norm, expand_activation): (&Conv2d, Option<&BatchNorm>, Activation),
+    (depthwise, depthwise_norm, depthwise_activation): (&Conv2d, Option<&BatchNorm>, Activation),
+    x: Tensor<4>,
+) -> Tensor<4> {
+    let x = if expand_norm.is_none() && depthwise_norm.is_none() {
+        match native::pointwise_depthwise(
+            (expand, expand_activation),
+            (depthwise, depthwise_activation),
+            x,
+        ) {
+            Outcome::Computed(y) => return y,
+            Outcome::Declined(x) => x,
+        }
+    } else {
+        x
+    };
+    let y = conv_norm_activation(expand, expand_norm, expand_activation, x);
+    conv_norm_activation(depthwise, depthwise_norm, depthwise_activation, y)
+}
+
 /// `activation(norm(conv(x)))`: [`Conv2dNormActivation::forward`] on its parts, for the heads
 /// that torchvision stores as entries of a larger `nn.Sequential` (so under other keys).
 pub(crate) fn conv_norm_activation(

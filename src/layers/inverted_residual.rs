@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::batch_norm::batch_norm;
+use super::conv_norm_act::expansion_then_depthwise;
 use crate::fuse::fold_batch_norm;
 use crate::init;
 use crate::native::{self, Outcome};
@@ -319,11 +320,19 @@ impl InvertedResidual {
 
     /// Expansion, depthwise and squeeze-and-excitation.
     fn hidden(&self, x: Tensor<4>) -> Tensor<4> {
+        let depthwise = &self.depthwise;
         let y = match &self.expand {
-            Some(expand) => expand.forward(x),
-            None => x,
+            Some(expand) => expansion_then_depthwise(
+                (&expand.conv, expand.norm.as_ref(), expand.activation),
+                (
+                    &depthwise.conv,
+                    depthwise.norm.as_ref(),
+                    depthwise.activation,
+                ),
+                x,
+            ),
+            None => depthwise.forward(x),
         };
-        let y = self.depthwise.forward(y);
         match &self.squeeze_excitation {
             Some(se) => se.forward(y),
             None => y,

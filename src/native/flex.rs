@@ -10,7 +10,7 @@ use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::{DType, Tensor, TensorData};
 
 use super::Outcome;
-use crate::kernels::conv::{ConvGeometry, Epilogue, dense, pointwise};
+use crate::kernels::conv::{ConvGeometry, Epilogue, Prologue, dense, pointwise};
 use crate::kernels::direct::{self, depthwise};
 use crate::kernels::elementwise::{
     Nonlinearity, SqueezeExcitationWeights, squeeze_excitation_images as se_images,
@@ -194,6 +194,88 @@ pub(crate) fn conv2d(
     );
     super::count_layer();
     Outcome::Computed(into_tensor(output, out_shape))
+}
+
+/// A 1x1 convolution (BatchNorm folded) and the depthwise convolution (folded) that reads it,
+/// as the native kernel `pointwise_then_depthwise`: the 1x1's bias and activation are applied as
+/// the depthwise convolution copies its input in, so the expanded map is written and read once.
+/// [`Outcome::Declined`] (input given back) when either layer does not fit its kernel, as
+/// [`conv2d`] declines; the caller then runs the two layers in turn.
+pub(crate) fn pointwise_depthwise(
+    (expand, expand_activation): (&Conv2d, Activation),
+    (depthwise, depthwise_activation): (&Conv2d, Activation),
+    x: Tensor<4>,
+) -> Outcome {
+    if !super::enabled() || x.is_autodiff() {
+        return Outcome::Declined(x);
+    }
+    let dims = x.dims();
+    let Some(expand_geometry) = geometry(expand, dims) else {
+        return Outcome::Declined(x);
+    };
+    let channels = expand_geometry.out_channels;
+    let dw_dims = [
+        dims[0],
+        channels,
+        expand_geometry.out_height,
+        expand_geometry.out_width,
+    ];
+    let Some(dw_geometry) = geometry(depthwise, dw_dims) else {
+        return Outcome::Declined(x);
+    };
+    let weight_dims = depthwise.weight.dims();
+    // A single pixel's expansion takes the fully connected kernel in `conv2d`: left to it.
+    if !is_pointwise(expand, dims[1])
+        || expand_geometry.out_pixels() == 1
+        || depthwise.groups != channels
+        || weight_dims[0] != channels
+        || weight_dims[1] != 1
+        || !direct::supports(&dw_geometry)
+    {
+        return Outcome::Declined(x);
+    }
+    let buffers = (
+        flex_f32(&x),
+        flex_f32(&expand.weight.val()),
+        conv_bias(expand),
+        flex_f32(&depthwise.weight.val()),
+        conv_bias(depthwise),
+    );
+    let (Some(input), Some(expand_weight), Some(expand_bias), Some(dw_weight), Some(dw_bias)) =
+        buffers
+    else {
+        return Outcome::Declined(x);
+    };
+    let output = direct::pointwise_then_depthwise(
+        values(&input),
+        dims[0],
+        (
+            &expand_geometry,
+            values(&expand_weight),
+            Prologue {
+                bias: expand_bias.as_ref().map(values),
+                activation: expand_activation.into(),
+            },
+        ),
+        &dw_geometry,
+        values(&dw_weight),
+        Epilogue {
+            bias: dw_bias.as_ref().map(values),
+            residual: None,
+            activation: depthwise_activation.into(),
+        },
+    );
+    super::count_layer();
+    super::count_layer();
+    Outcome::Computed(into_tensor(
+        output,
+        [
+            dims[0],
+            channels,
+            dw_geometry.out_height,
+            dw_geometry.out_width,
+        ],
+    ))
 }
 
 /// Batches above this take burn's matrix multiply for a fully connected layer: there the

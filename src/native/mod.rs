@@ -360,7 +360,9 @@ fn linear(
 }
 
 #[cfg(feature = "flex")]
-pub(crate) use flex::{conv2d, inverted_residual, linear, resize_bilinear, squeeze_excitation};
+pub(crate) use flex::{
+    conv2d, inverted_residual, linear, pointwise_depthwise, resize_bilinear, squeeze_excitation,
+};
 
 /// Training kernels for burn-flex's autodiff, or `None` where they do not apply.
 #[cfg(feature = "flex")]
@@ -402,6 +404,16 @@ pub(crate) fn conv2d(
     _activation: crate::Activation,
     x: burn::tensor::Tensor<4>,
     _residual: Option<&burn::tensor::Tensor<4>>,
+) -> Outcome {
+    Outcome::Declined(x)
+}
+
+/// Without burn-flex there is nothing to accelerate: every layer takes burn's path.
+#[cfg(not(feature = "flex"))]
+pub(crate) fn pointwise_depthwise(
+    _expand: (&burn::nn::conv::Conv2d, crate::Activation),
+    _depthwise: (&burn::nn::conv::Conv2d, crate::Activation),
+    x: burn::tensor::Tensor<4>,
 ) -> Outcome {
     Outcome::Declined(x)
 }

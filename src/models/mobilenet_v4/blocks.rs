@@ -8,7 +8,7 @@ use burn::tensor::activation::softmax;
 
 use crate::Activation;
 use crate::fuse::{fold_optional_batch_norm as fold, scale_output_channels};
-use crate::layers::conv_norm_act::{conv_norm_activation, conv_only};
+use crate::layers::conv_norm_act::{conv_norm_activation, conv_only, expansion_then_depthwise};
 use crate::native::{self, Outcome};
 use crate::torch_paths::{enum_module, torchvision_module};
 
@@ -266,10 +266,15 @@ impl UniversalInvertedBottleneck {
         if let Some(layer) = &self.dw_start {
             y = layer.forward(y);
         }
-        y = self.pw_exp.forward(y);
-        if let Some(layer) = &self.dw_mid {
-            y = layer.forward(y);
-        }
+        let pw_exp = &self.pw_exp;
+        y = match &self.dw_mid {
+            Some(dw_mid) => expansion_then_depthwise(
+                (&pw_exp.conv, pw_exp.norm.as_ref(), pw_exp.activation),
+                (&dw_mid.conv, dw_mid.norm.as_ref(), dw_mid.activation),
+                y,
+            ),
+            None => pw_exp.forward(y),
+        };
         project_and_add(
             &self.pw_proj.conv,
             self.pw_proj.norm.as_ref(),
