@@ -68,6 +68,11 @@ impl Epilogue<'_> {
         residual: None,
         activation: Nonlinearity::Identity,
     };
+
+    /// Whether this is [`Epilogue::NONE`]: nothing to apply.
+    pub(crate) fn is_none(&self) -> bool {
+        self.bias.is_none() && self.residual.is_none() && self.activation == Nonlinearity::Identity
+    }
 }
 
 /// A producer's bias and activation, left for the kernel that reads its output to apply as it
@@ -553,7 +558,8 @@ const EPILOGUE_BLOCK_FLOATS: usize = 1 << 16;
 /// (`block`: `[rows, n]`, every element written): one matrix multiply and then the epilogue
 /// over all of it, or, when the rows are larger than L2 (V2's and V3-Large's 112x112
 /// expansions: 4.8 MB), blocks of columns each followed by its epilogue, so that the epilogue
-/// reads its values from L2 instead of memory.
+/// reads its values from L2 instead of memory. Without an epilogue (an expansion that leaves it
+/// to the depthwise convolution reading it), one matrix multiply.
 fn rows_then_epilogue(
     block: &mut [MaybeUninit<f32>],
     lhs: &[f32],
@@ -562,9 +568,11 @@ fn rows_then_epilogue(
     first_row: usize,
     epilogue: Epilogue,
 ) {
-    if rows * n <= BLOCKED_EPILOGUE_MIN_FLOATS || k == 0 {
+    if rows * n <= BLOCKED_EPILOGUE_MIN_FLOATS || k == 0 || epilogue.is_none() {
         let block = matmul(block, lhs, input, [rows, k, n], false);
-        dispatch!(epilogue_rows(block, n, first_row, epilogue));
+        if !epilogue.is_none() {
+            dispatch!(epilogue_rows(block, n, first_row, epilogue));
+        }
         return;
     }
     assert!(block.len() == rows * n && lhs.len() == rows * k && input.len() == k * n);
