@@ -81,6 +81,13 @@ fn is_pointwise(conv: &Conv2d, in_channels: usize) -> bool {
         )
 }
 
+/// Whether `conv` is depthwise over `channels`: one filter per channel (`groups == channels`,
+/// weight `[channels, 1, kh, kw]`).
+fn is_depthwise(conv: &Conv2d, channels: usize) -> bool {
+    let weight_dims = conv.weight.dims();
+    conv.groups == channels && weight_dims[0] == channels && weight_dims[1] == 1
+}
+
 fn into_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(values, shape)))
 }
@@ -132,9 +139,7 @@ pub(crate) fn conv2d(
         return Outcome::Declined(x);
     };
     let weight_dims = conv.weight.dims();
-    let is_depthwise = conv.groups == geometry.in_channels
-        && weight_dims[0] == geometry.in_channels
-        && weight_dims[1] == 1;
+    let is_depthwise = is_depthwise(conv, geometry.in_channels);
     let is_dense = conv.groups == 1 && weight_dims[1] == geometry.in_channels;
     let out_shape = [
         dims[0],
@@ -223,13 +228,10 @@ pub(crate) fn pointwise_depthwise(
     let Some(dw_geometry) = geometry(depthwise, dw_dims) else {
         return Outcome::Declined(x);
     };
-    let weight_dims = depthwise.weight.dims();
     // A single pixel's expansion takes the fully connected kernel in `conv2d`: left to it.
     if !is_pointwise(expand, dims[1])
         || expand_geometry.out_pixels() == 1
-        || depthwise.groups != channels
-        || weight_dims[0] != channels
-        || weight_dims[1] != 1
+        || !is_depthwise(depthwise, channels)
         || !direct::supports(&dw_geometry)
     {
         return Outcome::Declined(x);
@@ -416,12 +418,10 @@ pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outco
     let Some(depthwise) = geometry(&block.depthwise.conv, [batch, channels, height, width]) else {
         return Outcome::Declined(x);
     };
-    let dw_dims = block.depthwise.conv.weight.dims();
     let out_channels = block.project_conv.weight.dims()[0];
     // The shape decides first (at batch 1 every block declines here), then the weights.
     let expands = block.expand.is_some();
-    if block.depthwise.conv.groups != channels
-        || dw_dims[1] != 1
+    if !is_depthwise(&block.depthwise.conv, channels)
         || !is_pointwise(&block.project_conv, channels)
         || batch == 0
         || !fused::supports(
