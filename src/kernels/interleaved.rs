@@ -57,9 +57,9 @@ fn tile_size(geometry: &ConvGeometry) -> [usize; 2] {
 }
 
 /// Depthwise convolution of [`GROUP`] channels of one image: `planes` their input planes
-/// (`[GROUP, in_pixels]`), finished by the [`Prologue`] of `prologue` as they are copied into the
-/// tile (its channels from the second element on), `filters` their filters as torch stores them (`[GROUP, k, k]`),
-/// `out` their output planes (`[GROUP, out_pixels]`), every element of which is written.
+/// (`[GROUP, in_pixels]`), finished as they are copied into the tile by `prologue`'s
+/// [`Prologue`], whose channels these are from `prologue.1` on; `filters` their filters as torch
+/// stores them (`[GROUP, k, k]`), `out` their output planes (`[GROUP, out_pixels]`), every element of which is written.
 /// Needs [`supports`].
 ///
 /// # Panics
@@ -109,7 +109,9 @@ fn mul_add_lanes<M: MulAdd>(acc: &mut [f32; GROUP], weights: &[f32; GROUP], x: &
 }
 
 /// Writes the group's input planes (`[GROUP, in_pixels]`) into their places in the tile, each
-/// pixel's channels finished by `finish` (the producer's bias and activation, if left).
+/// pixel's channels finished by `finish` (the producer's bias and activation, if left). Each
+/// pixel goes to its precomputed place: no bookkeeping per pixel (walking the row and column
+/// along with the pixel index, with a branch per pixel, cost 7-25% of the layer).
 #[inline(always)]
 fn fill_tile(
     planes: &[f32],
@@ -189,8 +191,6 @@ fn group_k<M: MulAdd, const K: usize, const S: usize>(
         }
         tile.zeroed_for = Some(*geometry);
     }
-    // Each input pixel to its precomputed place: no bookkeeping per pixel (walking the row and
-    // column along with the pixel index, with a branch per pixel, cost 7-25% of the layer).
     let biases: [f32; GROUP] = std::array::from_fn(|c| prologue.bias(first_channel + c));
     finishing!(prologue, |finish| fill_tile(
         planes,
