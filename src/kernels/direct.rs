@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use super::conv::{ConvGeometry, Epilogue, Prologue, filled_by, finishing};
 use super::elementwise::{Nonlinearity, gelu, hard_swish, relu, relu6};
 use super::interleaved::{self, GROUP, Tile, group as interleaved_group};
+use super::rows3::{self, FlatRows, flat_conv_3x3};
 use super::simd::{MulAdd, dispatch};
 
 /// Output elements per rayon task (planes are grouped up to this).
@@ -398,7 +399,16 @@ fn depthwise_band<M: MulAdd>(
     ));
     // Every element of `wide` is overwritten: no clearing.
     scratch.wide.resize(layout.flat_len(geometry), 0.0);
-    flat_conv::<M>(&scratch.phases, offsets, filter, bias, &mut scratch.wide);
+    if rows3::fits(geometry, layout) {
+        let plane = FlatRows {
+            width: layout.width,
+            out_width: geometry.out_width,
+            rows: geometry.out_height,
+        };
+        flat_conv_3x3::<M>(&scratch.phases, plane, filter, bias, &mut scratch.wide);
+    } else {
+        flat_conv::<M>(&scratch.phases, offsets, filter, bias, &mut scratch.wide);
+    }
     compact_rows(
         &scratch.wide,
         out,

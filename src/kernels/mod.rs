@@ -13,7 +13,8 @@
 //!   same on small maps, eight channels at a time on a channel-interleaved tile. Both copy their
 //!   input once, and can finish it as they copy: a 1x1 expansion read only by a depthwise
 //!   convolution leaves its bias and activation to that copy (a `Prologue`), one pass over the
-//!   expanded map fewer.
+//!   expanded map fewer. `rows3`: their flat convolution for stride-1 3x3 filters, several
+//!   output rows per register block (AVX-512 or AVX2 intrinsics).
 //! - `fused`: an inverted residual block without squeeze-and-excitation (expansion, depthwise,
 //!   projection, residual) per band of rows, its expanded map never in memory in full.
 //! - `linear`: fully connected layers at small batch, a stream over the weight rows (the
@@ -33,6 +34,7 @@ pub(crate) mod fused;
 pub(crate) mod interleaved;
 pub(crate) mod linear;
 pub(crate) mod resize;
+pub(crate) mod rows3;
 pub(crate) mod simd;
 pub(crate) mod tapwise;
 pub(crate) mod train;

@@ -46,6 +46,15 @@ pub(crate) fn has_avx2_fma() -> bool {
     })
 }
 
+/// Whether this CPU has AVX-512F (checked once). The kernels written with its intrinsics take
+/// it; the rest of the kernels stay on [`dispatch!`]'s AVX2 (see `docs/performance.md`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512f() -> bool {
+    use std::sync::OnceLock;
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+}
+
 /// `dispatch!(function(args...))` calls `function::<Fused>` inside an AVX2+FMA context when the
 /// CPU supports it and `function::<Plain>` otherwise. `function` must be `#[inline(always)]` and
 /// generic over one [`MulAdd`] type parameter.
