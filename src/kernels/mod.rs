@@ -13,8 +13,9 @@
 //!   same on small maps, eight channels at a time on a channel-interleaved tile. Both copy their
 //!   input once, and can finish it as they copy: a 1x1 expansion read only by a depthwise
 //!   convolution leaves its bias and activation to that copy (a `Prologue`), one pass over the
-//!   expanded map fewer. `rows3`: their flat convolution for stride-1 3x3 filters, several
-//!   output rows per register block (AVX-512 or AVX2 intrinsics).
+//!   expanded map fewer. `plane3x3`: stride-1 3x3 planes with neither copy, read and written in
+//!   place with masked AVX-512 loads and stores; `rows3`: the flat convolution of those planes,
+//!   several output rows per register block, where the CPU has AVX2 only.
 //! - `fused`: an inverted residual block without squeeze-and-excitation (expansion, depthwise,
 //!   projection, residual) per band of rows, its expanded map never in memory in full.
 //! - `linear`: fully connected layers at small batch, a stream over the weight rows (the
@@ -33,6 +34,7 @@ pub(crate) mod elementwise;
 pub(crate) mod fused;
 pub(crate) mod interleaved;
 pub(crate) mod linear;
+pub(crate) mod plane3x3;
 pub(crate) mod resize;
 pub(crate) mod rows3;
 pub(crate) mod simd;
