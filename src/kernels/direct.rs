@@ -336,7 +336,7 @@ fn split_finished<M: MulAdd>(
 }
 
 /// Whether [`plane3x3`](super::plane3x3) computes this layer's planes (x86-64 with AVX-512F,
-/// stride-1 3x3 filters), instead of the phase planes here.
+/// 3x3 filters at strides 1 and 2), instead of the phase planes here.
 fn in_place_3x3(geometry: &ConvGeometry, prologue: Prologue, activation: Nonlinearity) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -572,8 +572,9 @@ fn depthwise_after(
     let interleave = interleaved::supports(geometry)
         && (out_pixels <= INTERLEAVED_MAX_PIXELS
             || (geometry.stride == [1, 1] && out_pixels <= INTERLEAVED_MAX_PIXELS_STRIDE_1));
-    // Stride-1 3x3 planes are read and written in place where the CPU can (`plane3x3`), also
-    // where the interleaved kernel would take them: 0.47-0.64x its time at 28x28 and 14x14.
+    // 3x3 planes are read and written in place where the CPU can (`plane3x3`), also where the
+    // interleaved kernel would take them: 0.47-0.64x its time at 28x28 and 14x14 outputs at
+    // stride 1, 0.71-0.73x at 14x14 outputs at stride 2.
     let in_place = in_place_3x3(geometry, prologue, epilogue.activation);
     let groups = if interleave && !in_place {
         channels / GROUP
@@ -704,9 +705,9 @@ mod tests {
     use crate::kernels::conv::pointwise;
     use crate::kernels::{test_geometry, test_values};
 
-    /// Stride-1 3x3 planes computed in place (`plane3x3`, where the CPU has AVX-512F) equal the
-    /// phase planes' flat path bit for bit: planes with and without whole register blocks of
-    /// rows and columns, every prologue and activation it takes.
+    /// 3x3 planes at strides 1 and 2 computed in place (`plane3x3`, where the CPU has AVX-512F)
+    /// equal the phase planes' flat path bit for bit: planes with and without whole register
+    /// blocks of rows and columns, odd and even sizes, every prologue and activation it takes.
     #[test]
     fn planes_in_place_equal_the_phase_planes() {
         let activations = [
@@ -716,22 +717,32 @@ mod tests {
             Nonlinearity::Identity,
         ];
         let mut planes_in_place = 0;
-        for (index, size) in [
-            [8, 16],
-            [9, 17],
-            [13, 31],
-            [20, 56],
-            [56, 56],
-            [11, 40],
-            [14, 14],
-            [7, 7],
-            [4, 5],
+        // (input size, stride, whether the output is large enough to be computed in place)
+        for (index, (size, stride, fits)) in [
+            ([8, 16], 1, true),
+            ([9, 17], 1, true),
+            ([13, 31], 1, true),
+            ([20, 56], 1, true),
+            ([56, 56], 1, true),
+            ([11, 40], 1, true),
+            ([14, 14], 1, true),
+            ([7, 7], 1, false),
+            ([4, 5], 1, false),
+            ([16, 16], 2, true),
+            ([17, 33], 2, true),
+            ([31, 47], 2, true),
+            ([112, 18], 2, true),
+            ([20, 56], 2, true),
+            ([28, 28], 2, true),
+            ([14, 14], 2, false),
+            ([13, 40], 2, false),
         ]
         .into_iter()
         .enumerate()
         {
-            let g = test_geometry([3, 3], size, 3, 1, 1);
+            let g = test_geometry([3, 3], size, 3, stride, 1);
             let pixels = size[0] * size[1];
+            let out_pixels = g.out_pixels();
             let seed = index as u32 * 10;
             let x = test_values(3 * pixels, seed);
             let weight = test_values(27, seed + 1);
@@ -747,14 +758,20 @@ mod tests {
                         bias: input_bias,
                         activation: input_activation,
                     };
-                    if !in_place_3x3(&g, prologue, activation) {
+                    let in_place = in_place_3x3(&g, prologue, activation);
+                    assert_eq!(
+                        in_place,
+                        fits && cfg!(target_arch = "x86_64") && super::super::simd::has_avx512f(),
+                        "{size:?} stride {stride}"
+                    );
+                    if !in_place {
                         continue;
                     }
                     planes_in_place += 1;
                     for channel in 0..3 {
                         let input = &x[channel * pixels..(channel + 1) * pixels];
                         let filter = &weight[channel * 9..(channel + 1) * 9];
-                        let mut expected = vec![MaybeUninit::new(f32::NAN); pixels];
+                        let mut expected = vec![MaybeUninit::new(f32::NAN); out_pixels];
                         let mut scratch = Scratch::default();
                         dispatch!(depthwise_plane(
                             input,
@@ -766,7 +783,7 @@ mod tests {
                             &mut scratch,
                             activation
                         ));
-                        let mut actual = vec![MaybeUninit::new(f32::NAN); pixels];
+                        let mut actual = vec![MaybeUninit::new(f32::NAN); out_pixels];
                         plane_3x3(
                             input,
                             (prologue, channel),
@@ -783,7 +800,7 @@ mod tests {
                             assert_eq!(
                                 a.to_bits(),
                                 e.to_bits(),
-                                "{size:?} {input_activation:?} {:?} {activation:?} channel {channel} pixel {i}",
+                                "{size:?} stride {stride} {input_activation:?} {:?} {activation:?} channel {channel} pixel {i}",
                                 input_bias.is_some()
                             );
                         }
@@ -791,10 +808,10 @@ mod tests {
                 }
             }
         }
-        // Every size but the last two (too small), with each of the 4 activations after each
-        // of the 8 prologues, where the CPU has AVX-512F; none elsewhere.
+        // Every size that fits, with each of the 4 activations after each of the 8 prologues,
+        // where the CPU has AVX-512F; none elsewhere.
         let expected = if cfg!(target_arch = "x86_64") && super::super::simd::has_avx512f() {
-            7 * 4 * 8
+            13 * 4 * 8
         } else {
             0
         };

@@ -13,9 +13,9 @@
 //!   same on small maps, eight channels at a time on a channel-interleaved tile. Both copy their
 //!   input once, and can finish it as they copy: a 1x1 expansion read only by a depthwise
 //!   convolution leaves its bias and activation to that copy (a `Prologue`), one pass over the
-//!   expanded map fewer. `plane3x3`: stride-1 3x3 planes with neither copy, read and written in
-//!   place with masked AVX-512 loads and stores; `rows3`: the flat convolution of those planes,
-//!   several output rows per register block, where the CPU has AVX2 only.
+//!   expanded map fewer. `plane3x3`: 3x3 planes at strides 1 and 2 with neither copy, read and
+//!   written in place with masked AVX-512 loads and stores; `rows3`: the flat convolution of
+//!   stride-1 3x3 planes, several output rows per register block, where the CPU has AVX2 only.
 //! - `fused`: an inverted residual block without squeeze-and-excitation (expansion, depthwise,
 //!   projection, residual) per band of rows, its expanded map never in memory in full.
 //! - `linear`: fully connected layers at small batch, a stream over the weight rows (the
