@@ -33,6 +33,12 @@ pub(crate) struct FlatRows {
     pub(crate) rows: usize,
 }
 
+/// Where [`flat_conv`] reads the nine taps of a 3x3 filter over rows `width` apart, in (ky, kx)
+/// order.
+fn offsets(width: usize) -> [usize; 9] {
+    std::array::from_fn(|tap| tap / 3 * width + tap % 3)
+}
+
 /// Whether [`flat_conv_3x3`] computes the flat convolution of this geometry on these phase
 /// planes: a stride-1, undilated 3x3 filter, whose input rows reach two columns past the output
 /// rows and two rows below them.
@@ -85,17 +91,7 @@ pub(crate) fn flat_conv_3x3<M: MulAdd>(
             return;
         }
     }
-    let offsets = [
-        0,
-        1,
-        2,
-        width,
-        width + 1,
-        width + 2,
-        2 * width,
-        2 * width + 1,
-        2 * width + 2,
-    ];
+    let offsets = offsets(width);
     let len = (rows - 1) * width + out_width;
     flat_conv::<M>(source, &offsets, weights, bias, &mut wide[..len]);
 }
@@ -248,17 +244,7 @@ mod tests {
             let width = out_width + 2;
             let source = test_values((out_height + 2) * width, 1);
             let weights = test_values(9, 2);
-            let offsets = [
-                0,
-                1,
-                2,
-                width,
-                width + 1,
-                width + 2,
-                2 * width,
-                2 * width + 1,
-                2 * width + 2,
-            ];
+            let offsets = offsets(width);
             let len = (out_height - 1) * width + out_width;
             let plane = FlatRows {
                 width,
