@@ -380,7 +380,25 @@ fn plane_3x3(
     }
 }
 
-/// One depthwise plane, band by band (see [`plane_bands`]): channel `channel`, its input
+/// How a layer's planes are computed, decided once per layer.
+enum Planes<'a> {
+    /// Read and written in place (see [`in_place_3x3`]), the layer's geometry.
+    InPlace(&'a ConvGeometry),
+    /// On phase planes, in these bands (see [`plane_bands`]).
+    Bands(Vec<PlaneBand>),
+}
+
+impl<'a> Planes<'a> {
+    fn new(geometry: &'a ConvGeometry, prologue: Prologue, activation: Nonlinearity) -> Self {
+        if in_place_3x3(geometry, prologue, activation) {
+            Self::InPlace(geometry)
+        } else {
+            Self::Bands(plane_bands(geometry))
+        }
+    }
+}
+
+/// One depthwise plane, in place or band by band as `planes` says: channel `channel`, its input
 /// finished by `prologue` as it is read.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -390,10 +408,24 @@ fn depthwise_plane<M: MulAdd>(
     out: &mut [MaybeUninit<f32>],
     filter: &[f32],
     bias: f32,
-    bands: &[PlaneBand],
+    planes: &Planes,
     scratch: &mut Scratch,
     activation: Nonlinearity,
 ) {
+    let bands = match planes {
+        Planes::InPlace(geometry) => {
+            return plane_3x3(
+                input,
+                (prologue, channel),
+                geometry,
+                filter,
+                bias,
+                activation,
+                out,
+            );
+        }
+        Planes::Bands(bands) => bands,
+    };
     for band in bands {
         let g = &band.geometry;
         depthwise_band::<M>(
@@ -565,7 +597,6 @@ fn depthwise_after(
     let channels = geometry.in_channels;
     let (in_pixels, out_pixels) = (geometry.in_pixels(), geometry.out_pixels());
     let taps = geometry.kernel[0] * geometry.kernel[1];
-    let bands = plane_bands(geometry);
     // Small output planes go eight channels at a time through the interleaved kernel (see
     // `interleaved.rs`); the channels past the last whole group, and large planes, plane by
     // plane.
@@ -575,8 +606,8 @@ fn depthwise_after(
     // 3x3 planes are read and written in place where the CPU can (`plane3x3`), also where the
     // interleaved kernel would take them: 0.47-0.64x its time at 28x28 and 14x14 outputs at
     // stride 1, 0.71-0.73x at 14x14 outputs at stride 2.
-    let in_place = in_place_3x3(geometry, prologue, epilogue.activation);
-    let groups = if interleave && !in_place {
+    let kernel = Planes::new(geometry, prologue, epilogue.activation);
+    let groups = if interleave && !matches!(kernel, Planes::InPlace(_)) {
         channels / GROUP
     } else {
         0
@@ -589,24 +620,13 @@ fn depthwise_after(
             .for_each_init(Scratch::default, |scratch, (plane, out)| {
                 let plane = first_plane + plane;
                 let channel = plane % channels;
-                if in_place {
-                    return plane_3x3(
-                        &x[plane * in_pixels..(plane + 1) * in_pixels],
-                        (prologue, channel),
-                        geometry,
-                        &weight[channel * taps..(channel + 1) * taps],
-                        epilogue.bias.map_or(0.0, |bias| bias[channel]),
-                        epilogue.activation,
-                        out,
-                    );
-                }
                 dispatch!(depthwise_plane(
                     &x[plane * in_pixels..(plane + 1) * in_pixels],
                     (prologue, channel),
                     out,
                     &weight[channel * taps..(channel + 1) * taps],
                     epilogue.bias.map_or(0.0, |bias| bias[channel]),
-                    &bands,
+                    &kernel,
                     scratch,
                     epilogue.activation
                 ));
@@ -670,29 +690,16 @@ pub(crate) fn depthwise_image(
         out_pixels > 0 && out.len() == channels * out_pixels && x.len() >= channels * in_pixels
     );
     let taps = geometry.kernel[0] * geometry.kernel[1];
-    let bands = plane_bands(geometry);
+    let kernel = Planes::new(geometry, Prologue::NONE, epilogue.activation);
     let mut scratch = Scratch::default();
-    let in_place = in_place_3x3(geometry, Prologue::NONE, epilogue.activation);
     for (channel, plane_out) in out.chunks_exact_mut(out_pixels).enumerate() {
-        if in_place {
-            plane_3x3(
-                &x[channel * in_pixels..(channel + 1) * in_pixels],
-                (Prologue::NONE, channel),
-                geometry,
-                &weight[channel * taps..(channel + 1) * taps],
-                epilogue.bias.map_or(0.0, |bias| bias[channel]),
-                epilogue.activation,
-                plane_out,
-            );
-            continue;
-        }
         dispatch!(depthwise_plane(
             &x[channel * in_pixels..(channel + 1) * in_pixels],
             (Prologue::NONE, channel),
             plane_out,
             &weight[channel * taps..(channel + 1) * taps],
             epilogue.bias.map_or(0.0, |bias| bias[channel]),
-            &bands,
+            &kernel,
             &mut scratch,
             epilogue.activation
         ));
@@ -748,7 +755,7 @@ mod tests {
             let weight = test_values(27, seed + 1);
             let bias = test_values(3, seed + 2);
             let input_bias = test_values(3, seed + 3);
-            let bands = plane_bands(&g);
+            let phase_planes = Planes::Bands(plane_bands(&g));
             for &activation in &activations {
                 for (&input_activation, input_bias) in activations
                     .iter()
@@ -779,7 +786,7 @@ mod tests {
                             &mut expected,
                             filter,
                             bias[channel],
-                            &bands,
+                            &phase_planes,
                             &mut scratch,
                             activation
                         ));
