@@ -15,7 +15,9 @@
 //!   convolution leaves its bias and activation to that copy (a `Prologue`), one pass over the
 //!   expanded map fewer. `plane3x3`: 3x3 planes at strides 1 and 2 with neither copy, read and
 //!   written in place with masked AVX-512 loads and stores; `rows3`: the flat convolution of
-//!   stride-1 3x3 planes, several output rows per register block, where the CPU has AVX2 only.
+//!   stride-1 3x3 planes, several output rows per register block, for the planes `plane3x3`
+//!   does not take (CPUs with AVX2 only; GELU, which it has no vector form of: MobileNetV4
+//!   Hybrid-Large).
 //! - `fused`: an inverted residual block without squeeze-and-excitation (expansion, depthwise,
 //!   projection, residual) per band of rows, its expanded map never in memory in full.
 //! - `linear`: fully connected layers at small batch, a stream over the weight rows (the
