@@ -335,65 +335,33 @@ fn split_finished<M: MulAdd>(
     ));
 }
 
-/// Whether [`plane3x3`](super::plane3x3) computes this layer's planes (x86-64 with AVX-512F,
-/// 3x3 filters at strides 1 and 2), instead of the phase planes here.
-fn in_place_3x3(geometry: &ConvGeometry, prologue: Prologue, activation: Nonlinearity) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        super::plane3x3::fits(geometry, prologue, activation)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (geometry, prologue, activation);
-        false
-    }
-}
-
-/// One plane of a layer for which [`in_place_3x3`] holds (the arguments as
-/// [`depthwise_plane`]'s).
-#[allow(clippy::too_many_arguments)]
-fn plane_3x3(
-    input: &[f32],
-    (prologue, channel): (Prologue, usize),
-    geometry: &ConvGeometry,
-    filter: &[f32],
-    bias: f32,
-    activation: Nonlinearity,
-    out: &mut [MaybeUninit<f32>],
-) {
-    #[cfg(target_arch = "x86_64")]
-    super::plane3x3::plane(
-        input,
-        (prologue, channel),
-        geometry,
-        filter,
-        bias,
-        activation,
-        out,
-    );
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (
-            input, prologue, channel, geometry, filter, bias, activation, out,
-        );
-        unreachable!("in_place_3x3 is false here");
-    }
-}
-
 /// How a layer's planes are computed, decided once per layer.
-enum Planes<'a> {
-    /// Read and written in place (see [`in_place_3x3`]), the layer's geometry.
-    InPlace(&'a ConvGeometry),
+enum Planes {
+    /// Read and written in place by [`plane3x3`](super::plane3x3) (x86-64 with AVX-512F, 3x3
+    /// filters at strides 1 and 2), the layer's geometry.
+    #[cfg(target_arch = "x86_64")]
+    InPlace(ConvGeometry),
     /// On phase planes, in these bands (see [`plane_bands`]).
     Bands(Vec<PlaneBand>),
 }
 
-impl<'a> Planes<'a> {
-    fn new(geometry: &'a ConvGeometry, prologue: Prologue, activation: Nonlinearity) -> Self {
-        if in_place_3x3(geometry, prologue, activation) {
-            Self::InPlace(geometry)
-        } else {
-            Self::Bands(plane_bands(geometry))
+impl Planes {
+    fn new(geometry: &ConvGeometry, prologue: Prologue, activation: Nonlinearity) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if super::plane3x3::fits(geometry, prologue, activation) {
+            return Self::InPlace(*geometry);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (prologue, activation);
+        Self::Bands(plane_bands(geometry))
+    }
+
+    /// Whether the planes are computed in place.
+    fn in_place(&self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::InPlace(_) => true,
+            Self::Bands(_) => false,
         }
     }
 }
@@ -412,34 +380,34 @@ fn depthwise_plane<M: MulAdd>(
     scratch: &mut Scratch,
     activation: Nonlinearity,
 ) {
-    let bands = match planes {
-        Planes::InPlace(geometry) => {
-            return plane_3x3(
-                input,
-                (prologue, channel),
-                geometry,
-                filter,
-                bias,
-                activation,
-                out,
-            );
-        }
-        Planes::Bands(bands) => bands,
-    };
-    for band in bands {
-        let g = &band.geometry;
-        depthwise_band::<M>(
-            &input[band.start * g.in_width..(band.start + g.in_height) * g.in_width],
+    match planes {
+        #[cfg(target_arch = "x86_64")]
+        Planes::InPlace(geometry) => super::plane3x3::plane(
+            input,
             (prologue, channel),
-            &mut out[band.first * g.out_width..(band.first + g.out_height) * g.out_width],
+            geometry,
             filter,
             bias,
-            g,
-            &band.layout,
-            &band.offsets,
-            scratch,
             activation,
-        );
+            out,
+        ),
+        Planes::Bands(bands) => {
+            for band in bands {
+                let g = &band.geometry;
+                depthwise_band::<M>(
+                    &input[band.start * g.in_width..(band.start + g.in_height) * g.in_width],
+                    (prologue, channel),
+                    &mut out[band.first * g.out_width..(band.first + g.out_height) * g.out_width],
+                    filter,
+                    bias,
+                    g,
+                    &band.layout,
+                    &band.offsets,
+                    scratch,
+                    activation,
+                );
+            }
+        }
     }
 }
 
@@ -607,7 +575,7 @@ fn depthwise_after(
     // interleaved kernel would take them: 0.47-0.64x its time at 28x28 and 14x14 outputs at
     // stride 1, 0.71-0.73x at 14x14 outputs at stride 2.
     let kernel = Planes::new(geometry, prologue, epilogue.activation);
-    let groups = if interleave && !matches!(kernel, Planes::InPlace(_)) {
+    let groups = if interleave && !kernel.in_place() {
         channels / GROUP
     } else {
         0
@@ -712,6 +680,14 @@ mod tests {
     use crate::kernels::conv::pointwise;
     use crate::kernels::{test_geometry, test_values};
 
+    /// Whether `plane3x3` runs on this CPU.
+    fn has_avx512f() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return crate::kernels::simd::has_avx512f();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
     /// 3x3 planes at strides 1 and 2 computed in place (`plane3x3`, where the CPU has AVX-512F)
     /// equal the phase planes' flat path bit for bit: planes with and without whole register
     /// blocks of rows and columns, odd and even sizes, every prologue and activation it takes.
@@ -765,12 +741,9 @@ mod tests {
                         bias: input_bias,
                         activation: input_activation,
                     };
-                    let in_place = in_place_3x3(&g, prologue, activation);
-                    assert_eq!(
-                        in_place,
-                        fits && cfg!(target_arch = "x86_64") && super::super::simd::has_avx512f(),
-                        "{size:?} stride {stride}"
-                    );
+                    let in_place_planes = Planes::new(&g, prologue, activation);
+                    let in_place = in_place_planes.in_place();
+                    assert_eq!(in_place, fits && has_avx512f(), "{size:?} stride {stride}");
                     if !in_place {
                         continue;
                     }
@@ -791,15 +764,16 @@ mod tests {
                             activation
                         ));
                         let mut actual = vec![MaybeUninit::new(f32::NAN); out_pixels];
-                        plane_3x3(
+                        dispatch!(depthwise_plane(
                             input,
                             (prologue, channel),
-                            &g,
+                            &mut actual,
                             filter,
                             bias[channel],
-                            activation,
-                            &mut actual,
-                        );
+                            &in_place_planes,
+                            &mut scratch,
+                            activation
+                        ));
                         for (i, (a, e)) in actual.iter().zip(&expected).enumerate() {
                             // SAFETY: both kernels write every element (the NaNs they start
                             // with are initialized values anyway).
@@ -817,11 +791,7 @@ mod tests {
         }
         // Every size that fits, with each of the 4 activations after each of the 8 prologues,
         // where the CPU has AVX-512F; none elsewhere.
-        let expected = if cfg!(target_arch = "x86_64") && super::super::simd::has_avx512f() {
-            13 * 4 * 8
-        } else {
-            0
-        };
+        let expected = if has_avx512f() { 13 * 4 * 8 } else { 0 };
         assert_eq!(planes_in_place, expected);
     }
 

@@ -22,6 +22,7 @@ use super::simd::{has_avx2_fma, has_avx512f};
 
 /// Output planes narrower than this take [`flat_conv`]: a 16- or 8-lane block then wastes much
 /// of its width on columns it computes twice.
+#[cfg(target_arch = "x86_64")]
 const MIN_OUT_WIDTH: usize = 16;
 
 /// The rows of a flat output plane: `rows` of them, `width` apart in the flat index (the phase
