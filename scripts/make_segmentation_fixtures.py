@@ -17,7 +17,8 @@ Per case it writes `<case>.pth` (the state_dict) and `<case>.io.safetensors`: `i
 (normalized, non-square), `out` (torchvision's `model(x)["out"]`) and, with an auxiliary head,
 `aux`. The `photo` entries are the same for assets/chelsea.png, resized with Pillow's bilinear
 to 150x100 and normalized with ImageNet's mean and std (torchvision's SemanticSegmentation
-transform, at a smaller size).
+transform, at a smaller size). The `small_1x1` and `small_5x7` entries (`_input`, `_out`,
+`_aux`) are inputs smaller than the output stride.
 
 `full_size.json` lists the state_dict keys and shapes and the parameter counts of the
 full-size builders (21 classes; DeepLabV3 with and without `aux_loss`), so that tests can
@@ -62,6 +63,9 @@ CASES = [
     ("deeplabv3_v3l_w035_aux", "deeplabv3", mobilenet_v3_large, 0.35, 4, True, 32, (1, 3, 57, 43)),
     ("deeplabv3_v3s_w050", "deeplabv3", mobilenet_v3_small, 0.5, 3, False, 24, (1, 3, 33, 70)),
 ]
+
+# Sizes far below the output stride, each case also run on them ("small_HxW_*" tensors).
+SMALL_INPUTS = [(1, 1), (5, 7)]
 
 
 def build(head, backbone_fn, width, classes, aux, aspp_channels):
@@ -109,6 +113,12 @@ def main():
         tensors = {"input": x, **run(model, x)}
         tensors.update({f"photo_{k}": v for k, v in run(model, photo()).items()})
         tensors["photo_input"] = photo()
+        # Inputs smaller than the output stride (16): every feature map is 1x1, the dilated
+        # taps read padding alone, and the resizes upsample from a single pixel.
+        for rows, columns in SMALL_INPUTS:
+            small = torch.randn((1, 3, rows, columns), generator=generator)
+            tensors[f"small_{rows}x{columns}_input"] = small
+            tensors.update({f"small_{rows}x{columns}_{k}": v for k, v in run(model, small).items()})
         torch.save(model.state_dict(), OUT / f"{name}.pth")
         save_file(tensors, OUT / f"{name}.io.safetensors")
         manifest["cases"].append({

@@ -3,8 +3,9 @@
 //! dilated MobileNetV3-Large at width 0.35 and V3-Small at 0.5; DeepLabV3 with and without the
 //! auxiliary head): torchvision's checkpoints load by its keys, and `model(x)["out"]` (and
 //! `["aux"]`) equal torchvision's within 1e-4 relative on every CPU backend, unfused and fused,
-//! for a random non-square input and a photo; the argmax masks equal. The full-size models'
-//! keys, shapes and parameter counts equal torchvision's.
+//! for a random non-square input, a photo and inputs smaller than the output stride (1x1, 5x7);
+//! the argmax masks equal. The full-size models' keys, shapes and parameter counts equal
+//! torchvision's.
 
 mod common;
 
@@ -160,6 +161,10 @@ fn assert_same_mask(label: &str, actual: Tensor<4>, reference: Tensor<4>) {
     );
 }
 
+/// The inputs smaller than the output stride that each case was also run on
+/// (`make_segmentation_fixtures.py`'s `SMALL_INPUTS`).
+const SMALL_INPUTS: [&str; 2] = ["1x1", "5x7"];
+
 #[test]
 fn outputs_equal_torchvision_on_every_cpu_backend_unfused_and_fused() {
     let cases = cases();
@@ -198,6 +203,18 @@ fn outputs_equal_torchvision_on_every_cpu_backend_unfused_and_fused() {
                 let reference: Tensor<4> = fixture_tensor(&file, "photo_out", &device);
                 assert_close(&format!("{label}, photo"), out.clone(), reference.clone());
                 assert_same_mask(&format!("{label}, photo mask"), out, reference);
+                // Inputs smaller than the output stride: 1x1 feature maps, dilated taps on
+                // padding alone, resizes from one pixel.
+                for size in SMALL_INPUTS {
+                    let tensor = |name: &str| {
+                        fixture_tensor(&file, &format!("small_{size}_{name}"), &device)
+                    };
+                    let (out, aux) = model.forward(tensor("input"));
+                    assert_close(&format!("{label}, {size}"), out, tensor("out"));
+                    if let Some(aux) = aux {
+                        assert_close(&format!("{label}, {size}, aux"), aux, tensor("aux"));
+                    }
+                }
             }
         }
     }
