@@ -14,7 +14,8 @@ committed files stay small. Every parameter, BatchNorm statistic and layer scale
 away from its initial value (make_fixtures.py's `perturb`, and the layer scales drawn around
 0.5). Per case: `<case>.safetensors` (the state_dict, as timm saves it) and
 `<case>.io.safetensors` (a non-square `input` and timm's eval-mode `logits`,
-`features`, and every `feature_info` tap `tap_<i>` from `forward_intermediates`). `manifest.json` lists each case's table as the strings and as the Rust test reads
+`features`, and every `feature_info` tap `tap_<i>` from `forward_intermediates`; and
+`small_1x1_*` and `small_5x7_*` `input` and `logits`, inputs smaller than the stem's stride). `manifest.json` lists each case's table as the strings and as the Rust test reads
 it.
 
 `full_size.json` lists the state_dict keys and shapes and the parameter counts of timm's
@@ -75,6 +76,8 @@ CASES = [
         ["cn_r1_k1_s1_c96"],
     ], 128, 5, 1e-5, (2, 3, 72, 56), "gelu"),
 ]
+# Sizes far below the output stride, each case also run on them ("small_HxW_*" tensors).
+SMALL_INPUTS = [(1, 1), (5, 7)]
 ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": timm.layers.activations.GELU}
 
 
@@ -122,8 +125,16 @@ def main():
             taps = model.forward_intermediates(
                 x, indices=len(model.feature_info), intermediates_only=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, OUT / f"{name}.safetensors")
+        # Inputs smaller than the stem's stride: 1x1 maps from the first block on, keys and
+        # values downsampled from one pixel.
+        small = {}
+        for rows, columns in SMALL_INPUTS:
+            tiny = torch.randn((1, 3, rows, columns), generator=generator)
+            with torch.no_grad():
+                small[f"small_{rows}x{columns}_logits"] = model(tiny)
+            small[f"small_{rows}x{columns}_input"] = tiny
         save_file({"input": x, "features": features, "logits": logits,
-                   **{f"tap_{i}": t.contiguous() for i, t in enumerate(taps)}},
+                   **{f"tap_{i}": t.contiguous() for i, t in enumerate(taps)}, **small},
                   OUT / f"{name}.io.safetensors")
         manifest["cases"].append({
             "name": name, "stem": stem, "stages": arch_def, "head": head, "num_classes": classes,

@@ -2,8 +2,9 @@
 //! `MobileNetV3` class built as `_gen_mobilenet_v4` builds MobileNetV4, on small tables of
 //! every block kind, every weight, BatchNorm statistic and layer scale perturbed): timm's
 //! `.safetensors` loads by its keys, and the logits and features equal timm's within 1e-4
-//! relative on every CPU backend, unfused and fused. The full-size models' keys, shapes,
-//! parameter counts and multiply-adds equal timm's.
+//! relative on every CPU backend, unfused and fused, also on inputs smaller than the stem's
+//! stride (1x1, 5x7). The full-size models' keys, shapes, parameter counts and multiply-adds
+//! equal timm's.
 
 mod common;
 
@@ -73,6 +74,10 @@ fn assert_close<const D: usize>(label: &str, actual: Tensor<D>, reference: Tenso
     );
 }
 
+/// The inputs smaller than the stem's stride that each case was also run on
+/// (`make_v4_fixtures.py`'s `SMALL_INPUTS`).
+const SMALL_INPUTS: [&str; 2] = ["1x1", "5x7"];
+
 #[test]
 fn logits_and_features_equal_timm_on_every_cpu_backend_unfused_and_fused() {
     let cases = cases();
@@ -98,6 +103,18 @@ fn logits_and_features_equal_timm_on_every_cpu_backend_unfused_and_fused() {
                 model.clone().fuse().forward(input()),
                 fixture_tensor(&file, "logits", &device),
             );
+            // Inputs smaller than the stem's stride: 1x1 maps, keys and values from one pixel.
+            for size in SMALL_INPUTS {
+                let tensor = |name: &str| {
+                    fixture_tensor::<4>(&file, &format!("small_{size}_{name}"), &device)
+                };
+                let label = format!("{} on {backend}, {size}", case.name);
+                let reference =
+                    || fixture_tensor::<2>(&file, &format!("small_{size}_logits"), &device);
+                assert_close(&label, model.forward(tensor("input")), reference());
+                let fused = model.clone().fuse().forward(tensor("input"));
+                assert_close(&format!("{label}, fused"), fused, reference());
+            }
             // Every `feature_info` tap: `forward_intermediates`, and `features_only` unfused and
             // fused, against timm's `forward_intermediates`.
             let all: Vec<usize> = (0..case.taps).collect();
