@@ -113,8 +113,8 @@ def main():
         tensors = {"input": x, **run(model, x)}
         tensors.update({f"photo_{k}": v for k, v in run(model, photo()).items()})
         tensors["photo_input"] = photo()
-        # Inputs smaller than the output stride (16): every feature map is 1x1, the dilated
-        # taps read padding alone, and the resizes upsample from a single pixel.
+        # Inputs smaller than the output stride (16): the heads' maps (strides 8 and 16) are
+        # 1x1, the dilated taps read padding alone, and the resizes upsample from one pixel.
         for rows, columns in SMALL_INPUTS:
             small = torch.randn((1, 3, rows, columns), generator=generator)
             tensors[f"small_{rows}x{columns}_input"] = small

@@ -15,7 +15,7 @@ away from its initial value (make_fixtures.py's `perturb`, and the layer scales 
 0.5). Per case: `<case>.safetensors` (the state_dict, as timm saves it) and
 `<case>.io.safetensors` (a non-square `input` and timm's eval-mode `logits`,
 `features`, and every `feature_info` tap `tap_<i>` from `forward_intermediates`; and
-`small_1x1_*` and `small_5x7_*` `input` and `logits`, inputs smaller than the stem's stride). `manifest.json` lists each case's table as the strings and as the Rust test reads
+`small_1x1_*` and `small_5x7_*` `input` and `logits`, inputs smaller than the output stride). `manifest.json` lists each case's table as the strings and as the Rust test reads
 it.
 
 `full_size.json` lists the state_dict keys and shapes and the parameter counts of timm's
@@ -125,8 +125,8 @@ def main():
             taps = model.forward_intermediates(
                 x, indices=len(model.feature_info), intermediates_only=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, OUT / f"{name}.safetensors")
-        # Inputs smaller than the stem's stride: 1x1 maps from the first block on, keys and
-        # values downsampled from one pixel.
+        # Inputs smaller than the output stride (32): every map from stride 8 on is 1x1, keys
+        # and values downsampled from one pixel.
         small = {}
         for rows, columns in SMALL_INPUTS:
             tiny = torch.randn((1, 3, rows, columns), generator=generator)

@@ -2,7 +2,7 @@
 //! `MobileNetV3` class built as `_gen_mobilenet_v4` builds MobileNetV4, on small tables of
 //! every block kind, every weight, BatchNorm statistic and layer scale perturbed): timm's
 //! `.safetensors` loads by its keys, and the logits and features equal timm's within 1e-4
-//! relative on every CPU backend, unfused and fused, also on inputs smaller than the stem's
+//! relative on every CPU backend, unfused and fused, also on inputs smaller than the output
 //! stride (1x1, 5x7). The full-size models' keys, shapes, parameter counts and multiply-adds
 //! equal timm's.
 
@@ -74,7 +74,7 @@ fn assert_close<const D: usize>(label: &str, actual: Tensor<D>, reference: Tenso
     );
 }
 
-/// The inputs smaller than the stem's stride that each case was also run on
+/// The inputs smaller than the output stride (32) that each case was also run on
 /// (`make_v4_fixtures.py`'s `SMALL_INPUTS`).
 const SMALL_INPUTS: [&str; 2] = ["1x1", "5x7"];
 
@@ -98,12 +98,14 @@ fn logits_and_features_equal_timm_on_every_cpu_backend_unfused_and_fused() {
                 model.forward(input()),
                 fixture_tensor(&file, "logits", &device),
             );
+            let fused = model.clone().fuse();
             assert_close(
                 &format!("{} on {backend}, fused", case.name),
-                model.clone().fuse().forward(input()),
+                fused.forward(input()),
                 fixture_tensor(&file, "logits", &device),
             );
-            // Inputs smaller than the stem's stride: 1x1 maps, keys and values from one pixel.
+            // Inputs smaller than the output stride: every map from stride 8 on is 1x1, keys and
+            // values downsampled from one pixel.
             for size in SMALL_INPUTS {
                 let tensor = |name: &str| {
                     fixture_tensor::<4>(&file, &format!("small_{size}_{name}"), &device)
@@ -112,8 +114,8 @@ fn logits_and_features_equal_timm_on_every_cpu_backend_unfused_and_fused() {
                 let reference =
                     || fixture_tensor::<2>(&file, &format!("small_{size}_logits"), &device);
                 assert_close(&label, model.forward(tensor("input")), reference());
-                let fused = model.clone().fuse().forward(tensor("input"));
-                assert_close(&format!("{label}, fused"), fused, reference());
+                let logits = fused.forward(tensor("input"));
+                assert_close(&format!("{label}, fused"), logits, reference());
             }
             // Every `feature_info` tap: `forward_intermediates`, and `features_only` unfused and
             // fused, against timm's `forward_intermediates`.

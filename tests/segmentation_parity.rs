@@ -203,8 +203,8 @@ fn outputs_equal_torchvision_on_every_cpu_backend_unfused_and_fused() {
                 let reference: Tensor<4> = fixture_tensor(&file, "photo_out", &device);
                 assert_close(&format!("{label}, photo"), out.clone(), reference.clone());
                 assert_same_mask(&format!("{label}, photo mask"), out, reference);
-                // Inputs smaller than the output stride: 1x1 feature maps, dilated taps on
-                // padding alone, resizes from one pixel.
+                // Inputs smaller than the output stride: the heads' maps (strides 8 and 16) are
+                // 1x1, dilated taps read padding alone, resizes go from one pixel.
                 for size in SMALL_INPUTS {
                     let tensor = |name: &str| {
                         fixture_tensor(&file, &format!("small_{size}_{name}"), &device)
