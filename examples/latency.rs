@@ -8,7 +8,7 @@
 //!     deeplabv3|seg] \
 //!     [--batch 1] [--size 224] [--runs 50] \
 //!     [--warmup 5] \
-//!     [--backend flex|ndarray|wgpu] [--unfused] [--seconds S]
+//!     [--backend flex|ndarray|wgpu] [--unfused] [--seconds S] [--serve]
 //! ```
 //!
 //! `ssd-*` are SSDLite320 detectors (COCO's 91 classes; pass `--size 320`) on V2, V3-Large
@@ -21,6 +21,11 @@
 //! Weights are random (speed does not depend on their values); BatchNorm is folded into the
 //! convolutions unless `--unfused`. `--seconds S` keeps running forward passes for S seconds
 //! after the timed runs, for `perf record`. Progress goes to stderr, results to stdout.
+//!
+//! `--serve` (one model) keeps the model loaded after its warm-up and answers stdin: each line
+//! holding a number N runs N forwards and prints one JSON line with their median, until stdin
+//! closes. `scripts/compare_peers.py --paired` alternates such blocks with ONNX Runtime's, so
+//! that both runtimes see the same moments of a noisy machine.
 
 #[path = "common/backend.rs"]
 mod backend;
@@ -46,12 +51,13 @@ struct Args {
     backend: String,
     fused: bool,
     seconds: f64,
+    serve: bool,
 }
 
 const USAGE: &str = "usage: latency [--model v2|v3l|v3s|v4s|v4m|v4l|v4hm|v4hl|v4|all|ssd-v2|ssd-v3l|ssd-v3s|ssd|lraspp|\
                      lraspp-v3s|deeplabv3|seg] [--batch N] \
                      [--size N] [--runs N] \
-                     [--warmup N] [--backend flex|ndarray|wgpu] [--unfused] [--seconds S]";
+                     [--warmup N] [--backend flex|ndarray|wgpu] [--unfused] [--seconds S] [--serve]";
 
 fn parse_args() -> Result<Args, String> {
     let mut parsed = Args {
@@ -63,6 +69,7 @@ fn parse_args() -> Result<Args, String> {
         backend: "flex".into(),
         fused: true,
         seconds: 0.0,
+        serve: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -106,12 +113,16 @@ fn parse_args() -> Result<Args, String> {
                     .filter(|s: &f64| s.is_finite() && *s >= 0.0)
                     .ok_or("--seconds needs a number of seconds")?
             }
+            "--serve" => parsed.serve = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
             other => return Err(format!("unexpected argument `{other}`")),
         }
+    }
+    if parsed.serve && parsed.models.len() != 1 {
+        return Err("--serve needs exactly one model".into());
     }
     Ok(parsed)
 }
@@ -120,6 +131,35 @@ fn parse_args() -> Result<Args, String> {
 fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[index].as_secs_f64() * 1e3
+}
+
+/// Answers stdin until it closes: a line holding a number N runs N forwards and prints the
+/// median of their times as one JSON line; anything else is reported on stderr and skipped.
+fn serve(name: &str, run: &dyn Fn() -> Duration) {
+    use std::io::{BufRead, Write};
+    eprintln!("{name}: serving; a line with N on stdin runs N forwards");
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let Some(runs) = line.trim().parse::<usize>().ok().filter(|&n| n > 0) else {
+            eprintln!("{name}: expected a positive number of runs, got `{line}`");
+            continue;
+        };
+        let mut times: Vec<Duration> = (0..runs).map(|_| run()).collect();
+        times.sort();
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout (the reader gone) ends the service like a closed stdin.
+        if writeln!(
+            stdout,
+            "{{\"model\": \"{name}\", \"runs\": {runs}, \"median_ms\": {:.3}, \"min_ms\": {:.3}}}",
+            quantile_ms(&times, 0.5),
+            quantile_ms(&times, 0.0)
+        )
+        .and_then(|()| stdout.flush())
+        .is_err()
+        {
+            break;
+        }
+    }
 }
 
 /// This process's peak resident memory so far (`VmHWM`), in MiB; `None` off Linux.
@@ -216,12 +256,20 @@ fn main() {
             forward(input.clone());
             start.elapsed()
         };
-        eprintln!(
-            "{name}: {} warm-up and {} timed runs...",
-            args.warmup, args.runs
-        );
+        if args.serve {
+            eprintln!("{name}: {} warm-up runs...", args.warmup);
+        } else {
+            eprintln!(
+                "{name}: {} warm-up and {} timed runs...",
+                args.warmup, args.runs
+            );
+        }
         for _ in 0..args.warmup {
             run();
+        }
+        if args.serve {
+            serve(name, &run);
+            return;
         }
         let mut times: Vec<Duration> = (0..args.runs).map(|_| run()).collect();
         times.sort();

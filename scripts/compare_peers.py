@@ -4,7 +4,7 @@ and thread count, in one run, and prints a markdown table of medians and ratios 
 
     python3 scripts/compare_peers.py [--threads 2] [--batch 1] [--runs 50] [--rounds 3]
                                      [--models v2,v3l,v3s,ssd,lraspp,lraspp_v3s,deeplabv3]
-                                     [--memory]
+                                     [--memory] [--paired PAIRS]
 
 Needs (pip): torch, torchvision, onnx, onnxscript, onnxruntime, tract (the Python bindings of
 tract, the Rust ONNX runtime). Ours is `examples/latency.rs`, built here with
@@ -30,6 +30,14 @@ hybrids with their layer scales set to 1 in every runtime (see `build_model`).
 logits resized to the input): `lraspp_mobilenet_v3_large`, the same head on a dilated
 MobileNetV3-Small (`_lraspp_mobilenetv3`, as torchvision builds any MobileNetV3), and
 `deeplabv3_mobilenet_v3_large` without its auxiliary head (which inference does not run).
+
+`--paired PAIRS` times ours against ONNX Runtime only, in alternating blocks of `--runs`
+forwards: ours as one long-lived `latency --serve` process, ORT's session in this one, PAIRS
+pairs of blocks (which one goes first alternating), a pause between blocks so that neither
+runtime's spinning threads overlap the other's block. Each pair gives a ratio of block medians
+taken seconds apart; the table gives the median and quartiles of those ratios. On a machine
+whose speed drifts by 1.5x within a minute (a shared VM) these ratios hold where the best of
+three rounds does not.
 
 Versions used for docs/performance.md: torch 2.15.0, torchvision 0.29.2, onnxruntime 1.32.0,
 tract 0.23.9, onnx 1.23.2, onnxscript 0.7.2, timm 1.0.31.
@@ -162,6 +170,49 @@ def ours(model, args, kernels):
     return json.loads(output.strip().splitlines()[-1])["median_ms"]
 
 
+def paired(key, args, session, feed, pairs):
+    """Per-pair ratios ours/ORT of block medians, ours' and ORT's block medians."""
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    server = subprocess.Popen(ours_command(key, args, 1) + ["--serve"], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def ours_block():
+        server.stdin.write(f"{args.runs}\n")
+        server.stdin.flush()
+        line = server.stdout.readline()
+        if not line:
+            raise RuntimeError(f"latency --serve for {key} ended early")
+        return json.loads(line)["median_ms"]
+
+    def ort_block():
+        return median_ms(lambda: session.run(None, feed), args.runs, 0)
+
+    # Warm both up, ORT as much as ours' own warm-up.
+    ours_block()
+    median_ms(lambda: session.run(None, feed), args.runs, args.warmup)
+    ratios, ours_ms, ort_ms = [], [], []
+    try:
+        for index in range(pairs):
+            blocks = [ours_block, ort_block] if index % 2 == 0 else [ort_block, ours_block]
+            times = {}
+            for block in blocks:
+                # ORT's and rayon's idle workers spin a while before they sleep.
+                time.sleep(0.05)
+                times[block] = block()
+            ours_ms.append(times[ours_block])
+            ort_ms.append(times[ort_block])
+            ratios.append(times[ours_block] / times[ort_block])
+    finally:
+        server.stdin.close()
+        server.wait()
+    return ratios, ours_ms, ort_ms
+
+
+def quartiles(values):
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], statistics.median(values), q[2]
+
+
 def peak_rss_mib(command, env=None):
     """Peak resident memory (`VmHWM`, in MiB) that a process running `command` reports as the
     last line of its output (JSON with `peak_rss_mib`). The process reads it itself: a child's
@@ -205,6 +256,8 @@ def main():
                         help="time every runtime this many times; report each one's best median")
     parser.add_argument("--models", default="v2,v3l,v3s")
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--paired", type=int, default=0, metavar="PAIRS",
+                        help="ours against ONNX Runtime only, in PAIRS alternating pairs of blocks")
     parser.add_argument("--memory", action="store_true",
                         help="also the peak RSS of a process running 20 forwards, ours vs ORT")
     args = parser.parse_args()
@@ -220,7 +273,7 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--all-features", "--example", "latency"],
                        cwd=ROOT, check=True)
 
-    rows, memory = [], []
+    rows, memory, pair_rows = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.models.split(","):
             name = MODELS[key]
@@ -240,6 +293,13 @@ def main():
             session = onnxruntime.InferenceSession(str(onnx_path), options,
                                                    providers=["CPUExecutionProvider"])
             feed = {"input": x.numpy()}
+
+            if args.paired:
+                ratios, ours_ms, ort_ms = paired(key, args, session, feed, args.paired)
+                pair_rows.append((name, quartiles(ours_ms), quartiles(ort_ms),
+                                  quartiles(ratios)))
+                print(f"  ratios: " + ", ".join(f"{r:.2f}" for r in ratios), file=sys.stderr)
+                continue
 
             # `into_runnable` declutters and optimizes the typed model (BatchNorm folded).
             runnable = tract.onnx().load(str(onnx_path)).into_model().into_runnable()
@@ -266,6 +326,20 @@ def main():
                 ort_mib = peak_rss_mib([sys.executable, "-c", ORT_RUN, str(onnx_path),
                                         str(args.threads), str(args.batch), str(size), "20"])
                 memory.append((name, ours_mib, ort_mib))
+
+    if args.paired:
+        print(f"\n{cpu_name()}, {os.cpu_count()} logical CPUs; {args.threads} threads; "
+              f"batch {args.batch}, {args.size}x{args.size} (ssdlite320: 320x320, "
+              f"segmentation: 520x520); {args.paired} alternating pairs of blocks of "
+              f"{args.runs} forwards; onnxruntime {onnxruntime.__version__}\n")
+        print("| model | ours, block medians (q1 / median / q3) | ONNX Runtime, same | "
+              "ours / ORT per pair (q1 / median / q3) |")
+        print("|---|---:|---:|---:|")
+        for name, ours_q, ort_q, ratio_q in pair_rows:
+            print(f"| {name} | {' / '.join(f'{v:.2f}' for v in ours_q)} ms | "
+                  f"{' / '.join(f'{v:.2f}' for v in ort_q)} ms | "
+                  f"{' / '.join(f'{v:.2f}x' for v in ratio_q)} |")
+        return
 
     print(f"\n{cpu_name()}, {os.cpu_count()} logical CPUs; "
           f"{args.threads} threads; batch {args.batch}, {args.size}x{args.size} "
