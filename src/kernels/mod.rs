@@ -18,6 +18,9 @@
 //!   stride-1 3x3 planes, several output rows per register block, for the planes `plane3x3`
 //!   does not take (CPUs with AVX2 only; GELU, which it has no vector form of: MobileNetV4
 //!   Hybrid-Large).
+//! - `blocked`: an inverted residual block without squeeze-and-excitation in a channel-blocked
+//!   layout (eight channels in the lanes; AVX2): its 1x1 convolutions with the epilogue in
+//!   registers and its depthwise convolution without copies, for batches smaller than the threads.
 //! - `fused`: an inverted residual block without squeeze-and-excitation (expansion, depthwise,
 //!   projection, residual) per band of rows, its expanded map never in memory in full.
 //! - `linear`: fully connected layers at small batch, a stream over the weight rows (the
@@ -30,6 +33,7 @@
 //!
 //! Work is split over rayon's current thread pool; the caller decides which pool that is.
 
+pub(crate) mod blocked;
 pub(crate) mod conv;
 pub(crate) mod direct;
 pub(crate) mod elementwise;

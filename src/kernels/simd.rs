@@ -114,7 +114,7 @@ fn transpose8_scalar(rows: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 #[inline]
-fn transpose8_avx(rows: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
+pub(crate) fn transpose8_avx(rows: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
     use std::arch::x86_64::{
         __m256, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps,
         _mm256_unpackhi_ps, _mm256_unpacklo_ps,

@@ -393,9 +393,58 @@ pub(crate) fn squeeze_excitation(se: &SqueezeExcitation, x: Tensor<4>) -> Outcom
     Outcome::Computed(Tensor::from_primitive::<Flex>(input))
 }
 
-/// A whole inverted residual block without squeeze-and-excitation, fused (BatchNorm folded),
-/// with the band kernel (`kernels::fused`): expansion, depthwise, projection and residual in one
-/// parallel region, the expanded map never in memory in full. [`Outcome::Declined`] for a block
+/// Environment variable that turns the blocked-layout block kernel off when set to `0`, to
+/// measure the layers one at a time against it (`scripts/ab_latency.py --b-env
+/// MOBILENET_BURN_BLOCKED=0`).
+const BLOCKED_ENV: &str = "MOBILENET_BURN_BLOCKED";
+
+/// Whether `kernels::blocked` takes this block: x86-64 with AVX2 and FMA, the shapes it
+/// supports, and not turned off by [`BLOCKED_ENV`].
+fn blocked_takes(
+    g: &ConvGeometry,
+    expands: bool,
+    residual: bool,
+    channels: [usize; 2],
+    activations: [Nonlinearity; 2],
+) -> bool {
+    use std::sync::OnceLock;
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    let enabled = *ENABLED.get_or_init(|| std::env::var(BLOCKED_ENV).map_or(true, |v| v != "0"));
+    #[cfg(target_arch = "x86_64")]
+    return enabled && kernels::blocked::supports(g, expands, residual, channels, activations);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (enabled, g, expands, residual, channels, activations);
+        false
+    }
+}
+
+/// The block through `kernels::blocked` (`None` where it does not exist: off x86-64).
+fn blocked_block(
+    x: &[f32],
+    batch: usize,
+    [in_channels, out_channels]: [usize; 2],
+    weights: &InvertedResidualWeights,
+) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    return Some(kernels::blocked::inverted_residual(
+        x,
+        batch,
+        in_channels,
+        out_channels,
+        weights,
+    ));
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, batch, in_channels, out_channels, weights);
+        None
+    }
+}
+
+/// A whole inverted residual block without squeeze-and-excitation, fused (BatchNorm folded):
+/// with the band kernel (`kernels::fused`) when every thread has whole images (expansion,
+/// depthwise, projection and residual in one parallel region, the expanded map never in memory
+/// in full), else, on x86-64 with AVX2, in the channel-blocked layout (`kernels::blocked`). [`Outcome::Declined`] for a block
 /// that has squeeze-and-excitation or BatchNorm left, or a shape the kernel does not take.
 pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outcome {
     if !super::enabled() || x.is_autodiff() || block.squeeze_excitation.is_some() {
@@ -430,8 +479,25 @@ pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outco
             block.use_residual,
             [in_channels, out_channels],
         )
-        || !fused::worth_it(&depthwise, batch, rayon::current_num_threads())
     {
+        return Outcome::Declined(x);
+    }
+    // The band kernel where every thread has whole images; else, on AVX2, the blocked layout.
+    let banded = fused::worth_it(&depthwise, batch, rayon::current_num_threads());
+    let expand_activation = block
+        .expand
+        .as_ref()
+        .map_or(Nonlinearity::Identity, |expand| expand.activation.into());
+    let activations = [expand_activation, block.depthwise.activation.into()];
+    let blocked = !banded
+        && blocked_takes(
+            &depthwise,
+            expands,
+            block.use_residual,
+            [in_channels, out_channels],
+            activations,
+        );
+    if !banded && !blocked {
         return Outcome::Declined(x);
     }
     // Any parameter not on burn-flex as f32 sends the block to the per-layer path.
@@ -471,10 +537,20 @@ pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outco
         project_bias: project_bias.as_ref().map(values),
         residual: block.use_residual,
     };
-    let output =
-        fused::inverted_residual(values(&input), batch, in_channels, out_channels, &weights);
-    // The block's layers: expansion (if any), depthwise, projection.
-    super::count_fused_block(2 + u64::from(block.expand.is_some()));
+    let layers = 2 + u64::from(block.expand.is_some());
+    let output = if banded {
+        // The block's layers: expansion (if any), depthwise, projection.
+        super::count_fused_block(layers);
+        fused::inverted_residual(values(&input), batch, in_channels, out_channels, &weights)
+    } else {
+        let Some(output) =
+            blocked_block(values(&input), batch, [in_channels, out_channels], &weights)
+        else {
+            return Outcome::Declined(x);
+        };
+        super::count_layers_run(layers);
+        output
+    };
     Outcome::Computed(into_tensor(
         output,
         [

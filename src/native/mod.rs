@@ -207,6 +207,16 @@ fn count_layer() {
     });
 }
 
+/// `layers` layers computed by a kernel that takes a whole block, without counting a fused block
+/// (those are the band kernel's).
+#[cfg(feature = "flex")]
+fn count_layers_run(layers: u64) {
+    add_counts(LayerCounts {
+        inference: layers,
+        ..LayerCounts::default()
+    });
+}
+
 #[cfg(feature = "flex")]
 fn count_fused_block(layers: u64) {
     add_counts(LayerCounts {
