@@ -15,8 +15,10 @@
 //! As ONNX Runtime's MLAS does (its NCHWc kernels), without its prepacked weights: each call
 //! packs the 1x1 weights into `[out / 8, in, 8]`, as gemm packs them on every call too. The
 //! sums run in gemm's order (over the input channels in turn, fused multiply-adds from 0, then
-//! the bias) and the depthwise taps in the flat kernels' (bias first, taps in (ky, kx) order),
-//! so the block's outputs are bit for bit the layers' one at a time. Measurements:
+//! the bias) and the depthwise taps in the flat kernels' (bias first, taps in (ky, kx) order):
+//! on every fixture model the block's outputs are bit for bit the layers' one at a time
+//! (`tests/native_kernels.rs`), though gemm may take other paths on other shapes, so the unit
+//! tests allow 1e-5 relative. Measurements:
 //! docs/performance.md ("First step, kept: `kernels::blocked`").
 
 #![cfg(target_arch = "x86_64")]
