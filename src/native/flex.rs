@@ -444,8 +444,9 @@ fn blocked_block(
 /// A whole inverted residual block without squeeze-and-excitation, fused (BatchNorm folded):
 /// with the band kernel (`kernels::fused`) when every thread has whole images (expansion,
 /// depthwise, projection and residual in one parallel region, the expanded map never in memory
-/// in full), else, on x86-64 with AVX2, in the channel-blocked layout (`kernels::blocked`). [`Outcome::Declined`] for a block
-/// that has squeeze-and-excitation or BatchNorm left, or a shape the kernel does not take.
+/// in full), else, on x86-64 with AVX2, in the channel-blocked layout (`kernels::blocked`).
+/// [`Outcome::Declined`] for a block that has squeeze-and-excitation or BatchNorm left, or a
+/// shape neither kernel takes.
 pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outcome {
     if !super::enabled() || x.is_autodiff() || block.squeeze_excitation.is_some() {
         return Outcome::Declined(x);
@@ -468,7 +469,7 @@ pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outco
         return Outcome::Declined(x);
     };
     let out_channels = block.project_conv.weight.dims()[0];
-    // The shape decides first (at batch 1 every block declines here), then the weights.
+    // The shape decides first (the band kernel's or the blocked layout's), then the weights.
     let expands = block.expand.is_some();
     if !is_depthwise(&block.depthwise.conv, channels)
         || !is_pointwise(&block.project_conv, channels)
