@@ -107,10 +107,13 @@ pub(crate) fn inverted_residual(
     assert!(block.project_weight.len() == out_channels * channels);
     let expand = block.expand.map(|e| {
         assert!(e.weight.len() == channels * in_channels);
-        (pack_pointwise(e.weight, channels, in_channels), e)
+        // `[out, in]` as `[out / 8, in, 8]`: the layout of a map whose pixels are the inputs.
+        (to_blocked(e.weight, in_channels), e)
     });
-    let project = pack_pointwise(block.project_weight, out_channels, channels);
-    let depthwise = pack_depthwise(block.depthwise_weight, channels, g.kernel[0]);
+    // The weights in the same layout: `[out / 8, in, 8]` and `[c / 8, k * k, 8]`.
+    let project = to_blocked(block.project_weight, channels);
+    assert!(block.depthwise_weight.len() == channels * g.kernel[0] * g.kernel[1]);
+    let depthwise = to_blocked(block.depthwise_weight, g.kernel[0] * g.kernel[1]);
     let fill = |output: &mut [MaybeUninit<f32>]| {
         for (image, out) in output.chunks_exact_mut(image_out.max(1)).enumerate() {
             let input = to_blocked(&x[image * image_in..(image + 1) * image_in], in_pixels);
@@ -248,70 +251,6 @@ pub(crate) fn from_blocked(blocked: &[f32], pixels: usize, out: &mut [MaybeUnini
     }
 }
 
-/// 1x1 weights `[out, in]` as `[out / 8, in, 8]`: for each block of eight output channels, one
-/// vector per input channel.
-fn pack_pointwise(weight: &[f32], out_channels: usize, in_channels: usize) -> Vec<f32> {
-    assert!(weight.len() == out_channels * in_channels);
-    assert!(
-        out_channels.is_multiple_of(LANES) && in_channels.is_multiple_of(LANES) && has_avx2_fma()
-    );
-    let fill = |packed: &mut [MaybeUninit<f32>]| {
-        let pack = |(block, chunk): (usize, &mut [MaybeUninit<f32>])| {
-            // SAFETY: the CPU has AVX2 (asserted above).
-            unsafe { pack_block(weight, in_channels, block, chunk) }
-        };
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn pack_block(
-            weight: &[f32],
-            in_channels: usize,
-            block: usize,
-            chunk: &mut [MaybeUninit<f32>],
-        ) {
-            let rows = &weight[block * LANES * in_channels..(block + 1) * LANES * in_channels];
-            // Eight output channels by eight input channels, transposed into eight vectors.
-            for first in (0..in_channels).step_by(LANES) {
-                let tile: [[f32; LANES]; LANES] = std::array::from_fn(|lane| {
-                    let at = lane * in_channels + first;
-                    rows[at..at + LANES].try_into().expect("eight values")
-                });
-                for (input, lanes) in transpose8_avx(&tile).iter().enumerate() {
-                    let at = (first + input) * LANES;
-                    for (slot, &value) in chunk[at..at + LANES].iter_mut().zip(lanes) {
-                        slot.write(value);
-                    }
-                }
-            }
-        }
-        let chunk = in_channels * LANES;
-        if weight.len() >= PARALLEL_MIN_COPY {
-            packed
-                .par_chunks_exact_mut(chunk)
-                .enumerate()
-                .for_each(pack);
-        } else {
-            packed.chunks_exact_mut(chunk).enumerate().for_each(pack);
-        }
-    };
-    // SAFETY: each block's chunk (`in_channels * 8` values) is written in full by `pack`, and
-    // the chunks cover the `out_channels / 8` blocks.
-    unsafe { filled_by(weight.len(), fill) }
-}
-
-/// Depthwise weights `[c, 1, k, k]` as `[c / 8, k * k, 8]`.
-fn pack_depthwise(weight: &[f32], channels: usize, kernel: usize) -> Vec<f32> {
-    let taps = kernel * kernel;
-    assert!(weight.len() == channels * taps && channels.is_multiple_of(LANES));
-    let mut packed = vec![0.0; weight.len()];
-    for (block, chunk) in packed.chunks_exact_mut(taps * LANES).enumerate() {
-        for (tap, lanes) in chunk.chunks_exact_mut(LANES).enumerate() {
-            for (lane, value) in lanes.iter_mut().enumerate() {
-                *value = weight[(block * LANES + lane) * taps + tap];
-            }
-        }
-    }
-    packed
-}
-
 /// The eight lanes of channel block `block` of an optional bias (zeros without one).
 fn bias_lanes(bias: Option<&[f32]>, block: usize) -> [f32; LANES] {
     std::array::from_fn(|lane| bias.map_or(0.0, |bias| bias[block * LANES + lane]))
@@ -346,7 +285,7 @@ unsafe fn activate(v: __m256, activation: Nonlinearity) -> __m256 {
 
 /// A 1x1 convolution on blocked maps: `out[o, p] = activation(sum_i w[o, i] x[i, p] + bias[o] +
 /// residual[o, p])`, `[m, k, n]` = output channels, input channels, pixels; `weight` packed by
-/// [`pack_pointwise`]; `x`, `residual` and the result blocked. Split over the threads by pixels
+/// [`to_blocked`]; `x`, `residual` and the result blocked. Split over the threads by pixels
 /// when large.
 fn pointwise(
     x: &[f32],
@@ -510,7 +449,7 @@ unsafe fn store(
 }
 
 /// A depthwise convolution on blocked maps (`x`: `[c / 8, h * w, 8]`), weights packed by
-/// [`pack_depthwise`]: `activation(bias + sum of taps)`, blocked. Channel blocks in parallel
+/// [`to_blocked`]: `activation(bias + sum of taps)`, blocked. Channel blocks in parallel
 /// when large.
 fn depthwise_layer(
     x: &[f32],
