@@ -8,7 +8,8 @@
 //!     deeplabv3|seg] \
 //!     [--batch 1] [--size 224] [--runs 50] \
 //!     [--warmup 5] \
-//!     [--backend flex|ndarray|wgpu] [--unfused] [--seconds S] [--serve]
+//!     [--backend flex|ndarray|wgpu] [--unfused] [--seconds S] [--serve] \
+//!     [--weights FILE] [--input FILE] [--save-output FILE]
 //! ```
 //!
 //! `ssd-*` are SSDLite320 detectors (COCO's 91 classes; pass `--size 320`) on V2, V3-Large
@@ -26,13 +27,19 @@
 //! holding a number N runs N forwards and prints one JSON line with their median, until stdin
 //! closes. `scripts/compare_peers.py --paired` alternates such blocks with ONNX Runtime's, so
 //! that both runtimes see the same moments of a noisy machine.
+//!
+//! To check that a timed backend computes what torchvision does (`scripts/gpu_throughput.py
+//! --check` on a GPU): `--weights FILE` loads a torchvision checkpoint (`v2`, `v3l`, `v3s`),
+//! `--input FILE` replaces the random input with raw little-endian f32 values of the shape
+//! `[batch, 3, size, size]`, and `--save-output FILE` writes the last forward's logits
+//! (SSDLite: class logits) as raw little-endian f32.
 
 #[path = "common/backend.rs"]
 mod backend;
 
 use std::time::{Duration, Instant};
 
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use mobilenet_burn::detection::SsdLiteConfig;
 use mobilenet_burn::segmentation::{DeepLabV3Config, LrAsppConfig};
 use mobilenet_burn::{MobileNetV2Config, MobileNetV3Config, MobileNetV4Config};
@@ -52,12 +59,16 @@ struct Args {
     fused: bool,
     seconds: f64,
     serve: bool,
+    weights: Option<String>,
+    input: Option<String>,
+    save_output: Option<String>,
 }
 
 const USAGE: &str = "usage: latency [--model v2|v3l|v3s|v4s|v4m|v4l|v4hm|v4hl|v4|all|ssd-v2|ssd-v3l|ssd-v3s|ssd|lraspp|\
                      lraspp-v3s|deeplabv3|seg] [--batch N] \
                      [--size N] [--runs N] \
-                     [--warmup N] [--backend flex|ndarray|wgpu] [--unfused] [--seconds S] [--serve]";
+                     [--warmup N] [--backend flex|ndarray|wgpu] [--unfused] [--seconds S] [--serve] \
+                     [--weights FILE] [--input FILE] [--save-output FILE]";
 
 fn parse_args() -> Result<Args, String> {
     let mut parsed = Args {
@@ -70,6 +81,9 @@ fn parse_args() -> Result<Args, String> {
         fused: true,
         seconds: 0.0,
         serve: false,
+        weights: None,
+        input: None,
+        save_output: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -114,6 +128,9 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or("--seconds needs a number of seconds")?
             }
             "--serve" => parsed.serve = true,
+            "--weights" => parsed.weights = Some(value()?),
+            "--input" => parsed.input = Some(value()?),
+            "--save-output" => parsed.save_output = Some(value()?),
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -123,6 +140,14 @@ fn parse_args() -> Result<Args, String> {
     }
     if parsed.serve && parsed.models.len() != 1 {
         return Err("--serve needs exactly one model".into());
+    }
+    if parsed.weights.is_some()
+        && !(parsed.models.len() == 1 && ["v2", "v3l", "v3s"].contains(&parsed.models[0].as_str()))
+    {
+        return Err("--weights needs exactly one of the models v2, v3l, v3s".into());
+    }
+    if parsed.save_output.is_some() && parsed.models.len() != 1 {
+        return Err("--save-output needs exactly one model".into());
     }
     Ok(parsed)
 }
@@ -162,6 +187,47 @@ fn serve(name: &str, run: &dyn Fn() -> Duration) {
     }
 }
 
+/// The value of `result`, or its error on stderr and exit status 1.
+fn exit_on_error<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    result.unwrap_or_else(|error| {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    })
+}
+
+/// Raw little-endian f32 values of `shape` from `path`, as a tensor on `device`.
+fn read_input(path: &str, shape: [usize; 4], device: &Device) -> Result<Tensor<4>, String> {
+    let bytes = std::fs::read(path).map_err(|error| format!("{path}: {error}"))?;
+    let expected = shape.iter().product::<usize>() * 4;
+    if bytes.len() != expected {
+        return Err(format!(
+            "{path}: {} bytes, expected {expected} (f32 values of shape {shape:?})",
+            bytes.len()
+        ));
+    }
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+/// Writes `output`'s values to `path` as raw little-endian f32, through a temporary file
+/// beside it, so that `path` appears only once complete.
+fn save_output(path: &str, output: TensorData) -> Result<(), String> {
+    let values = output
+        .try_to_vec::<f32>()
+        .map_err(|error| format!("output is not f32: {error:?}"))?;
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let partial = format!("{path}.partial");
+    std::fs::write(&partial, bytes)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(|error| {
+            let _ = std::fs::remove_file(&partial);
+            format!("{path}: {error}")
+        })
+}
+
 /// This process's peak resident memory so far (`VmHWM`), in MiB; `None` off Linux.
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -181,15 +247,22 @@ fn main() {
     });
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
     let shape = [args.batch, 3, args.size, args.size];
-    let input = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let input = match &args.input {
+        Some(path) => exit_on_error(read_input(path, shape, &device)),
+        None => Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device),
+    };
     for name in &args.models {
         // Each forward waits for its result (`into_data`), so asynchronous backends are timed
         // to completion.
-        let forward: Box<dyn Fn(Tensor<4>)> = match name.as_str() {
+        let forward: Box<dyn Fn(Tensor<4>) -> TensorData> = match name.as_str() {
             "v2" => {
                 let model = MobileNetV2Config::new().init(&device);
+                let model = match &args.weights {
+                    Some(path) => exit_on_error(model.load_torchvision(path)),
+                    None => model,
+                };
                 let model = if args.fused { model.fuse() } else { model };
-                Box::new(move |x| drop(model.forward(x).into_data()))
+                Box::new(move |x| model.forward(x).into_data())
             }
             "v4s" | "v4m" | "v4l" | "v4hm" | "v4hl" => {
                 let config = match name.as_str() {
@@ -206,7 +279,7 @@ fn main() {
                 };
                 let model = config.init(&device);
                 let model = if args.fused { model.fuse() } else { model };
-                Box::new(move |x| drop(model.forward(x).into_data()))
+                Box::new(move |x| model.forward(x).into_data())
             }
             "lraspp" | "lraspp-v3s" => {
                 let config = if name == "lraspp" {
@@ -216,12 +289,12 @@ fn main() {
                 };
                 let model = config.init(&device);
                 let model = if args.fused { model.fuse() } else { model };
-                Box::new(move |x| drop(model.forward(x).into_data()))
+                Box::new(move |x| model.forward(x).into_data())
             }
             "deeplabv3" => {
                 let model = DeepLabV3Config::mobilenet_v3_large(VOC_CLASSES).init(&device);
                 let model = if args.fused { model.fuse() } else { model };
-                Box::new(move |x| drop(model.forward(x).into_data()))
+                Box::new(move |x| model.forward(x).into_data())
             }
             ssd if ssd.starts_with("ssd-") => {
                 let config = match ssd {
@@ -235,8 +308,9 @@ fn main() {
                 // NMS, whose cost depends on how many boxes trained weights let through.
                 Box::new(move |x| {
                     let output = model.forward(x);
-                    drop(output.cls_logits.into_data());
+                    let class_logits = output.cls_logits.into_data();
                     drop(output.bbox_regression.into_data());
+                    class_logits
                 })
             }
             _ => {
@@ -246,15 +320,21 @@ fn main() {
                     MobileNetV3Config::small()
                 };
                 let model = config.init(&device);
+                let model = match &args.weights {
+                    Some(path) => exit_on_error(model.load_torchvision(path)),
+                    None => model,
+                };
                 let model = if args.fused { model.fuse() } else { model };
-                Box::new(move |x| drop(model.forward(x).into_data()))
+                Box::new(move |x| model.forward(x).into_data())
             }
         };
         // `into_data` waits for the result, so asynchronous backends are timed to completion.
         let run = || {
             let start = Instant::now();
-            forward(input.clone());
-            start.elapsed()
+            let output = forward(input.clone());
+            let elapsed = start.elapsed();
+            drop(output);
+            elapsed
         };
         if args.serve {
             eprintln!("{name}: {} warm-up runs...", args.warmup);
@@ -288,6 +368,10 @@ fn main() {
             quantile_ms(&times, 0.0),
             peak_rss_mib().map_or("null".to_string(), |mib| format!("{mib:.1}")),
         );
+        if let Some(path) = &args.save_output {
+            exit_on_error(save_output(path, forward(input.clone())));
+            eprintln!("{name}: output written to {path}");
+        }
         if args.seconds > 0.0 {
             eprintln!("{name}: running for {} s more (profiling)...", args.seconds);
             let start = Instant::now();
