@@ -51,6 +51,8 @@ pub(crate) fn exit_mapper<M: ModuleMapper>(mapper: &mut M, path: &str, container
 ///         blocks: |index: usize| (index + 1).to_string(),   // a Vec child: each item's path
 ///     }
 ///     state { use_residual }   // plain data, cloned as is
+///     caches { packed }        // optional: derived data, emptied (`Default`) by every
+///                              // module operation and not displayed
 /// });
 /// ```
 ///
@@ -62,6 +64,7 @@ macro_rules! torchvision_module {
             children { $( $child:ident : $path:expr ),* $(,)? }
             lists { $( $list:ident : $list_path:expr ),* $(,)? }
             state { $( $state:ident ),* $(,)? }
+            $( caches { $( $cache:ident ),* $(,)? } )?
         }
     ) => {
         impl burn::module::Module for $ty {
@@ -87,7 +90,7 @@ macro_rules! torchvision_module {
                 const CONTAINER: &str = concat!("Struct:", stringify!($ty));
                 // Paths are computed while `self` is whole; the fields are moved out after.
                 let child_paths: Vec<String> = vec![$( ($path)(&self) ),*];
-                let Self { $( $child, )* $( $list, )* $( $state, )* } = self;
+                let Self { $( $child, )* $( $list, )* $( $state, )* .. } = self;
                 let mut child_paths = child_paths.into_iter();
                 $(
                     let path = child_paths.next().unwrap_or_default();
@@ -108,7 +111,7 @@ macro_rules! torchvision_module {
                         })
                         .collect();
                 )*
-                Self { $( $child, )* $( $list, )* $( $state, )* }
+                Self { $( $child, )* $( $list, )* $( $state, )* $($( $cache: Default::default(), )*)? }
             }
 
             fn collect_devices(&self, devices: burn::module::Devices) -> burn::module::Devices {
@@ -122,6 +125,7 @@ macro_rules! torchvision_module {
                     $( $child: burn::module::Module::to_device(self.$child, device), )*
                     $( $list: burn::module::Module::to_device(self.$list, device), )*
                     $( $state: self.$state, )*
+                    $($( $cache: Default::default(), )*)?
                 }
             }
 
@@ -130,6 +134,7 @@ macro_rules! torchvision_module {
                     $( $child: burn::module::Module::fork(self.$child, device), )*
                     $( $list: burn::module::Module::fork(self.$list, device), )*
                     $( $state: self.$state, )*
+                    $($( $cache: Default::default(), )*)?
                 }
             }
 
@@ -138,6 +143,7 @@ macro_rules! torchvision_module {
                     $( $child: burn::module::Module::valid(&self.$child), )*
                     $( $list: burn::module::Module::valid(&self.$list), )*
                     $( $state: self.$state.clone(), )*
+                    $($( $cache: Default::default(), )*)?
                 }
             }
 
@@ -146,6 +152,7 @@ macro_rules! torchvision_module {
                     $( $child: burn::module::Module::train(self.$child), )*
                     $( $list: burn::module::Module::train(self.$list), )*
                     $( $state: self.$state, )*
+                    $($( $cache: Default::default(), )*)?
                 }
             }
 
@@ -154,6 +161,7 @@ macro_rules! torchvision_module {
                     $( $child: burn::module::Module::materialize(self.$child), )*
                     $( $list: burn::module::Module::materialize(self.$list), )*
                     $( $state: self.$state, )*
+                    $($( $cache: Default::default(), )*)?
                 }
             }
         }

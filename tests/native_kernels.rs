@@ -110,3 +110,48 @@ fn fused_blocks_match_the_layers_at_larger_batches() {
     }
     assert!(fused_blocks > 0, "no block took the band kernel");
 }
+
+/// The blocked kernel keeps each block's packed weights with the block (made by its first
+/// forward). A block whose weights are then replaced (here a public field assigned directly,
+/// which no module operation sees) must repack: in the clone that changed, and in the original,
+/// which shares the clone's cache and must not take the clone's packing either.
+#[test]
+fn packed_weights_follow_replaced_weights() {
+    use burn::module::Param;
+    use burn::tensor::{Distribution, Tensor};
+
+    let device = Device::flex();
+    // Two threads and one image: fewer images than threads, where the blocked kernel runs.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("thread pool");
+    let common::AnyModel::V2(model) = common::case("v2_w035").load(&device) else {
+        panic!("v2_w035 is a MobileNetV2");
+    };
+    let model = model.fuse();
+    let x = Tensor::<4>::random([1, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+    let before = pool.install(|| model.forward_features(x.clone()));
+    let mut changed = model.clone();
+    for block in &mut changed.features.blocks {
+        block.project_conv.weight = Param::from_tensor(block.project_conv.weight.val() * 0.5);
+    }
+    let after = pool.install(|| changed.forward_features(x.clone()));
+    let burn = native::with_kernels(false, || changed.forward_features(x.clone()));
+    let (diff, scale) = max_abs_diff(after.clone(), burn);
+    assert!(
+        diff <= BURN_TOLERANCE * scale,
+        "changed model vs burn: {diff}"
+    );
+    let (moved, _) = max_abs_diff(after, before.clone());
+    assert!(
+        moved > 1e-2 * scale,
+        "halving the projections changed nothing: {moved}"
+    );
+    let again = pool.install(|| model.forward_features(x.clone()));
+    assert_eq!(
+        again.into_data(),
+        before.into_data(),
+        "the original model's output moved"
+    );
+}

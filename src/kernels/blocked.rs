@@ -12,8 +12,8 @@
 //!   times one weight vector: a stride is only a step between pixels, with neither phase planes
 //!   nor transposes.
 //!
-//! As ONNX Runtime's MLAS does (its NCHWc kernels), without its prepacked weights: each call
-//! packs the 1x1 weights into `[out / 8, in, 8]`, as gemm packs them on every call too. The
+//! As ONNX Runtime's MLAS does (its NCHWc kernels), with its prepacked weights: [`pack`] puts
+//! the 1x1 weights into `[out / 8, in, 8]` once, and the caller keeps them with the block. The
 //! sums run in gemm's order (over the input channels in turn, fused multiply-adds from 0, then
 //! the bias) and the depthwise taps in the flat kernels' (bias first, taps in (ky, kx) order):
 //! on every fixture model the block's outputs are bit for bit the layers' one at a time
@@ -77,17 +77,65 @@ pub(crate) fn supports(
         && activations.iter().all(|a| !matches!(a, Nonlinearity::Gelu))
 }
 
-/// The block on `x` (`[batch, in_channels, h, w]`): `[batch, out_channels, out_h, out_w]`, one
-/// image at a time with the threads inside each layer. Needs [`supports`].
+/// A block's weights in the blocked layout: the 1x1 weights `[out, in]` as `[out / 8, in, 8]`
+/// and the depthwise weights `[c, k * k]` as `[c / 8, k * k, 8]` (the layout of a map whose
+/// "pixels" are the inputs, or the taps). Made once per block by [`pack`] and kept by the caller
+/// (as ONNX Runtime's MLAS prepacks), or made for one call.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedBlock {
+    expand: Option<Vec<f32>>,
+    depthwise: Vec<f32>,
+    project: Vec<f32>,
+}
+
+/// `block`'s weights packed for [`inverted_residual`]. Needs [`supports`].
 ///
 /// # Panics
-/// If the block is not [`supports`]ed or a slice is shorter than the shapes say.
+/// If the block is not [`supports`]ed or a weight's length is not what the shapes say.
+pub(crate) fn pack(
+    block: &InvertedResidualWeights,
+    in_channels: usize,
+    out_channels: usize,
+) -> PackedBlock {
+    let g = block.depthwise;
+    let expand_activation = block
+        .expand
+        .map_or(Nonlinearity::Identity, |e| e.activation);
+    assert!(supports(
+        &g,
+        block.expand.is_some(),
+        block.residual,
+        [in_channels, out_channels],
+        [expand_activation, block.depthwise_activation],
+    ));
+    let channels = g.in_channels;
+    let taps = g.kernel[0] * g.kernel[1];
+    assert!(block.project_weight.len() == out_channels * channels);
+    assert!(block.depthwise_weight.len() == channels * taps);
+    PackedBlock {
+        expand: block.expand.map(|e| {
+            assert!(e.weight.len() == channels * in_channels);
+            to_blocked(e.weight, in_channels)
+        }),
+        depthwise: to_blocked(block.depthwise_weight, taps),
+        project: to_blocked(block.project_weight, channels),
+    }
+}
+
+/// The block on `x` (`[batch, in_channels, h, w]`): `[batch, out_channels, out_h, out_w]`, one
+/// image at a time with the threads inside each layer, with the weights [`pack`]ed from
+/// `block`. Needs [`supports`].
+///
+/// # Panics
+/// If the block is not [`supports`]ed, `packed` was packed from a block of other shapes, or a
+/// slice is shorter than the shapes say.
 pub(crate) fn inverted_residual(
     x: &[f32],
     batch: usize,
     in_channels: usize,
     out_channels: usize,
     block: &InvertedResidualWeights,
+    packed: &PackedBlock,
 ) -> Vec<f32> {
     let g = block.depthwise;
     let expand_activation = block
@@ -104,20 +152,18 @@ pub(crate) fn inverted_residual(
     let (in_pixels, out_pixels) = (g.in_pixels(), g.out_pixels());
     let (image_in, image_out) = (in_channels * in_pixels, out_channels * out_pixels);
     assert!(x.len() >= batch * image_in);
-    assert!(block.project_weight.len() == out_channels * channels);
-    let expand = block.expand.map(|e| {
-        assert!(e.weight.len() == channels * in_channels);
-        // `[out, in]` as `[out / 8, in, 8]`: the layout of a map whose pixels are the inputs.
-        (to_blocked(e.weight, in_channels), e)
-    });
-    // The weights in the same layout: `[out / 8, in, 8]` and `[c / 8, k * k, 8]`.
-    let project = to_blocked(block.project_weight, channels);
-    assert!(block.depthwise_weight.len() == channels * g.kernel[0] * g.kernel[1]);
-    let depthwise = to_blocked(block.depthwise_weight, g.kernel[0] * g.kernel[1]);
+    assert!(packed.project.len() == out_channels * channels);
+    assert!(packed.depthwise.len() == channels * g.kernel[0] * g.kernel[1]);
+    let expand = match (block.expand, &packed.expand) {
+        (Some(e), Some(weight)) if weight.len() == channels * in_channels => Some((weight, e)),
+        (None, None) => None,
+        _ => panic!("the packed expansion does not match the block's"),
+    };
+    let (depthwise, project) = (&packed.depthwise, &packed.project);
     let fill = |output: &mut [MaybeUninit<f32>]| {
         for (image, out) in output.chunks_exact_mut(image_out.max(1)).enumerate() {
             let input = to_blocked(&x[image * image_in..(image + 1) * image_in], in_pixels);
-            let expanded = expand.as_ref().map(|(weight, e)| {
+            let expanded = expand.map(|(weight, e)| {
                 pointwise(
                     &input,
                     weight,
@@ -129,14 +175,14 @@ pub(crate) fn inverted_residual(
             });
             let hidden = depthwise_layer(
                 expanded.as_deref().unwrap_or(&input),
-                &depthwise,
+                depthwise,
                 &g,
                 block.depthwise_bias,
                 block.depthwise_activation,
             );
             let projected = pointwise(
                 &hidden,
-                &project,
+                project,
                 [out_channels, channels, out_pixels],
                 block.project_bias,
                 block.residual.then_some(&input[..]),
@@ -690,7 +736,8 @@ mod tests {
             };
             let g2 = geometry([ce, cout], [g.out_height, g.out_width], 1, 1, 1);
             let expected = pointwise_nchw(&hidden, batch, &g2, &project, epilogue);
-            let actual = inverted_residual(&x, batch, cin, cout, &block);
+            let packed = pack(&block, cin, cout);
+            let actual = inverted_residual(&x, batch, cin, cout, &block, &packed);
             assert_eq!(actual.len(), expected.len(), "case {index}: length");
             for (at, (a, e)) in actual.iter().zip(&expected).enumerate() {
                 assert!(

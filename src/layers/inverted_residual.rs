@@ -155,6 +155,7 @@ impl InvertedResidualConfig {
             project_norm,
             use_residual: self.stride == 1 && self.in_channels == self.out_channels,
             layout: self.layout,
+            packed: Default::default(),
         }
     }
 }
@@ -190,6 +191,9 @@ pub struct InvertedResidual {
     pub use_residual: bool,
     /// The torchvision key layout the parameters follow.
     pub layout: BlockLayout,
+    /// The native kernels' packed weights for this block (inference on burn-flex), made by the
+    /// first forward that needs them.
+    pub(crate) packed: crate::native::KernelCache,
 }
 
 torchvision_module!(InvertedResidual {
@@ -202,6 +206,7 @@ torchvision_module!(InvertedResidual {
     }
     lists {}
     state { use_residual, layout }
+    caches { packed }
 });
 
 impl InvertedResidual {
@@ -267,6 +272,7 @@ impl InvertedResidual {
             project_norm: None,
             use_residual: self.use_residual,
             layout: self.layout,
+            packed: Default::default(),
         }
     }
 

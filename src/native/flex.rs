@@ -419,24 +419,56 @@ fn blocked_takes(
     }
 }
 
-/// The block through `kernels::blocked` (`None` where it does not exist: off x86-64).
+/// The block through `kernels::blocked` (`None` where it does not exist: off x86-64), with the
+/// weights packed once and kept in `cache` while `sources` (the weight tensors they were packed
+/// from: expansion, depthwise, projection) stay the layer's.
 fn blocked_block(
     x: &[f32],
     batch: usize,
     [in_channels, out_channels]: [usize; 2],
     weights: &InvertedResidualWeights,
+    cache: &crate::native::KernelCache,
+    sources: [Option<&FlexTensor>; 3],
 ) -> Option<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
-    return Some(kernels::blocked::inverted_residual(
-        x,
-        batch,
-        in_channels,
-        out_channels,
-        weights,
-    ));
+    {
+        /// Packed weights and the buffers they were packed from, held so that no other tensor
+        /// can reuse or (burn-flex copies on write when shared) change them.
+        struct Packed {
+            sources: [Option<FlexTensor>; 3],
+            block: kernels::blocked::PackedBlock,
+        }
+        let same = |held: &Option<FlexTensor>, current: Option<&FlexTensor>| match (held, current) {
+            (Some(held), Some(current)) => {
+                let (a, b) = (values(held), values(current));
+                a.as_ptr() == b.as_ptr()
+                    && a.len() == b.len()
+                    && held.layout().shape() == current.layout().shape()
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        let packed = cache.get_or_make(
+            |packed: &Packed| packed.sources.iter().zip(sources).all(|(a, b)| same(a, b)),
+            || {
+                Some(Packed {
+                    sources: sources.map(|source| source.cloned()),
+                    block: kernels::blocked::pack(weights, in_channels, out_channels),
+                })
+            },
+        )?;
+        Some(kernels::blocked::inverted_residual(
+            x,
+            batch,
+            in_channels,
+            out_channels,
+            weights,
+            &packed.block,
+        ))
+    }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (x, batch, in_channels, out_channels, weights);
+        let _ = (x, batch, in_channels, out_channels, weights, cache, sources);
         None
     }
 }
@@ -544,9 +576,19 @@ pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outco
         super::count_fused_block(layers);
         fused::inverted_residual(values(&input), batch, in_channels, out_channels, &weights)
     } else {
-        let Some(output) =
-            blocked_block(values(&input), batch, [in_channels, out_channels], &weights)
-        else {
+        let sources = [
+            expand.as_ref().map(|(weight, _, _)| weight),
+            Some(&dw_weight),
+            Some(&project_weight),
+        ];
+        let Some(output) = blocked_block(
+            values(&input),
+            batch,
+            [in_channels, out_channels],
+            &weights,
+            &block.packed,
+            sources,
+        ) else {
             return Outcome::Declined(x);
         };
         super::count_layers_run(layers);

@@ -336,6 +336,55 @@ pub(crate) fn forward_on_thread_pool<R: Send>(autodiff: bool, op: impl FnOnce() 
     }
 }
 
+/// Weights a kernel has rearranged for its layout (packed), kept with the layer that owns them
+/// so that forwards after the first skip the packing, as ONNX Runtime prepacks its weights.
+///
+/// What it holds is checked before each use (the bridge keeps the weight buffers it packed
+/// from and compares them with the layer's current ones), so a layer whose weights were
+/// replaced (loaded, trained, moved) repacks rather than use stale values. Clones of a layer
+/// share the cache; the modules' `map`, `to_device` and the like start an empty one. Safe to
+/// use from several threads: a miss packs outside the lock, and the last one stored wins.
+// Only the blocked kernel (x86-64) packs weights so far.
+#[cfg_attr(not(all(feature = "flex", target_arch = "x86_64")), allow(dead_code))]
+#[derive(Clone, Default)]
+pub(crate) struct KernelCache(
+    std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>>>,
+);
+
+impl KernelCache {
+    /// The cached `T` if there is one and `valid` accepts it, else `make()`'s (stored for the
+    /// next call); `None` if `make` declines.
+    #[cfg_attr(not(all(feature = "flex", target_arch = "x86_64")), allow(dead_code))]
+    pub(crate) fn get_or_make<T: std::any::Any + Send + Sync>(
+        &self,
+        valid: impl Fn(&T) -> bool,
+        make: impl FnOnce() -> Option<T>,
+    ) -> Option<std::sync::Arc<T>> {
+        // A panic elsewhere while the lock was held leaves at worst an entry that `valid`
+        // checks like any other.
+        let lock = || {
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        let cached = lock().clone();
+        if let Some(entry) = cached.and_then(|any| any.downcast::<T>().ok())
+            && valid(&entry)
+        {
+            return Some(entry);
+        }
+        let made = std::sync::Arc::new(make()?);
+        *lock() = Some(made.clone());
+        Some(made)
+    }
+}
+
+impl std::fmt::Debug for KernelCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KernelCache")
+    }
+}
+
 /// What a native kernel did with a layer's input: computed the layer, or declined it and handed
 /// the input back (moved, not copied) for burn's operations.
 pub(crate) enum Outcome<const D: usize = 4> {
