@@ -77,6 +77,20 @@ pub(crate) fn supports(
         && activations.iter().all(|a| !matches!(a, Nonlinearity::Gelu))
 }
 
+/// Panics unless [`supports`] takes `block` with these channel counts.
+fn assert_supported(block: &InvertedResidualWeights, in_channels: usize, out_channels: usize) {
+    let expand_activation = block
+        .expand
+        .map_or(Nonlinearity::Identity, |e| e.activation);
+    assert!(supports(
+        &block.depthwise,
+        block.expand.is_some(),
+        block.residual,
+        [in_channels, out_channels],
+        [expand_activation, block.depthwise_activation],
+    ));
+}
+
 /// A block's weights in the blocked layout: the 1x1 weights `[out, in]` as `[out / 8, in, 8]`
 /// and the depthwise weights `[c, k * k]` as `[c / 8, k * k, 8]` (the layout of a map whose
 /// "pixels" are the inputs, or the taps). Made once per block by [`pack`] and kept by the caller
@@ -98,16 +112,7 @@ pub(crate) fn pack(
     out_channels: usize,
 ) -> PackedBlock {
     let g = block.depthwise;
-    let expand_activation = block
-        .expand
-        .map_or(Nonlinearity::Identity, |e| e.activation);
-    assert!(supports(
-        &g,
-        block.expand.is_some(),
-        block.residual,
-        [in_channels, out_channels],
-        [expand_activation, block.depthwise_activation],
-    ));
+    assert_supported(block, in_channels, out_channels);
     let channels = g.in_channels;
     let taps = g.kernel[0] * g.kernel[1];
     assert!(block.project_weight.len() == out_channels * channels);
@@ -138,16 +143,7 @@ pub(crate) fn inverted_residual(
     packed: &PackedBlock,
 ) -> Vec<f32> {
     let g = block.depthwise;
-    let expand_activation = block
-        .expand
-        .map_or(Nonlinearity::Identity, |e| e.activation);
-    assert!(supports(
-        &g,
-        block.expand.is_some(),
-        block.residual,
-        [in_channels, out_channels],
-        [expand_activation, block.depthwise_activation],
-    ));
+    assert_supported(block, in_channels, out_channels);
     let channels = g.in_channels;
     let (in_pixels, out_pixels) = (g.in_pixels(), g.out_pixels());
     let (image_in, image_out) = (in_channels * in_pixels, out_channels * out_pixels);
