@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use super::conv::{ConvGeometry, SharedOutput, filled_by};
 use super::elementwise::Nonlinearity;
 use super::fused::InvertedResidualWeights;
-use super::simd::{has_avx2_fma, transpose8_avx};
+use super::simd::{has_avx2_fma, has_avx512f, transpose8_avx};
 
 /// Channels per block: the lanes of an AVX2 vector.
 const LANES: usize = 8;
@@ -95,11 +95,36 @@ fn assert_supported(block: &InvertedResidualWeights, in_channels: usize, out_cha
 /// and the depthwise weights `[c, k * k]` as `[c / 8, k * k, 8]` (the layout of a map whose
 /// "pixels" are the inputs, or the taps). Made once per block by [`pack`] and kept by the caller
 /// (as ONNX Runtime's MLAS prepacks), or made for one call.
+///
+/// For the AVX-512 1x1 kernel ([`Isa::Avx512`]) the 1x1 weights of each pair of output channel
+/// blocks are interleaved, `[out / 16, in, 16]` (one 16-lane vector per input channel), an odd
+/// last block staying `[in, 8]`.
 #[derive(Debug, Clone)]
 pub(crate) struct PackedBlock {
     expand: Option<Vec<f32>>,
     depthwise: Vec<f32>,
     project: Vec<f32>,
+    isa: Isa,
+}
+
+/// The instructions of the 1x1 kernel: 8-lane AVX2 and FMA, or 16-lane AVX-512F (two output
+/// channel blocks per vector). Both sum in the same order: their outputs are bit for bit equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// AVX-512 where the CPU has it (and `MOBILENET_BURN_AVX512=0` does not turn it off), else
+    /// AVX2.
+    pub(crate) fn best() -> Self {
+        if has_avx512f() {
+            Isa::Avx512
+        } else {
+            Isa::Avx2
+        }
+    }
 }
 
 /// `block`'s weights packed for [`inverted_residual`]. Needs [`supports`].
@@ -111,6 +136,20 @@ pub(crate) fn pack(
     in_channels: usize,
     out_channels: usize,
 ) -> PackedBlock {
+    pack_for(block, in_channels, out_channels, Isa::best())
+}
+
+/// [`pack`] for the 1x1 kernel of `isa`.
+///
+/// # Panics
+/// As [`pack`], and for [`Isa::Avx512`] on a CPU without AVX-512F.
+pub(crate) fn pack_for(
+    block: &InvertedResidualWeights,
+    in_channels: usize,
+    out_channels: usize,
+    isa: Isa,
+) -> PackedBlock {
+    assert!(isa == Isa::Avx2 || has_avx512f());
     let g = block.depthwise;
     assert_supported(block, in_channels, out_channels);
     let channels = g.in_channels;
@@ -120,10 +159,46 @@ pub(crate) fn pack(
     PackedBlock {
         expand: block.expand.map(|e| {
             assert!(e.weight.len() == channels * in_channels);
-            to_blocked(e.weight, in_channels)
+            pack_pointwise(e.weight, in_channels, isa)
         }),
         depthwise: to_blocked(block.depthwise_weight, taps),
-        project: to_blocked(block.project_weight, channels),
+        project: pack_pointwise(block.project_weight, channels, isa),
+        isa,
+    }
+}
+
+/// 1x1 weights `[out, in]` for [`pointwise`] on `isa`: `[out / 8, in, 8]`, with each pair of
+/// output blocks interleaved into `[in, 16]` for AVX-512 (an odd last block with eight zero
+/// lanes: [`packed_len`] values).
+fn pack_pointwise(weight: &[f32], in_channels: usize, isa: Isa) -> Vec<f32> {
+    let blocked = to_blocked(weight, in_channels);
+    if isa == Isa::Avx2 {
+        return blocked;
+    }
+    let pair = 2 * in_channels * LANES;
+    let mut wide = Vec::with_capacity(blocked.len());
+    let mut pairs = blocked.chunks_exact(pair);
+    for both in &mut pairs {
+        let (first, second) = both.split_at(in_channels * LANES);
+        for (a, b) in first.chunks_exact(LANES).zip(second.chunks_exact(LANES)) {
+            wide.extend_from_slice(a);
+            wide.extend_from_slice(b);
+        }
+    }
+    // An odd last block: its eight lanes and eight zeros, a pair whose second block is not
+    // stored.
+    for lanes in pairs.remainder().chunks_exact(LANES) {
+        wide.extend_from_slice(lanes);
+        wide.extend_from_slice(&[0.0; LANES]);
+    }
+    wide
+}
+
+/// The length of `[m, k]` 1x1 weights packed for `isa` by [`pack_pointwise`].
+fn packed_len(m: usize, k: usize, isa: Isa) -> usize {
+    match isa {
+        Isa::Avx2 => m * k,
+        Isa::Avx512 => m.next_multiple_of(2 * LANES) * k,
     }
 }
 
@@ -148,10 +223,14 @@ pub(crate) fn inverted_residual(
     let (in_pixels, out_pixels) = (g.in_pixels(), g.out_pixels());
     let (image_in, image_out) = (in_channels * in_pixels, out_channels * out_pixels);
     assert!(x.len() >= batch * image_in);
-    assert!(packed.project.len() == out_channels * channels);
+    assert!(packed.project.len() == packed_len(out_channels, channels, packed.isa));
     assert!(packed.depthwise.len() == channels * g.kernel[0] * g.kernel[1]);
     let expand = match (block.expand, &packed.expand) {
-        (Some(e), Some(weight)) if weight.len() == channels * in_channels => Some((weight, e)),
+        (Some(e), Some(weight))
+            if weight.len() == packed_len(channels, in_channels, packed.isa) =>
+        {
+            Some((weight, e))
+        }
         (None, None) => None,
         _ => panic!("the packed expansion does not match the block's"),
     };
@@ -167,6 +246,7 @@ pub(crate) fn inverted_residual(
                     e.bias,
                     None,
                     e.activation,
+                    packed.isa,
                 )
             });
             let hidden = depthwise_layer(
@@ -175,6 +255,7 @@ pub(crate) fn inverted_residual(
                 &g,
                 block.depthwise_bias,
                 block.depthwise_activation,
+                packed.isa,
             );
             let projected = pointwise(
                 &hidden,
@@ -183,6 +264,7 @@ pub(crate) fn inverted_residual(
                 block.project_bias,
                 block.residual.then_some(&input[..]),
                 Nonlinearity::Identity,
+                packed.isa,
             );
             from_blocked(&projected, out_pixels, out);
         }
@@ -325,10 +407,34 @@ unsafe fn activate(v: __m256, activation: Nonlinearity) -> __m256 {
     }
 }
 
+/// [`activate`] on sixteen lanes (the same operations lane by lane).
+#[inline(always)]
+unsafe fn activate_wide(v: __m512, activation: Nonlinearity) -> __m512 {
+    // SAFETY: AVX-512F, as the caller's target features guarantee.
+    unsafe {
+        let zero = _mm512_setzero_ps();
+        let six = _mm512_set1_ps(6.0);
+        match activation {
+            Nonlinearity::Identity | Nonlinearity::Gelu => v,
+            // `max_ps` returns its second operand when one is NaN, as for eight lanes.
+            Nonlinearity::ReLU => _mm512_max_ps(v, zero),
+            Nonlinearity::ReLU6 => _mm512_min_ps(six, _mm512_max_ps(zero, v)),
+            Nonlinearity::HardSwish => {
+                let gate = _mm512_min_ps(
+                    six,
+                    _mm512_max_ps(zero, _mm512_add_ps(v, _mm512_set1_ps(3.0))),
+                );
+                _mm512_mul_ps(_mm512_mul_ps(v, gate), _mm512_set1_ps(1.0 / 6.0))
+            }
+        }
+    }
+}
+
 /// A 1x1 convolution on blocked maps: `out[o, p] = activation(sum_i w[o, i] x[i, p] + bias[o] +
 /// residual[o, p])`, `[m, k, n]` = output channels, input channels, pixels; `weight` packed by
-/// [`to_blocked`]; `x`, `residual` and the result blocked. Split over the threads by pixels
-/// when large.
+/// [`pack_pointwise`] for `isa`; `x`, `residual` and the result blocked. Split over the threads
+/// by pixels when large.
+#[allow(clippy::too_many_arguments)]
 fn pointwise(
     x: &[f32],
     weight: &[f32],
@@ -336,72 +442,123 @@ fn pointwise(
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
     activation: Nonlinearity,
+    isa: Isa,
 ) -> Vec<f32> {
     assert!(
         x.len() == k * n
-            && weight.len() == m * k
+            && weight.len() == packed_len(m, k, isa)
             && m.is_multiple_of(LANES)
             && k.is_multiple_of(LANES)
     );
     assert!(bias.is_none_or(|b| b.len() >= m) && residual.is_none_or(|r| r.len() == m * n));
-    assert!(has_avx2_fma());
-    let tasks = if m * n * k >= PARALLEL_MIN_MACS {
-        rayon::current_num_threads().min(n.div_ceil(TILE_PIXELS))
+    assert!(has_avx2_fma() && (isa == Isa::Avx2 || has_avx512f()));
+    let tile = match isa {
+        Isa::Avx2 => TILE_PIXELS,
+        Isa::Avx512 => WIDE_TILE_PIXELS,
+    };
+    // Large maps are split between the threads by pixels; small ones (7x7: 49 pixels, where
+    // whole tiles of pixels would split unevenly) by output channels, in units of a tile's.
+    let threads = if m * n * k >= PARALLEL_MIN_MACS {
+        rayon::current_num_threads()
     } else {
         1
     };
-    let columns = n.div_ceil(tasks.max(1)).next_multiple_of(TILE_PIXELS);
+    let unit = match isa {
+        Isa::Avx2 => 2,
+        Isa::Avx512 => 4,
+    };
+    let by_pixels = n >= 4 * threads * tile;
+    let blocks = m / LANES;
+    let tasks = if by_pixels {
+        threads.min(n.div_ceil(tile))
+    } else {
+        threads.min(blocks.div_ceil(unit))
+    }
+    .max(1);
+    let columns = n.div_ceil(tasks).next_multiple_of(tile);
     let fill = |output: &mut [MaybeUninit<f32>]| {
         let shared = SharedOutput(output.as_mut_ptr().cast::<f32>());
         let run = |task: usize| {
-            let (first, last) = (task * columns, ((task + 1) * columns).min(n));
-            // SAFETY: the CPU has AVX2 and FMA (asserted above); `x`, `weight`, `bias` and
-            // `residual` hold what the shapes say (asserted above); `output` is `m * n` values
-            // and this task writes only pixels `first..last` of each channel block.
-            unsafe {
-                pointwise_columns(
-                    shared.at(0),
-                    x,
-                    weight,
-                    [m, k, n],
-                    [first, last],
-                    bias,
-                    residual,
-                    activation,
-                )
+            let (pixels, range) = if by_pixels {
+                ([task * columns, ((task + 1) * columns).min(n)], [0, blocks])
+            } else {
+                // Units of whole tiles, as evenly as they go; the last task takes the rest.
+                let units = blocks.div_ceil(unit);
+                let at = |task: usize| (units * task / tasks * unit).min(blocks);
+                ([0, n], [at(task), at(task + 1)])
             };
+            let args = Columns {
+                out: shared.at(0),
+                x,
+                weight,
+                shape: [m, k, n],
+                pixels,
+                blocks: range,
+                bias,
+                residual,
+                activation,
+            };
+            match isa {
+                // SAFETY: the CPU has AVX2 and FMA (asserted above); `x`, `weight`, `bias` and
+                // `residual` hold what the shapes say (asserted above); `output` is `m * n`
+                // values and this task writes only its pixels of its channel blocks.
+                Isa::Avx2 => unsafe { pointwise_columns(&args) },
+                // SAFETY: as above, and the CPU has AVX-512F (asserted above); `weight` was
+                // packed for it (its length asserted above); the task's blocks start at an even
+                // block (units of four).
+                Isa::Avx512 => unsafe { pointwise_columns_wide(&args) },
+            }
         };
         if tasks <= 1 {
             run(0);
         } else {
-            (0..n.div_ceil(columns)).into_par_iter().for_each(run);
+            (0..tasks).into_par_iter().for_each(run);
         }
     };
-    // SAFETY: the tasks' pixel ranges cover `0..n`, and `pointwise_columns` writes every
-    // channel of each of its pixels.
+    // SAFETY: the tasks' pixel ranges (each with every block) or block ranges (each with every
+    // pixel) cover the output, and `pointwise_columns` (or `pointwise_columns_wide`) writes
+    // every channel of each block of its range at each of its pixels.
     unsafe { filled_by(m * n, fill) }
 }
 
-/// Pixels `first..last` of every output channel block of [`pointwise`].
+/// One task's share of [`pointwise`]: pixels `first..last` of the output.
+struct Columns<'a> {
+    out: *mut f32,
+    x: &'a [f32],
+    weight: &'a [f32],
+    /// `[m, k, n]`: output channels, input channels, pixels.
+    shape: [usize; 3],
+    /// `[first, last]`.
+    pixels: [usize; 2],
+    /// The output channel blocks `[first, end)` (of 8 channels).
+    blocks: [usize; 2],
+    bias: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+    activation: Nonlinearity,
+}
+
+/// Pixels `first..last` of the output channel blocks in `args.blocks`, 8 lanes a vector;
+/// `weight` packed `[m / 8, k, 8]` (or for AVX-512, where only an odd last block comes here,
+/// whose weights sit where they would in that layout).
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA; `out` must hold `m * n` values in the blocked layout, of
-/// which nobody else accesses these pixels meanwhile; `x` must be `k * n`, `weight` `m * k`,
-/// `bias` at least `m` and `residual` `m * n` values; `last <= n`.
+/// which nobody else accesses these pixels of these blocks meanwhile; `x` must be `k * n`,
+/// `weight` `m * k`, `bias` at least `m` and `residual` `m * n` values; `last <= n`, the blocks'
+/// end at most `m / 8`.
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn pointwise_columns(
-    out: *mut f32,
-    x: &[f32],
-    weight: &[f32],
-    [m, k, n]: [usize; 3],
-    [first, last]: [usize; 2],
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    activation: Nonlinearity,
-) {
-    let blocks = m / LANES;
-    let mut block = 0;
+unsafe fn pointwise_columns(args: &Columns) {
+    let &Columns {
+        out,
+        x,
+        weight,
+        shape: [_, k, n],
+        pixels: [first, last],
+        blocks: [mut block, blocks],
+        bias,
+        residual,
+        activation,
+    } = args;
     while block < blocks {
         // Two output blocks per tile (12 accumulators), one for an odd last one.
         let pair = blocks - block >= 2;
@@ -465,6 +622,136 @@ unsafe fn pointwise_columns(
     }
 }
 
+/// Output pixels per register tile of the AVX-512 1x1 kernel: with two 16-lane vectors of
+/// output channels, 24 accumulators of the 32 registers.
+const WIDE_TILE_PIXELS: usize = 12;
+
+/// [`pointwise_columns`] on AVX-512F: a pair of output channel blocks (16 channels) a vector,
+/// two vectors and 12 pixels a tile (one vector for an odd last pair), each input value
+/// broadcast once for both; an odd last block is a pair with zero weights whose second half is
+/// not stored. The sums run in the AVX2 kernel's order, so the two agree bit for bit.
+///
+/// # Safety
+/// As [`pointwise_columns`], the CPU must have AVX-512F too, `weight` must be packed by
+/// [`pack_pointwise`] for [`Isa::Avx512`], and the blocks' range must start at an even block.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn pointwise_columns_wide(args: &Columns) {
+    let &Columns {
+        out,
+        x,
+        weight,
+        shape: [_, k, n],
+        pixels: [first, last],
+        blocks: [first_block, end_block],
+        bias,
+        residual,
+        activation,
+    } = args;
+    // The pairs of blocks in the range (which starts at an even block), an odd last block as
+    // a pair with zero weights whose second half is not stored.
+    let pairs = end_block.div_ceil(2);
+    let mut pair = first_block / 2;
+    while pair < pairs {
+        let both = pairs - pair >= 2;
+        let w0 = &weight[pair * k * 2 * LANES..][..k * 2 * LANES];
+        let w1 = &weight[(pair + usize::from(both)) * k * 2 * LANES..][..k * 2 * LANES];
+        // The bias lanes of the tile's (up to) four blocks.
+        let biases: [[f32; LANES]; 4] = std::array::from_fn(|b| {
+            if 2 * pair + b < end_block {
+                bias_lanes(bias, 2 * pair + b)
+            } else {
+                [0.0; LANES]
+            }
+        });
+        let mut pixel = first;
+        while pixel < last {
+            let count = (last - pixel).min(WIDE_TILE_PIXELS);
+            // SAFETY: as this function's caller guarantees; the tile's pixels are inside
+            // `first..last`, its weights inside `weight` (sliced above).
+            unsafe {
+                let mut acc0 = [_mm512_setzero_ps(); WIDE_TILE_PIXELS];
+                let mut acc1 = [_mm512_setzero_ps(); WIDE_TILE_PIXELS];
+                for input_block in 0..k / LANES {
+                    let xs = x.as_ptr().add((input_block * n + pixel) * LANES);
+                    for lane in 0..LANES {
+                        let c = input_block * LANES + lane;
+                        let wv0 = _mm512_loadu_ps(w0.as_ptr().add(c * 2 * LANES));
+                        if both {
+                            let wv1 = _mm512_loadu_ps(w1.as_ptr().add(c * 2 * LANES));
+                            if count == WIDE_TILE_PIXELS {
+                                for j in 0..WIDE_TILE_PIXELS {
+                                    let xv = _mm512_set1_ps(*xs.add(j * LANES + lane));
+                                    acc0[j] = _mm512_fmadd_ps(wv0, xv, acc0[j]);
+                                    acc1[j] = _mm512_fmadd_ps(wv1, xv, acc1[j]);
+                                }
+                            } else {
+                                // A fixed trip count (no slice of the accumulators), so that
+                                // they stay in registers.
+                                for j in 0..WIDE_TILE_PIXELS {
+                                    if j < count {
+                                        let xv = _mm512_set1_ps(*xs.add(j * LANES + lane));
+                                        acc0[j] = _mm512_fmadd_ps(wv0, xv, acc0[j]);
+                                        acc1[j] = _mm512_fmadd_ps(wv1, xv, acc1[j]);
+                                    }
+                                }
+                            }
+                        } else if count == WIDE_TILE_PIXELS {
+                            for (j, acc) in acc0.iter_mut().enumerate() {
+                                let xv = _mm512_set1_ps(*xs.add(j * LANES + lane));
+                                *acc = _mm512_fmadd_ps(wv0, xv, *acc);
+                            }
+                        } else {
+                            for (j, acc) in acc0.iter_mut().enumerate() {
+                                if j < count {
+                                    let xv = _mm512_set1_ps(*xs.add(j * LANES + lane));
+                                    *acc = _mm512_fmadd_ps(wv0, xv, *acc);
+                                }
+                            }
+                        }
+                    }
+                }
+                let vectors = 1 + usize::from(both);
+                for (v, acc) in [acc0, acc1].into_iter().enumerate() {
+                    for (j, sum) in acc.into_iter().enumerate() {
+                        if v >= vectors || j >= count {
+                            continue;
+                        }
+                        for half in 0..2 {
+                            let block = 2 * (pair + v) + half;
+                            if block == end_block {
+                                continue;
+                            }
+                            store(
+                                out,
+                                half_of(sum, half),
+                                &biases[2 * v + half],
+                                residual,
+                                [block, n, pixel + j],
+                                activation,
+                            );
+                        }
+                    }
+                }
+            }
+            pixel += count;
+        }
+        pair += 1 + usize::from(both);
+    }
+}
+
+/// Lanes `0..8` (`half` 0) or `8..16` (`half` 1) of `v`.
+#[inline(always)]
+unsafe fn half_of(v: __m512, half: usize) -> __m256 {
+    // SAFETY: AVX-512F, as the caller's target features guarantee.
+    unsafe {
+        if half == 0 {
+            _mm512_castps512_ps256(v)
+        } else {
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))
+        }
+    }
+}
+
 /// Stores `activation(acc + bias + residual)` at pixel `p` of channel block `block` (`n`
 /// pixels a block) of the blocked map `out`.
 ///
@@ -499,26 +786,26 @@ fn depthwise_layer(
     g: &ConvGeometry,
     bias: Option<&[f32]>,
     activation: Nonlinearity,
+    isa: Isa,
 ) -> Vec<f32> {
     let (in_pixels, out_pixels) = (g.in_pixels(), g.out_pixels());
     let taps = g.kernel[0] * g.kernel[1];
     let blocks = g.in_channels / LANES;
     assert!(x.len() == blocks * in_pixels * LANES && weight.len() == blocks * taps * LANES);
     assert!(bias.is_none_or(|b| b.len() >= g.in_channels) && has_avx2_fma());
+    assert!(isa == Isa::Avx2 || has_avx512f());
     let run = |block: usize, out: &mut [MaybeUninit<f32>]| {
         let bias = bias_lanes(bias, block);
-        // SAFETY: the CPU has AVX2 and FMA (asserted above); the block's input, weights and
-        // output hold what the geometry says (asserted above; `out` is one block's chunk).
-        unsafe {
-            depthwise_block(
-                &x[block * in_pixels * LANES..(block + 1) * in_pixels * LANES],
-                &weight[block * taps * LANES..(block + 1) * taps * LANES],
-                &bias,
-                g,
-                activation,
-                out,
-            )
-        };
+        let x = &x[block * in_pixels * LANES..(block + 1) * in_pixels * LANES];
+        let weight = &weight[block * taps * LANES..(block + 1) * taps * LANES];
+        match isa {
+            // SAFETY: the CPU has AVX2 and FMA (asserted above); the block's input, weights
+            // and output hold what the geometry says (asserted above; `out` is one block's
+            // chunk).
+            Isa::Avx2 => unsafe { depthwise_block(x, weight, &bias, g, activation, out) },
+            // SAFETY: as above, and the CPU has AVX-512F (asserted above).
+            Isa::Avx512 => unsafe { depthwise_block_wide(x, weight, &bias, g, activation, out) },
+        }
     };
     let fill = |output: &mut [MaybeUninit<f32>]| {
         let chunks = output.chunks_exact_mut(out_pixels * LANES);
@@ -552,6 +839,42 @@ unsafe fn depthwise_block(
     activation: Nonlinearity,
     out: &mut [MaybeUninit<f32>],
 ) {
+    // SAFETY: as this function's caller guarantees.
+    unsafe { depthwise_rows::<false>(x, weight, bias, g, activation, out) }
+}
+
+/// [`depthwise_block`] with AVX-512F at stride 1: away from the edges two neighbouring output
+/// pixels (16 contiguous values, as are their inputs at each tap) a vector, the eight weights
+/// of a tap broadcast to both halves; lane by lane the same operations, so the same values.
+///
+/// # Safety
+/// As [`depthwise_block`], and the CPU must have AVX-512F.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn depthwise_block_wide(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32; LANES],
+    g: &ConvGeometry,
+    activation: Nonlinearity,
+    out: &mut [MaybeUninit<f32>],
+) {
+    // SAFETY: as this function's caller guarantees.
+    unsafe { depthwise_rows::<true>(x, weight, bias, g, activation, out) }
+}
+
+/// The body of [`depthwise_block`] (`WIDE` false) and [`depthwise_block_wide`] (`WIDE` true).
+///
+/// # Safety
+/// As those functions' (AVX-512F where `WIDE`).
+#[inline(always)]
+unsafe fn depthwise_rows<const WIDE: bool>(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32; LANES],
+    g: &ConvGeometry,
+    activation: Nonlinearity,
+    out: &mut [MaybeUninit<f32>],
+) {
     let (h, w, k, s, pad) = (
         g.in_height,
         g.in_width,
@@ -571,9 +894,10 @@ unsafe fn depthwise_block(
     } else {
         0
     };
-    // SAFETY (every block below): the CPU has AVX2 and FMA; input offsets are inside the plane
-    // (rows and columns checked, or inside the inner columns), weight offsets below `k * k * 8`,
-    // output offsets below `out_pixels * 8`.
+    // SAFETY (every block below): the CPU has AVX2 and FMA, and AVX-512F where `WIDE`; input
+    // offsets are inside the plane (rows and columns checked, or inside the inner columns; the
+    // wide path's 16 values at each tap are two pixels of them), weight offsets below
+    // `k * k * 8`, output offsets below `out_pixels * 8`.
     unsafe {
         let b = _mm256_loadu_ps(bias.as_ptr());
         for oy in 0..g.out_height {
@@ -584,7 +908,26 @@ unsafe fn depthwise_block(
             let out_row = out_ptr.add(oy * g.out_width * LANES);
             let mut ox = 0;
             while ox < g.out_width {
-                if ox >= inner_first && ox + DW_PIXELS <= inner_end {
+                if WIDE && s == 1 && ox >= inner_first && ox + 2 * DW_PIXELS <= inner_end {
+                    let b16 = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(b)));
+                    let mut acc = [b16; DW_PIXELS];
+                    for ky in ky_first..ky_end {
+                        let row = xs.add((top + ky as isize) as usize * w * LANES);
+                        for kx in 0..k {
+                            let wv = _mm256_loadu_ps(ws.add((ky * k + kx) * LANES));
+                            let wv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(wv)));
+                            for (j, a) in acc.iter_mut().enumerate() {
+                                let ix = ox + 2 * j + kx - pad;
+                                *a = _mm512_fmadd_ps(_mm512_loadu_ps(row.add(ix * LANES)), wv, *a);
+                            }
+                        }
+                    }
+                    for (j, a) in acc.into_iter().enumerate() {
+                        let at = out_row.add((ox + 2 * j) * LANES);
+                        _mm512_storeu_ps(at, activate_wide(a, activation));
+                    }
+                    ox += 2 * DW_PIXELS;
+                } else if ox >= inner_first && ox + DW_PIXELS <= inner_end {
                     let mut acc = [b; DW_PIXELS];
                     for ky in ky_first..ky_end {
                         let row = xs.add((top + ky as isize) as usize * w * LANES);
@@ -732,7 +1075,7 @@ mod tests {
             };
             let g2 = geometry([ce, cout], [g.out_height, g.out_width], 1, 1, 1);
             let expected = pointwise_nchw(&hidden, batch, &g2, &project, epilogue);
-            let packed = pack(&block, cin, cout);
+            let packed = pack_for(&block, cin, cout, Isa::Avx2);
             let actual = inverted_residual(&x, batch, cin, cout, &block, &packed);
             assert_eq!(actual.len(), expected.len(), "case {index}: length");
             for (at, (a, e)) in actual.iter().zip(&expected).enumerate() {
@@ -740,6 +1083,92 @@ mod tests {
                     (a - e).abs() <= 1e-5 * (1.0 + e.abs()),
                     "case {index}[{at}]: {a} vs {e}"
                 );
+            }
+            // The AVX-512 kernel sums in the AVX2 kernel's order: bit for bit the same.
+            if has_avx512f() {
+                let packed = pack_for(&block, cin, cout, Isa::Avx512);
+                let wide = inverted_residual(&x, batch, cin, cout, &block, &packed);
+                let same = wide
+                    .iter()
+                    .zip(&actual)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "case {index}: AVX-512 differs from AVX2");
+            }
+        }
+    }
+
+    /// The 1x1 kernel against the definition (sums in input channel order with fused
+    /// multiply-adds from 0, then the bias, the residual, the activation), on both instruction
+    /// sets: pixel splits with partial tiles, the channel split of small maps (7x7), odd block
+    /// counts (24, 40, 72 outputs), and one block. AVX-512 must equal AVX2 bit for bit.
+    #[test]
+    fn pointwise_kernels_equal_the_definition() {
+        if !has_avx2_fma() {
+            return;
+        }
+        let shapes = [
+            (960, 160, 49),
+            (24, 144, 49),
+            (40, 96, 7),
+            (8, 8, 1),
+            (16, 32, 200),
+            (72, 24, 97),
+            (32, 64, 3136),
+        ];
+        for (index, (m, k, n)) in shapes.into_iter().enumerate() {
+            let seed = 7 * index as u32;
+            let x = values(k * n, seed);
+            let weight = values(m * k, seed + 1);
+            let bias = values(m, seed + 2);
+            let residual = values(m * n, seed + 3);
+            let activation = Nonlinearity::ReLU6;
+            let (xb, rb) = (to_blocked(&x, n), to_blocked(&residual, n));
+            let mut expected = vec![0.0; m * n];
+            for o in 0..m {
+                for p in 0..n {
+                    let sum = (0..k).fold(0.0f32, |acc, i| {
+                        weight[o * k + i].mul_add(x[i * n + p], acc)
+                    });
+                    let v = sum + bias[o] + residual[o * n + p];
+                    expected[o * n + p] = v.clamp(0.0, 6.0);
+                }
+            }
+            let mut outputs = vec![];
+            for isa in [Isa::Avx2, Isa::Avx512] {
+                if isa == Isa::Avx512 && !has_avx512f() {
+                    continue;
+                }
+                let packed = pack_pointwise(&weight, k, isa);
+                let blocked = pointwise(
+                    &xb,
+                    &packed,
+                    [m, k, n],
+                    Some(&bias),
+                    Some(&rb),
+                    activation,
+                    isa,
+                );
+                let mut actual = vec![MaybeUninit::new(f32::NAN); m * n];
+                from_blocked(&blocked, n, &mut actual);
+                // SAFETY: `actual` was initialized above (and overwritten by `from_blocked`).
+                let actual: Vec<f32> = actual
+                    .into_iter()
+                    .map(|v| unsafe { v.assume_init() })
+                    .collect();
+                for (at, (a, e)) in actual.iter().zip(&expected).enumerate() {
+                    assert!(
+                        (a - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                        "{isa:?} {m}x{k}x{n}[{at}]: {a} vs {e}"
+                    );
+                }
+                outputs.push(actual);
+            }
+            if let [avx2, avx512] = &outputs[..] {
+                let same = avx2
+                    .iter()
+                    .zip(avx512)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{m}x{k}x{n}: AVX-512 differs from AVX2");
             }
         }
     }

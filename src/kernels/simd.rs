@@ -46,14 +46,24 @@ pub(crate) fn has_avx2_fma() -> bool {
     })
 }
 
-/// Whether this CPU has AVX-512F (checked once). The kernels written with its intrinsics take
-/// it; the rest of the kernels stay on [`dispatch!`]'s AVX2 (see `docs/performance.md`).
+/// Whether this CPU has AVX-512F (checked once) and [`AVX512_ENV`] does not turn it off. The
+/// kernels written with its intrinsics take it; the rest of the kernels stay on
+/// [`dispatch!`]'s AVX2 (see `docs/performance.md`).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx512f() -> bool {
     use std::sync::OnceLock;
     static DETECTED: OnceLock<bool> = OnceLock::new();
-    *DETECTED.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    *DETECTED.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::env::var(AVX512_ENV).map_or(true, |value| value != "0")
+    })
 }
+
+/// Environment variable that, set to `0`, keeps the kernels on their AVX2 paths on a CPU with
+/// AVX-512: to test those paths there (CI runs the kernel and parity tests so) and to measure
+/// one against the other.
+#[cfg(target_arch = "x86_64")]
+pub(crate) const AVX512_ENV: &str = "MOBILENET_BURN_AVX512";
 
 /// `dispatch!(function(args...))` calls `function::<Fused>` inside an AVX2+FMA context when the
 /// CPU supports it and `function::<Plain>` otherwise. `function` must be `#[inline(always)]` and
