@@ -1,5 +1,7 @@
 //! An inverted residual block without squeeze-and-excitation in a channel-blocked layout
-//! (NCHW8c: `[channels / 8, pixels, 8]`, eight channels in the lanes of a vector), AVX2 and FMA.
+//! (NCHW8c: `[channels / 8, pixels, 8]`, eight channels in the lanes of a vector), AVX2 and FMA,
+//! with AVX-512F forms of the 1x1 kernel (a pair of channel blocks a vector) and of the stride-1
+//! depthwise kernel (two pixels a vector) where the CPU has it ([`Isa`]).
 //!
 //! The block's input is transposed into the blocked layout once, the expansion, the depthwise
 //! convolution and the projection run on blocked maps, and the output is transposed back: the
