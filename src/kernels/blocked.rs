@@ -410,8 +410,11 @@ unsafe fn activate(v: __m256, activation: Nonlinearity) -> __m256 {
 }
 
 /// [`activate`] on sixteen lanes (the same operations lane by lane).
+///
+/// # Safety
+/// The CPU must have AVX-512F (the caller's target features).
 #[inline(always)]
-unsafe fn activate_wide(v: __m512, activation: Nonlinearity) -> __m512 {
+pub(crate) unsafe fn activate_wide(v: __m512, activation: Nonlinearity) -> __m512 {
     // SAFETY: AVX-512F, as the caller's target features guarantee.
     unsafe {
         let zero = _mm512_setzero_ps();

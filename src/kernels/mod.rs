@@ -44,6 +44,7 @@ pub(crate) mod plane3x3;
 pub(crate) mod resize;
 pub(crate) mod rows3;
 pub(crate) mod simd;
+pub(crate) mod stem;
 pub(crate) mod tapwise;
 pub(crate) mod train;
 

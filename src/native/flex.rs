@@ -164,6 +164,13 @@ pub(crate) fn conv2d(
         depthwise
     } else if !is_dense {
         return Outcome::Declined(x);
+    } else if stem_takes(&geometry, activation) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            kernels::stem::conv
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("stem_takes is false off x86-64")
     } else if tapwise::worth_it(&geometry) {
         tapwise::tapwise
     } else if direct::supports(&geometry) {
@@ -199,6 +206,25 @@ pub(crate) fn conv2d(
     );
     super::count_layer();
     Outcome::Computed(into_tensor(output, out_shape))
+}
+
+/// Whether `kernels::stem` takes this dense convolution (a stem: 3x3 at stride 2 on a few
+/// input channels, on a CPU with AVX-512F; no residual, which `conv2d` checks first).
+fn stem_takes(geometry: &ConvGeometry, activation: Activation) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let epilogue = Epilogue {
+            bias: None,
+            residual: None,
+            activation: activation.into(),
+        };
+        kernels::stem::supports(geometry, &epilogue)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (geometry, activation);
+        false
+    }
 }
 
 /// A 1x1 convolution (BatchNorm folded) and the depthwise convolution (folded) that reads it,
