@@ -9,6 +9,8 @@
 //!   epilogue fused into the pass that writes the output.
 //! - `tapwise`: stride-1 convolutions with large dilations, one matrix multiply per kernel tap
 //!   over the outputs it reaches inside the input (DeepLabV3's ASPP).
+//! - `stem`: 3x3 stride-2 convolutions on a few input channels (every MobileNet's stem) with
+//!   AVX-512: the strided input gathered by permutes, eight output channels a register tile.
 //! - `direct`: depthwise convolutions as 1-D convolutions over phase planes; `interleaved`: the
 //!   same on small maps, eight channels at a time on a channel-interleaved tile. Both copy their
 //!   input once, and can finish it as they copy: a 1x1 expansion read only by a depthwise
@@ -19,8 +21,9 @@
 //!   does not take (CPUs with AVX2 only; GELU, which it has no vector form of: MobileNetV4
 //!   Hybrid-Large).
 //! - `blocked`: an inverted residual block without squeeze-and-excitation in a channel-blocked
-//!   layout (eight channels in the lanes; AVX2): its 1x1 convolutions with the epilogue in
-//!   registers and its depthwise convolution without copies, for batches smaller than the threads.
+//!   layout (eight channels in the lanes; AVX2, and AVX-512 with two channel blocks or two
+//!   pixels a vector): its 1x1 convolutions with the epilogue in registers and its depthwise
+//!   convolution without copies, for batches smaller than the threads.
 //! - `fused`: an inverted residual block without squeeze-and-excitation (expansion, depthwise,
 //!   projection, residual) per band of rows, its expanded map never in memory in full.
 //! - `linear`: fully connected layers at small batch, a stream over the weight rows (the
@@ -29,7 +32,8 @@
 //! - `elementwise`: activations in place, and squeeze-and-excitation on one image.
 //! - `train`: the forward and backward steps of the training kernels (BatchNorm with its
 //!   activation, 1x1 and depthwise convolutions, squeeze-and-excitation).
-//! - `simd`: run-time dispatch of the inner loops to AVX2+FMA copies where the CPU has them.
+//! - `simd`: run-time dispatch of the inner loops to AVX2+FMA copies where the CPU has them,
+//!   and the AVX-512 check (`MOBILENET_BURN_AVX512=0` keeps every kernel on AVX2).
 //!
 //! Work is split over rayon's current thread pool; the caller decides which pool that is.
 
