@@ -382,58 +382,53 @@ fn bias_lanes(bias: Option<&[f32]>, block: usize) -> [f32; LANES] {
     std::array::from_fn(|lane| bias.map_or(0.0, |bias| bias[block * LANES + lane]))
 }
 
-/// `activation(x)` on eight lanes, the operations of `elementwise`'s scalar forms in their
-/// order (NaN kept where those keep it).
-#[inline(always)]
-unsafe fn activate(v: __m256, activation: Nonlinearity) -> __m256 {
-    // SAFETY: AVX, as the caller's target features guarantee.
-    unsafe {
-        let zero = _mm256_setzero_ps();
-        let six = _mm256_set1_ps(6.0);
-        match activation {
-            Nonlinearity::Identity | Nonlinearity::Gelu => v,
-            // `x.max(0.0)`: 0 for NaN, as `f32::max` (`max_ps` returns its second operand
-            // when one is NaN).
-            Nonlinearity::ReLU => _mm256_max_ps(v, zero),
-            // `x.clamp(0.0, 6.0)`: NaN stays NaN.
-            Nonlinearity::ReLU6 => _mm256_min_ps(six, _mm256_max_ps(zero, v)),
-            // `x * (x + 3).clamp(0, 6) * (1 / 6)`.
-            Nonlinearity::HardSwish => {
-                let gate = _mm256_min_ps(
-                    six,
-                    _mm256_max_ps(zero, _mm256_add_ps(v, _mm256_set1_ps(3.0))),
-                );
-                _mm256_mul_ps(_mm256_mul_ps(v, gate), _mm256_set1_ps(1.0 / 6.0))
+/// Defines `activation(x)` on one vector type from its intrinsics: the operations of
+/// `elementwise`'s scalar forms in their order, lane by lane (NaN kept where those keep it).
+macro_rules! activation_on {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($vector:ty): $setzero:ident, $set1:ident,
+     $max:ident, $min:ident, $add:ident, $mul:ident) => {
+        $(#[$doc])*
+        #[inline(always)]
+        $vis unsafe fn $name(v: $vector, activation: Nonlinearity) -> $vector {
+            // SAFETY: the vector's instructions, as the caller's target features guarantee.
+            unsafe {
+                let zero = $setzero();
+                let six = $set1(6.0);
+                match activation {
+                    Nonlinearity::Identity | Nonlinearity::Gelu => v,
+                    // `x.max(0.0)`: 0 for NaN, as `f32::max` (`max_ps` returns its second
+                    // operand when one is NaN).
+                    Nonlinearity::ReLU => $max(v, zero),
+                    // `x.clamp(0.0, 6.0)`: NaN stays NaN.
+                    Nonlinearity::ReLU6 => $min(six, $max(zero, v)),
+                    // `x * (x + 3).clamp(0, 6) * (1 / 6)`.
+                    Nonlinearity::HardSwish => {
+                        let gate = $min(six, $max(zero, $add(v, $set1(3.0))));
+                        $mul($mul(v, gate), $set1(1.0 / 6.0))
+                    }
+                }
             }
         }
-    }
+    };
 }
 
-/// [`activate`] on sixteen lanes (the same operations lane by lane).
-///
-/// # Safety
-/// The CPU must have AVX-512F (the caller's target features).
-#[inline(always)]
-pub(crate) unsafe fn activate_wide(v: __m512, activation: Nonlinearity) -> __m512 {
-    // SAFETY: AVX-512F, as the caller's target features guarantee.
-    unsafe {
-        let zero = _mm512_setzero_ps();
-        let six = _mm512_set1_ps(6.0);
-        match activation {
-            Nonlinearity::Identity | Nonlinearity::Gelu => v,
-            // `max_ps` returns its second operand when one is NaN, as for eight lanes.
-            Nonlinearity::ReLU => _mm512_max_ps(v, zero),
-            Nonlinearity::ReLU6 => _mm512_min_ps(six, _mm512_max_ps(zero, v)),
-            Nonlinearity::HardSwish => {
-                let gate = _mm512_min_ps(
-                    six,
-                    _mm512_max_ps(zero, _mm512_add_ps(v, _mm512_set1_ps(3.0))),
-                );
-                _mm512_mul_ps(_mm512_mul_ps(v, gate), _mm512_set1_ps(1.0 / 6.0))
-            }
-        }
-    }
-}
+activation_on!(
+    /// `activation(x)` on eight lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX (the caller's target features).
+    fn activate(__m256): _mm256_setzero_ps, _mm256_set1_ps, _mm256_max_ps, _mm256_min_ps,
+        _mm256_add_ps, _mm256_mul_ps
+);
+
+activation_on!(
+    /// [`activate`] on sixteen lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F (the caller's target features).
+    pub(crate) fn activate_wide(__m512): _mm512_setzero_ps, _mm512_set1_ps, _mm512_max_ps,
+        _mm512_min_ps, _mm512_add_ps, _mm512_mul_ps
+);
 
 /// A 1x1 convolution on blocked maps: `out[o, p] = activation(sum_i w[o, i] x[i, p] + bias[o] +
 /// residual[o, p])`, `[m, k, n]` = output channels, input channels, pixels; `weight` packed by
