@@ -452,8 +452,10 @@ fn pointwise(
     );
     assert!(bias.is_none_or(|b| b.len() >= m) && residual.is_none_or(|r| r.len() == m * n));
     assert!(has_avx2_fma() && (isa == Isa::Avx2 || has_avx512f()));
+    let seven = isa == Isa::Avx512 && seven_pixel_tiles(n);
     let tile = match isa {
         Isa::Avx2 => TILE_PIXELS,
+        Isa::Avx512 if seven => SEVEN_PIXELS,
         Isa::Avx512 => WIDE_TILE_PIXELS,
     };
     // Large maps are split between the threads by pixels; small ones (7x7: 49 pixels, where
@@ -465,6 +467,7 @@ fn pointwise(
     };
     let unit = match isa {
         Isa::Avx2 => 2,
+        Isa::Avx512 if seven => 6,
         Isa::Avx512 => 4,
     };
     let by_pixels = n >= 4 * threads * tile;
@@ -506,6 +509,8 @@ fn pointwise(
                 // SAFETY: as above, and the CPU has AVX-512F (asserted above); `weight` was
                 // packed for it (its length asserted above); the task's blocks start at an even
                 // block (units of four).
+                Isa::Avx512 if seven => unsafe { pointwise_columns_seven(&args) },
+                // SAFETY: as above.
                 Isa::Avx512 => unsafe { pointwise_columns_wide(&args) },
             }
         };
@@ -736,6 +741,179 @@ unsafe fn pointwise_columns_wide(args: &Columns) {
             pixel += count;
         }
         pair += 1 + usize::from(both);
+    }
+}
+
+/// Pixels a tile of the AVX-512 1x1 kernel on maps of a multiple of 7 pixels up to
+/// [`SEVEN_MAX_PIXELS`] (7x7: 49 pixels, which tiles of 12 leave a 1-pixel remainder at every
+/// block): three vectors by 7 pixels, 21 accumulators.
+const SEVEN_PIXELS: usize = 7;
+
+/// The largest map the 7-pixel tiles take (7x7 and 7x14).
+const SEVEN_MAX_PIXELS: usize = 98;
+
+/// Whether the AVX-512 1x1 kernel takes `n` pixels in tiles of [`SEVEN_PIXELS`].
+fn seven_pixel_tiles(n: usize) -> bool {
+    n.is_multiple_of(SEVEN_PIXELS) && n <= SEVEN_MAX_PIXELS
+}
+
+/// [`pointwise_columns_wide`] in tiles of three vectors (fewer for the last pairs) by
+/// [`SEVEN_PIXELS`], for the maps of [`seven_pixel_tiles`]. The activation is a constant of
+/// each copy (`ACT`, see [`nonlinearity`]), so that no store branches on it.
+///
+/// # Safety
+/// As [`pointwise_columns_wide`].
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn pointwise_columns_seven(args: &Columns) {
+    // SAFETY: as this function's caller guarantees.
+    unsafe {
+        match args.activation {
+            Nonlinearity::Identity | Nonlinearity::Gelu => columns_seven::<0>(args),
+            Nonlinearity::ReLU => columns_seven::<1>(args),
+            Nonlinearity::ReLU6 => columns_seven::<2>(args),
+            Nonlinearity::HardSwish => columns_seven::<3>(args),
+        }
+    }
+}
+
+/// The activation numbered `ACT` by [`pointwise_columns_seven`] (Identity, ReLU, ReLU6,
+/// HardSwish).
+#[inline(always)]
+fn nonlinearity<const ACT: u8>() -> Nonlinearity {
+    match ACT {
+        1 => Nonlinearity::ReLU,
+        2 => Nonlinearity::ReLU6,
+        3 => Nonlinearity::HardSwish,
+        _ => Nonlinearity::Identity,
+    }
+}
+
+/// [`pointwise_columns_seven`] with the activation `ACT`.
+///
+/// # Safety
+/// As [`pointwise_columns_wide`].
+#[inline(always)]
+unsafe fn columns_seven<const ACT: u8>(args: &Columns) {
+    let [first_block, end_block] = args.blocks;
+    let pairs = end_block.div_ceil(2);
+    let mut pair = first_block / 2;
+    // SAFETY (each call): as this function's caller guarantees; the pairs lie in the range.
+    unsafe {
+        while pair < pairs {
+            match pairs - pair {
+                1 => pixels_seven::<1, ACT>(args, pair),
+                2 => pixels_seven::<2, ACT>(args, pair),
+                _ => pixels_seven::<3, ACT>(args, pair),
+            }
+            pair += (pairs - pair).min(3);
+        }
+    }
+}
+
+/// Pairs `pair..pair + V` of [`columns_seven`] at every pixel of the task's range.
+///
+/// # Safety
+/// As [`pointwise_columns_wide`]; those pairs lie in the range (the last may be an odd
+/// block's).
+#[inline(always)]
+unsafe fn pixels_seven<const V: usize, const ACT: u8>(args: &Columns, pair: usize) {
+    let [first, last] = args.pixels;
+    let end_block = args.blocks[1];
+    // The bias lanes of the tile's blocks (zeros past the range's end).
+    let biases: [[[f32; LANES]; 2]; V] = std::array::from_fn(|v| {
+        std::array::from_fn(|half| {
+            let block = 2 * (pair + v) + half;
+            if block < end_block {
+                bias_lanes(args.bias, block)
+            } else {
+                [0.0; LANES]
+            }
+        })
+    });
+    let mut pixel = first;
+    // SAFETY (each call): as this function's caller guarantees; the tile's pixels lie in
+    // `first..last`.
+    unsafe {
+        while pixel + SEVEN_PIXELS <= last {
+            tile_seven::<V, ACT, true>(args, &biases, pair, pixel, SEVEN_PIXELS);
+            pixel += SEVEN_PIXELS;
+        }
+        if pixel < last {
+            tile_seven::<V, ACT, false>(args, &biases, pair, pixel, last - pixel);
+        }
+    }
+}
+
+/// One register tile of [`pixels_seven`]: pairs `pair..pair + V` at pixels
+/// `pixel..pixel + count` (`count` is 7 where `FULL`). The accumulators are indexed only by
+/// constants after unrolling (index loops of fixed trip count, a test inside for a partial
+/// tile), so that they stay in registers; the sums run in the other tiles' order.
+///
+/// # Safety
+/// As [`pixels_seven`], and the tile's pixels lie in the task's range.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile_seven<const V: usize, const ACT: u8, const FULL: bool>(
+    args: &Columns,
+    biases: &[[[f32; LANES]; 2]; V],
+    pair: usize,
+    pixel: usize,
+    count: usize,
+) {
+    let &Columns {
+        out,
+        x,
+        weight,
+        shape: [_, k, n],
+        blocks: [_, end_block],
+        residual,
+        ..
+    } = args;
+    let pair_len = k * 2 * LANES;
+    let w = &weight[pair * pair_len..(pair + V) * pair_len];
+    // SAFETY: as this function's caller guarantees: the input's, the weights' (sliced above)
+    // and the output's offsets lie inside the shapes.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); SEVEN_PIXELS]; V];
+        for input_block in 0..k / LANES {
+            let xs = x.as_ptr().add((input_block * n + pixel) * LANES);
+            for lane in 0..LANES {
+                let c = input_block * LANES + lane;
+                let mut wv = [_mm512_setzero_ps(); V];
+                for v in 0..V {
+                    wv[v] = _mm512_loadu_ps(w.as_ptr().add(v * pair_len + c * 2 * LANES));
+                }
+                for j in 0..SEVEN_PIXELS {
+                    if FULL || j < count {
+                        let xv = _mm512_set1_ps(*xs.add(j * LANES + lane));
+                        for v in 0..V {
+                            acc[v][j] = _mm512_fmadd_ps(wv[v], xv, acc[v][j]);
+                        }
+                    }
+                }
+            }
+        }
+        for v in 0..V {
+            for j in 0..SEVEN_PIXELS {
+                if !FULL && j >= count {
+                    continue;
+                }
+                for half in 0..2 {
+                    let block = 2 * (pair + v) + half;
+                    if block >= end_block {
+                        continue;
+                    }
+                    store(
+                        out,
+                        half_of(acc[v][j], half),
+                        &biases[v][half],
+                        residual,
+                        [block, n, pixel + j],
+                        nonlinearity::<ACT>(),
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -1146,7 +1324,8 @@ mod tests {
     /// The 1x1 kernel against the definition (sums in input channel order with fused
     /// multiply-adds from 0, then the bias, the residual, the activation), on both instruction
     /// sets: pixel splits with partial tiles, the channel split of small maps (7x7), odd block
-    /// counts (24, 40, 72 outputs), and one block. AVX-512 must equal AVX2 bit for bit.
+    /// counts (24, 40, 72 outputs), one block, and the 7-pixel tiles of 7x7 and 7x14 maps.
+    /// AVX-512 must equal AVX2 bit for bit.
     #[test]
     fn pointwise_kernels_equal_the_definition() {
         if !has_avx2_fma() {
@@ -1160,6 +1339,10 @@ mod tests {
             (16, 32, 200),
             (72, 24, 97),
             (32, 64, 3136),
+            // Tiles of 7 pixels: one, two and three vectors; split by pixels at 98.
+            (16, 24, 98),
+            (48, 32, 98),
+            (40, 96, 49),
         ];
         for (index, (m, k, n)) in shapes.into_iter().enumerate() {
             let seed = 7 * index as u32;
