@@ -64,6 +64,15 @@ fn native_kernels_match_torchvision_and_burn() {
     }
 }
 
+/// A pool of two threads, as CI's machine has: the kernels' thread splits and their choices
+/// between the band and blocked kernels depend on the thread count.
+fn two_threads() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("thread pool")
+}
+
 /// The band kernel for whole inverted residual blocks (`kernels::fused`) takes batches of at
 /// least two images per thread, which the cases above (batches of 2 and 3) do not reach on two
 /// threads: here a 2-thread pool and a batch of 4, on every fixture model with torchvision's
@@ -74,10 +83,7 @@ fn fused_blocks_match_the_layers_at_larger_batches() {
     use burn::tensor::{Distribution, Tensor};
 
     let device = Device::flex();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .expect("thread pool");
+    let pool = two_threads();
     let mut fused_blocks = 0;
     for case in cases() {
         let model = case.load(&device).fuse();
@@ -122,10 +128,7 @@ fn packed_weights_follow_replaced_weights() {
 
     let device = Device::flex();
     // Two threads and one image: fewer images than threads, where the blocked kernel runs.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .expect("thread pool");
+    let pool = two_threads();
     let common::AnyModel::V2(model) = common::case("v2_w035").load(&device) else {
         panic!("v2_w035 is a MobileNetV2");
     };
