@@ -212,14 +212,7 @@ pub(crate) fn conv2d(
 /// input channels, on a CPU with AVX-512F; no residual, which `conv2d` checks first).
 fn stem_takes(geometry: &ConvGeometry, activation: Activation) -> bool {
     #[cfg(target_arch = "x86_64")]
-    {
-        let epilogue = Epilogue {
-            bias: None,
-            residual: None,
-            activation: activation.into(),
-        };
-        kernels::stem::supports(geometry, &epilogue)
-    }
+    return kernels::stem::supports(geometry, activation.into());
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (geometry, activation);
