@@ -1,4 +1,4 @@
-//! An inverted residual block without squeeze-and-excitation in a channel-blocked layout
+//! An inverted residual block (with or without squeeze-and-excitation) in a channel-blocked layout
 //! (NCHW8c: `[channels / 8, pixels, 8]`, eight channels in the lanes of a vector), AVX2 and FMA,
 //! with AVX-512F forms of the 1x1 kernel (a pair of channel blocks a vector) and of the stride-1
 //! depthwise kernel (two pixels a vector) where the CPU has it ([`Isa`]).
@@ -12,7 +12,9 @@
 //!   separate epilogue pass, no packing of the input);
 //! - a depthwise convolution is, per tap, one vector load of eight channels of an input pixel
 //!   times one weight vector: a stride is only a step between pixels, with neither phase planes
-//!   nor transposes.
+//!   nor transposes;
+//! - squeeze-and-excitation averages eight channels a vector and scales them in place, between
+//!   the depthwise convolution and the projection.
 //!
 //! As ONNX Runtime's MLAS does (its NCHWc kernels), with its prepacked weights: [`pack`] puts
 //! the 1x1 weights into `[out / 8, in, 8]` once, and the caller keeps them with the block. The
@@ -30,8 +32,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::conv::{ConvGeometry, SharedOutput, filled_by};
-use super::elementwise::Nonlinearity;
+use super::conv::{ConvGeometry, SharedOutput, filled_by, filled_into};
+use super::elementwise::{Nonlinearity, SqueezeExcitationWeights, excitation};
 use super::fused::InvertedResidualWeights;
 use super::simd::{has_avx2_fma, has_avx512f, transpose8_avx};
 
@@ -238,10 +240,17 @@ pub(crate) fn inverted_residual(
     };
     let (depthwise, project) = (&packed.depthwise, &packed.project);
     let fill = |output: &mut [MaybeUninit<f32>]| {
+        let Scratch {
+            mut input,
+            mut expanded,
+            mut hidden,
+            mut projected,
+        } = SCRATCH.take();
         for (image, out) in output.chunks_exact_mut(image_out.max(1)).enumerate() {
-            let input = to_blocked(&x[image * image_in..(image + 1) * image_in], in_pixels);
-            let expanded = expand.map(|(weight, e)| {
-                pointwise(
+            let x = &x[image * image_in..(image + 1) * image_in];
+            input = to_blocked_into(x, in_pixels, input);
+            if let Some((weight, e)) = expand {
+                expanded = pointwise(
                     &input,
                     weight,
                     [channels, in_channels, in_pixels],
@@ -249,17 +258,22 @@ pub(crate) fn inverted_residual(
                     None,
                     e.activation,
                     packed.isa,
-                )
-            });
-            let hidden = depthwise_layer(
-                expanded.as_deref().unwrap_or(&input),
+                    expanded,
+                );
+            }
+            hidden = depthwise_layer(
+                if expand.is_some() { &expanded } else { &input },
                 depthwise,
                 &g,
                 block.depthwise_bias,
                 block.depthwise_activation,
                 packed.isa,
+                hidden,
             );
-            let projected = pointwise(
+            if let Some(se) = &block.squeeze_excitation {
+                squeeze_excitation(&mut hidden, out_pixels, se);
+            }
+            projected = pointwise(
                 &hidden,
                 project,
                 [out_channels, channels, out_pixels],
@@ -267,13 +281,106 @@ pub(crate) fn inverted_residual(
                 block.residual.then_some(&input[..]),
                 Nonlinearity::Identity,
                 packed.isa,
+                projected,
             );
             from_blocked(&projected, out_pixels, out);
         }
+        SCRATCH.set(Scratch {
+            input,
+            expanded,
+            hidden,
+            projected,
+        });
     };
     // SAFETY: the images' chunks cover the output (its length is `batch * image_out`), and
     // `from_blocked` writes every element of each chunk.
     unsafe { filled_by(batch * image_out, fill) }
+}
+
+/// The blocked maps of one [`inverted_residual`] call (input, expansion, depthwise output,
+/// projection), kept on the calling thread for its next call. Allocated afresh at every call,
+/// maps this large go back to the system when freed and are faulted in again, page by page,
+/// at the next (glibc's allocator trims them; measured on MobileNetV3-Small: 460 page faults
+/// and 1.3x the time per forward). Each thread that runs a forward keeps its largest block's
+/// maps (MobileNetV2 at 224x224: about 8 MiB) until it ends.
+#[derive(Default)]
+struct Scratch {
+    input: Vec<f32>,
+    expanded: Vec<f32>,
+    hidden: Vec<f32>,
+    projected: Vec<f32>,
+}
+
+thread_local! {
+    /// This thread's [`Scratch`], taken for the length of a call (a call nested on the same
+    /// thread, as rayon may run one while another waits, finds it empty and allocates).
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
+/// Squeeze-and-excitation on one blocked map (`[channels / 8, pixels, 8]`) in place: each
+/// channel's mean, the gates from them ([`excitation`], as the NCHW kernel's), each channel
+/// scaled by its gate. The means are summed in the NCHW kernel's order (`elementwise::sum`:
+/// eight running sums over the pixels in turn, added up in order, then the pixels left over),
+/// eight channels at once: the same bits as the layers one at a time. Channel blocks in
+/// parallel when the map is large.
+///
+/// # Panics
+/// If the map is not whole channel blocks of `pixels`, or the weights' shapes do not match
+/// its channels.
+fn squeeze_excitation(map: &mut [f32], pixels: usize, weights: &SqueezeExcitationWeights) {
+    let chunk = pixels * LANES;
+    assert!(pixels > 0 && map.len().is_multiple_of(chunk));
+    let channels = map.len() / pixels;
+    let squeeze = weights.fc1_bias.len();
+    assert!(
+        weights.fc1_weight.len() == squeeze * channels
+            && weights.fc2_weight.len() == channels * squeeze
+            && weights.fc2_bias.len() == channels,
+        "squeeze-and-excitation weights of other channels"
+    );
+    let whole = pixels / LANES * LANES;
+    let means_of = |values: &[f32]| -> [f32; LANES] {
+        // `running[j]` sums the pixels `p` with `p % 8 == j` below `whole`, eight channels in
+        // its lanes; then they and the pixels left over are added in `sum`'s order.
+        let mut running = [[0.0f32; LANES]; LANES];
+        for group in values[..whole * LANES].chunks_exact(LANES * LANES) {
+            for (sums, pixel) in running.iter_mut().zip(group.chunks_exact(LANES)) {
+                sums.iter_mut().zip(pixel).for_each(|(s, &v)| *s += v);
+            }
+        }
+        let mut tail = [-0.0f32; LANES];
+        for pixel in values[whole * LANES..].chunks_exact(LANES) {
+            tail.iter_mut().zip(pixel).for_each(|(s, &v)| *s += v);
+        }
+        let mut total = [-0.0f32; LANES];
+        for sums in &running {
+            total.iter_mut().zip(sums).for_each(|(t, &s)| *t += s);
+        }
+        std::array::from_fn(|lane| (total[lane] + tail[lane]) / pixels as f32)
+    };
+    let parallel = map.len() >= PARALLEL_MIN_COPY;
+    let means: Vec<f32> = if parallel {
+        map.par_chunks_exact(chunk)
+            .flat_map_iter(means_of)
+            .collect()
+    } else {
+        map.chunks_exact(chunk).flat_map(means_of).collect()
+    };
+    let scales = excitation(&means, weights);
+    let scale = |(values, scales): (&mut [f32], &[f32])| {
+        for pixel in values.chunks_exact_mut(LANES) {
+            pixel.iter_mut().zip(scales).for_each(|(v, &s)| *v *= s);
+        }
+    };
+    if parallel {
+        map.par_chunks_exact_mut(chunk)
+            .zip(scales.par_chunks_exact(LANES))
+            .for_each(scale);
+    } else {
+        map.chunks_exact_mut(chunk)
+            .zip(scales.chunks_exact(LANES))
+            .for_each(scale);
+    }
 }
 
 /// `[channels, pixels]` (NCHW, one image) as `[channels / 8, pixels, 8]`.
@@ -281,6 +388,11 @@ pub(crate) fn inverted_residual(
 /// # Panics
 /// If the channels (`x.len() / pixels`) are not a multiple of eight.
 pub(crate) fn to_blocked(x: &[f32], pixels: usize) -> Vec<f32> {
+    to_blocked_into(x, pixels, Vec::new())
+}
+
+/// [`to_blocked`] in `buffer`'s allocation.
+fn to_blocked_into(x: &[f32], pixels: usize, buffer: Vec<f32>) -> Vec<f32> {
     assert!(pixels > 0 && x.len().is_multiple_of(pixels * LANES) && has_avx2_fma());
     let fill = |out: &mut [MaybeUninit<f32>]| {
         let chunk = pixels * LANES;
@@ -325,7 +437,7 @@ pub(crate) fn to_blocked(x: &[f32], pixels: usize) -> Vec<f32> {
     };
     // SAFETY: `convert` writes every pixel of every lane of each channel block's chunk, and the
     // chunks cover the output (its length is a multiple of the chunk, asserted above).
-    unsafe { filled_by(x.len(), fill) }
+    unsafe { filled_into(buffer, x.len(), fill) }
 }
 
 /// Below this many values a layout conversion runs on one thread.
@@ -433,7 +545,7 @@ activation_on!(
 /// A 1x1 convolution on blocked maps: `out[o, p] = activation(sum_i w[o, i] x[i, p] + bias[o] +
 /// residual[o, p])`, `[m, k, n]` = output channels, input channels, pixels; `weight` packed by
 /// [`pack_pointwise`] for `isa`; `x`, `residual` and the result blocked. Split over the threads
-/// by pixels when large.
+/// by pixels when large. Written in `buffer`'s allocation.
 #[allow(clippy::too_many_arguments)]
 fn pointwise(
     x: &[f32],
@@ -443,6 +555,7 @@ fn pointwise(
     residual: Option<&[f32]>,
     activation: Nonlinearity,
     isa: Isa,
+    buffer: Vec<f32>,
 ) -> Vec<f32> {
     assert!(
         x.len() == k * n
@@ -523,7 +636,7 @@ fn pointwise(
     // SAFETY: the tasks' pixel ranges (each with every block) or block ranges (each with every
     // pixel) cover the output, and `pointwise_columns` (or `pointwise_columns_wide`) writes
     // every channel of each block of its range at each of its pixels.
-    unsafe { filled_by(m * n, fill) }
+    unsafe { filled_into(buffer, m * n, fill) }
 }
 
 /// One task's share of [`pointwise`]: pixels `first..last` of the output.
@@ -957,7 +1070,7 @@ unsafe fn store(
 
 /// A depthwise convolution on blocked maps (`x`: `[c / 8, h * w, 8]`), weights packed by
 /// [`to_blocked`]: `activation(bias + sum of taps)`, blocked. Channel blocks in parallel
-/// when large.
+/// when large. Written in `buffer`'s allocation.
 fn depthwise_layer(
     x: &[f32],
     weight: &[f32],
@@ -965,6 +1078,7 @@ fn depthwise_layer(
     bias: Option<&[f32]>,
     activation: Nonlinearity,
     isa: Isa,
+    buffer: Vec<f32>,
 ) -> Vec<f32> {
     let (in_pixels, out_pixels) = (g.in_pixels(), g.out_pixels());
     let taps = g.kernel[0] * g.kernel[1];
@@ -1032,7 +1146,7 @@ fn depthwise_layer(
     };
     // SAFETY: every row of every block's chunk goes to `depthwise_block` (whole chunks, or
     // bands of rows covering `0..out_height`), which writes all of what it is given.
-    unsafe { filled_by(blocks * out_pixels * LANES, fill) }
+    unsafe { filled_into(buffer, blocks * out_pixels * LANES, fill) }
 }
 
 /// Output pixels computed together away from the left and right edges.
@@ -1061,7 +1175,15 @@ unsafe fn depthwise_block(
     out: &mut [MaybeUninit<f32>],
 ) {
     // SAFETY: as this function's caller guarantees.
-    unsafe { depthwise_rows::<false>(x, weight, bias, g, activation, rows, out) }
+    unsafe {
+        match (g.kernel[0], g.stride[0]) {
+            (3, 1) => depthwise_rows::<false, 3, 1>(x, weight, bias, g, activation, rows, out),
+            (3, 2) => depthwise_rows::<false, 3, 2>(x, weight, bias, g, activation, rows, out),
+            (5, 1) => depthwise_rows::<false, 5, 1>(x, weight, bias, g, activation, rows, out),
+            (5, 2) => depthwise_rows::<false, 5, 2>(x, weight, bias, g, activation, rows, out),
+            _ => depthwise_rows::<false, 0, 0>(x, weight, bias, g, activation, rows, out),
+        }
+    }
 }
 
 /// [`depthwise_block`] with AVX-512F at stride 1: away from the edges two neighbouring output
@@ -1081,15 +1203,28 @@ unsafe fn depthwise_block_wide(
     out: &mut [MaybeUninit<f32>],
 ) {
     // SAFETY: as this function's caller guarantees.
-    unsafe { depthwise_rows::<true>(x, weight, bias, g, activation, rows, out) }
+    unsafe {
+        match (g.kernel[0], g.stride[0]) {
+            (3, 1) => depthwise_rows::<true, 3, 1>(x, weight, bias, g, activation, rows, out),
+            (3, 2) => depthwise_rows::<true, 3, 2>(x, weight, bias, g, activation, rows, out),
+            (5, 1) => depthwise_rows::<true, 5, 1>(x, weight, bias, g, activation, rows, out),
+            (5, 2) => depthwise_rows::<true, 5, 2>(x, weight, bias, g, activation, rows, out),
+            _ => depthwise_rows::<true, 0, 0>(x, weight, bias, g, activation, rows, out),
+        }
+    }
 }
 
-/// The body of [`depthwise_block`] (`WIDE` false) and [`depthwise_block_wide`] (`WIDE` true).
+/// The body of [`depthwise_block`] (`WIDE` false) and [`depthwise_block_wide`] (`WIDE` true),
+/// compiled for kernel size `K` and stride `S` where they are not 0 (MobileNet's 3x3 and 5x5
+/// at strides 1 and 2), else for `g`'s. With constant sizes the tap loops unroll and the
+/// offsets are constants; with the sizes read at run time the same loops measured as fast in
+/// one build and 1.4x slower in another, so MobileNet's sizes do not depend on that.
 ///
 /// # Safety
-/// As those functions' (AVX-512F where `WIDE`).
+/// As those functions' (AVX-512F where `WIDE`), and `K` and `S`, where not 0, must be `g`'s
+/// kernel size and stride.
 #[inline(always)]
-unsafe fn depthwise_rows<const WIDE: bool>(
+unsafe fn depthwise_rows<const WIDE: bool, const K: usize, const S: usize>(
     x: &[f32],
     weight: &[f32],
     bias: &[f32; LANES],
@@ -1098,13 +1233,13 @@ unsafe fn depthwise_rows<const WIDE: bool>(
     [first_row, end_row]: [usize; 2],
     out: &mut [MaybeUninit<f32>],
 ) {
-    let (h, w, k, s, pad) = (
-        g.in_height,
-        g.in_width,
-        g.kernel[0],
-        g.stride[0],
-        g.padding[0],
-    );
+    let (k, s) = if K == 0 {
+        (g.kernel[0], g.stride[0])
+    } else {
+        (K, S)
+    };
+    assert!(k == g.kernel[0] && s == g.stride[0]);
+    let (h, w, pad) = (g.in_height, g.in_width, g.padding[0]);
     assert!(x.len() == h * w * LANES && weight.len() == k * k * LANES);
     assert!(first_row <= end_row && end_row <= g.out_height);
     assert!(out.len() == (end_row - first_row) * g.out_width * LANES);
@@ -1168,20 +1303,29 @@ unsafe fn depthwise_rows<const WIDE: bool>(
                     }
                     ox += DW_PIXELS;
                 } else {
-                    let mut acc = b;
+                    // Near an edge (or in a row too short for the tiles above): up to
+                    // `DW_PIXELS` pixels with each tap checked against the row. Independent
+                    // sums, so that the pixels overlap in the pipeline rather than each wait
+                    // for its previous multiply-add; taps in the same order, so the same values.
+                    let pixels = (g.out_width - ox).min(DW_PIXELS);
+                    let mut acc = [b; DW_PIXELS];
                     for ky in ky_first..ky_end {
                         let row = xs.add((top + ky as isize) as usize * w * LANES);
                         for kx in 0..k {
-                            let ix = (ox * s + kx) as isize - pad as isize;
-                            if (0..w as isize).contains(&ix) {
-                                let wv = _mm256_loadu_ps(ws.add((ky * k + kx) * LANES));
-                                let xv = _mm256_loadu_ps(row.add(ix as usize * LANES));
-                                acc = _mm256_fmadd_ps(xv, wv, acc);
+                            let wv = _mm256_loadu_ps(ws.add((ky * k + kx) * LANES));
+                            for (j, a) in acc.iter_mut().enumerate() {
+                                let ix = ((ox + j) * s + kx) as isize - pad as isize;
+                                if j < pixels && (0..w as isize).contains(&ix) {
+                                    let xv = _mm256_loadu_ps(row.add(ix as usize * LANES));
+                                    *a = _mm256_fmadd_ps(xv, wv, *a);
+                                }
                             }
                         }
                     }
-                    _mm256_storeu_ps(out_row.add(ox * LANES), activate(acc, activation));
-                    ox += 1;
+                    for (j, a) in acc.into_iter().enumerate().take(pixels) {
+                        _mm256_storeu_ps(out_row.add((ox + j) * LANES), activate(a, activation));
+                    }
+                    ox += pixels;
                 }
             }
         }
@@ -1193,6 +1337,7 @@ mod tests {
     use super::*;
     use crate::kernels::conv::{Epilogue, pointwise as pointwise_nchw};
     use crate::kernels::direct::depthwise;
+    use crate::kernels::elementwise::squeeze_excitation_images;
     use crate::kernels::fused::Pointwise;
     use crate::kernels::{test_geometry as geometry, test_values as values};
 
@@ -1220,29 +1365,42 @@ mod tests {
         }
     }
 
-    /// The blocked block equals its three layers run one after the other in NCHW (`pointwise`,
-    /// `depthwise`, `pointwise` with the residual; each tested against the definition), on
-    /// MobileNet's kernels and strides, with and without expansion, every activation, sizes
-    /// that leave partial register tiles, and 1x1 maps.
+    /// The blocked block equals its layers run one after the other in NCHW (`pointwise`,
+    /// `depthwise`, squeeze-and-excitation where the case has it, `pointwise` with the
+    /// residual; each tested against the definition), on MobileNet's kernels and strides, with
+    /// and without expansion, every activation, sizes that leave partial register tiles (and
+    /// pixel counts that are not whole groups of eight for the means), and 1x1 maps.
     #[test]
     fn blocked_block_equals_its_layers_in_turn() {
         if !has_avx2_fma() {
             return;
         }
-        // (in, expanded, out, size, kernel, stride, expansion's and depthwise's activations)
+        // (in, expanded, out, size, kernel, stride, expansion's and depthwise's activations,
+        // squeeze-and-excitation's squeezed channels)
         use Nonlinearity::{HardSwish, Identity, ReLU, ReLU6};
         let cases = [
-            (8, 48, 8, [13, 11], 3, 1, ReLU6, ReLU6),
-            (16, 48, 24, [13, 11], 3, 2, ReLU6, ReLU6),
-            (8, 8, 16, [9, 10], 3, 1, Identity, ReLU),
-            (16, 24, 8, [17, 9], 5, 2, HardSwish, HardSwish),
-            (16, 40, 16, [12, 12], 5, 1, ReLU, HardSwish),
-            (8, 24, 8, [1, 1], 3, 1, ReLU6, ReLU6),
-            (8, 24, 16, [2, 3], 5, 2, ReLU6, Identity),
-            (24, 144, 24, [56, 30], 3, 1, ReLU6, ReLU6),
-            (24, 72, 40, [57, 31], 5, 2, ReLU, ReLU),
+            (8, 48, 8, [13, 11], 3, 1, ReLU6, ReLU6, 0),
+            (16, 48, 24, [13, 11], 3, 2, ReLU6, ReLU6, 0),
+            (8, 8, 16, [9, 10], 3, 1, Identity, ReLU, 0),
+            (16, 24, 8, [17, 9], 5, 2, HardSwish, HardSwish, 0),
+            (16, 40, 16, [12, 12], 5, 1, ReLU, HardSwish, 0),
+            (8, 24, 8, [1, 1], 3, 1, ReLU6, ReLU6, 0),
+            (8, 24, 16, [2, 3], 5, 2, ReLU6, Identity, 0),
+            (24, 144, 24, [56, 30], 3, 1, ReLU6, ReLU6, 0),
+            (24, 72, 40, [57, 31], 5, 2, ReLU, ReLU, 0),
+            // Sizes without their own compiled copy (read at run time).
+            (16, 32, 16, [9, 12], 7, 1, ReLU, ReLU6, 0),
+            (8, 16, 8, [6, 5], 7, 2, ReLU, HardSwish, 0),
+            // Squeeze-and-excitation: V3's shapes, without expansion, 1x1 and odd maps, and a
+            // map large enough for the parallel means.
+            (16, 16, 16, [15, 13], 3, 2, Identity, ReLU, 8),
+            (40, 120, 40, [14, 14], 5, 1, HardSwish, HardSwish, 32),
+            (24, 72, 40, [29, 27], 5, 2, ReLU, ReLU, 24),
+            (48, 288, 96, [7, 7], 5, 1, HardSwish, HardSwish, 72),
+            (8, 16, 8, [1, 1], 3, 1, ReLU, HardSwish, 8),
+            (24, 72, 24, [56, 56], 3, 1, ReLU, ReLU, 24),
         ];
-        for (index, (cin, ce, cout, size, kernel, stride, expand_act, dw_act)) in
+        for (index, (cin, ce, cout, size, kernel, stride, expand_act, dw_act, squeeze)) in
             cases.into_iter().enumerate()
         {
             let seed = 10 * index as u32;
@@ -1257,6 +1415,16 @@ mod tests {
             let g = geometry([ce, ce], size, kernel, stride, 1);
             let residual = stride == 1 && cin == cout;
             let expands = ce != cin;
+            let (fc1, fc1_bias) = (values(squeeze * ce, seed + 7), values(squeeze, seed + 8));
+            let (fc2, fc2_bias) = (values(ce * squeeze, seed + 9), values(ce, seed + 10));
+            let se = (squeeze > 0).then_some(SqueezeExcitationWeights {
+                fc1_weight: &fc1,
+                fc1_bias: &fc1_bias,
+                fc2_weight: &fc2,
+                fc2_bias: &fc2_bias,
+                slope: 1.0 / 6.0,
+                offset: 0.5,
+            });
             let block = InvertedResidualWeights {
                 expand: expands.then_some(Pointwise {
                     weight: &expand,
@@ -1267,6 +1435,7 @@ mod tests {
                 depthwise_weight: &dw,
                 depthwise_bias: Some(&dw_bias),
                 depthwise_activation: dw_act,
+                squeeze_excitation: se,
                 project_weight: &project,
                 project_bias: Some(&project_bias),
                 residual,
@@ -1291,7 +1460,11 @@ mod tests {
                 residual: None,
                 activation: dw_act,
             };
-            let hidden = depthwise(&hidden, batch, &g, &dw, epilogue);
+            let mut hidden = depthwise(&hidden, batch, &g, &dw, epilogue);
+            if let Some(se) = &se {
+                let image = ce * g.out_pixels();
+                squeeze_excitation_images(&mut hidden, image, ce, se);
+            }
             let epilogue = Epilogue {
                 bias: Some(&project_bias),
                 residual: residual.then_some(&x[..]),
@@ -1318,6 +1491,62 @@ mod tests {
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "case {index}: AVX-512 differs from AVX2");
             }
+        }
+    }
+
+    /// Squeeze-and-excitation on a blocked map is the NCHW kernel's bit for bit (the means
+    /// summed in its order), on pixel counts below, at and past whole groups of eight, and on
+    /// maps large enough for the parallel passes.
+    #[test]
+    fn blocked_squeeze_excitation_is_the_nchw_kernels() {
+        if !has_avx2_fma() {
+            return;
+        }
+        for (index, (channels, squeeze, pixels)) in [
+            (8, 8, 1),
+            (16, 8, 7),
+            (24, 8, 8),
+            (72, 24, 49),
+            (40, 16, 50),
+            (96, 24, 197),
+            (72, 24, 3136),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let seed = 11 * index as u32;
+            let map = values(channels * pixels, seed);
+            let (fc1, fc1_bias) = (
+                values(squeeze * channels, seed + 1),
+                values(squeeze, seed + 2),
+            );
+            let (fc2, fc2_bias) = (
+                values(channels * squeeze, seed + 3),
+                values(channels, seed + 4),
+            );
+            let weights = SqueezeExcitationWeights {
+                fc1_weight: &fc1,
+                fc1_bias: &fc1_bias,
+                fc2_weight: &fc2,
+                fc2_bias: &fc2_bias,
+                slope: 1.0 / 6.0,
+                offset: 0.5,
+            };
+            let mut expected = map.clone();
+            crate::kernels::elementwise::squeeze_excitation(&mut expected, channels, &weights);
+            let mut blocked = to_blocked(&map, pixels);
+            squeeze_excitation(&mut blocked, pixels, &weights);
+            let mut actual = vec![MaybeUninit::new(f32::NAN); map.len()];
+            from_blocked(&blocked, pixels, &mut actual);
+            // SAFETY: `actual` was initialized above (and overwritten by `from_blocked`).
+            let same = actual
+                .iter()
+                .zip(&expected)
+                .all(|(a, e)| unsafe { a.assume_init() }.to_bits() == e.to_bits());
+            assert!(
+                same,
+                "{channels} channels, {pixels} pixels: not the NCHW kernel's"
+            );
         }
     }
 
@@ -1376,6 +1605,7 @@ mod tests {
                     Some(&rb),
                     activation,
                     isa,
+                    Vec::new(),
                 );
                 let mut actual = vec![MaybeUninit::new(f32::NAN); m * n];
                 from_blocked(&blocked, n, &mut actual);

@@ -405,12 +405,28 @@ pub(crate) unsafe fn initialized(slice: &mut [MaybeUninit<f32>]) -> &mut [f32] {
 /// # Safety
 /// `fill` must write every one of the `len` elements it is given (unless it panics).
 pub(crate) unsafe fn filled_by(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
-    let mut values = Vec::with_capacity(len);
-    fill(&mut values.spare_capacity_mut()[..len]);
+    // SAFETY: as this function's caller guarantees.
+    unsafe { filled_into(Vec::new(), len, fill) }
+}
+
+/// [`filled_by`] in `buffer`'s allocation (grown if it is too small; its values are dropped):
+/// for scratch maps reused from call to call, which spares the allocator the large blocks that
+/// it would otherwise return to the system and fault back in at every call.
+///
+/// # Safety
+/// As [`filled_by`].
+pub(crate) unsafe fn filled_into(
+    mut buffer: Vec<f32>,
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<f32>]),
+) -> Vec<f32> {
+    buffer.clear();
+    buffer.reserve(len);
+    fill(&mut buffer.spare_capacity_mut()[..len]);
     // SAFETY: `fill` wrote all `len` values, as the caller guarantees; if it panicked, the
     // length is still 0 and nothing uninitialized is exposed.
-    unsafe { values.set_len(len) };
-    values
+    unsafe { buffer.set_len(len) };
+    buffer
 }
 
 /// Runs `per_image(image_index, output_image, threads_inside)` for each image of the batch:

@@ -209,7 +209,6 @@ pub(crate) fn squeeze_excitation(
     weights: &SqueezeExcitationWeights,
 ) {
     let pixels = image.len() / channels;
-    let squeeze = weights.fc1_bias.len();
     let parallel = image.len() >= PARALLEL_MIN_ELEMENTS;
     let mean = |plane: &[f32]| dispatch!(sum(plane)) / pixels as f32;
     let means: Vec<f32> = if parallel {
@@ -217,21 +216,7 @@ pub(crate) fn squeeze_excitation(
     } else {
         image.chunks_exact(pixels).map(mean).collect()
     };
-    let hidden: Vec<f32> = weights
-        .fc1_weight
-        .chunks_exact(channels)
-        .zip(weights.fc1_bias)
-        .map(|(row, bias)| (dispatch!(dot(row, &means)) + bias).max(0.0))
-        .collect();
-    let scales: Vec<f32> = weights
-        .fc2_weight
-        .chunks_exact(squeeze)
-        .zip(weights.fc2_bias)
-        .map(|(row, bias)| {
-            let gate = dispatch!(dot(row, &hidden)) + bias;
-            (gate * weights.slope + weights.offset).clamp(0.0, 1.0)
-        })
-        .collect();
+    let scales = excitation(&means, weights);
     let scale = |(plane, &scale): (&mut [f32], &f32)| dispatch!(scale_plane(plane, scale));
     if parallel {
         image
@@ -241,6 +226,28 @@ pub(crate) fn squeeze_excitation(
     } else {
         image.chunks_exact_mut(pixels).zip(&scales).for_each(scale);
     }
+}
+
+/// The gates of squeeze-and-excitation from the channels' means: `fc1` + ReLU, `fc2` +
+/// hard-sigmoid, one scale per channel. Shared by every layout, so that they scale by the same
+/// values.
+pub(crate) fn excitation(means: &[f32], weights: &SqueezeExcitationWeights) -> Vec<f32> {
+    let squeeze = weights.fc1_bias.len();
+    let hidden: Vec<f32> = weights
+        .fc1_weight
+        .chunks_exact(means.len())
+        .zip(weights.fc1_bias)
+        .map(|(row, bias)| (dispatch!(dot(row, means)) + bias).max(0.0))
+        .collect();
+    weights
+        .fc2_weight
+        .chunks_exact(squeeze)
+        .zip(weights.fc2_bias)
+        .map(|(row, bias)| {
+            let gate = dispatch!(dot(row, &hidden)) + bias;
+            (gate * weights.slope + weights.offset).clamp(0.0, 1.0)
+        })
+        .collect()
 }
 
 #[cfg(test)]

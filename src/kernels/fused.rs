@@ -15,7 +15,7 @@ use super::conv::{
     initialized,
 };
 use super::direct::{self, depthwise_image};
-use super::elementwise::Nonlinearity;
+use super::elementwise::{Nonlinearity, SqueezeExcitationWeights};
 use super::simd::dispatch;
 
 /// Floats of expanded rows a band aims for (512 KiB): inside a core's L2 cache on current
@@ -41,6 +41,9 @@ pub(crate) struct InvertedResidualWeights<'a> {
     pub depthwise_weight: &'a [f32],
     pub depthwise_bias: Option<&'a [f32]>,
     pub depthwise_activation: Nonlinearity,
+    /// Squeeze-and-excitation on the depthwise output, if the block has it (only
+    /// `kernels::blocked` takes such a block; [`inverted_residual`] here panics on one).
+    pub squeeze_excitation: Option<SqueezeExcitationWeights<'a>>,
     /// The projection (no activation: a linear bottleneck).
     pub project_weight: &'a [f32],
     pub project_bias: Option<&'a [f32]>,
@@ -89,7 +92,7 @@ pub(crate) fn worth_it(g: &ConvGeometry, batch: usize, threads: usize) -> bool {
 /// Needs [`supports`].
 ///
 /// # Panics
-/// If a slice is shorter than the shapes say.
+/// If a slice is shorter than the shapes say, or the block has squeeze-and-excitation.
 pub(crate) fn inverted_residual(
     x: &[f32],
     batch: usize,
@@ -97,6 +100,10 @@ pub(crate) fn inverted_residual(
     out_channels: usize,
     block: &InvertedResidualWeights,
 ) -> Vec<f32> {
+    assert!(
+        block.squeeze_excitation.is_none(),
+        "the band kernel has no squeeze-and-excitation"
+    );
     let g = block.depthwise;
     let (in_pixels, out_pixels) = (g.in_pixels(), g.out_pixels());
     let (image_in, image_out) = (in_channels * in_pixels, out_channels * out_pixels);
@@ -281,6 +288,7 @@ mod tests {
                 depthwise_weight: &dw,
                 depthwise_bias: Some(&dw_bias),
                 depthwise_activation: Nonlinearity::HardSwish,
+                squeeze_excitation: None,
                 project_weight: &project,
                 project_bias: Some(&project_bias),
                 residual,
