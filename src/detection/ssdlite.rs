@@ -298,10 +298,10 @@ impl SsdLiteBackbone {
     /// The six feature maps, stride 16 first.
     pub fn forward(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
         let x = self.stem.forward(x);
-        let x = self.blocks_before_c4.iter().fold(x, |x, b| b.forward(x));
+        let x = InvertedResidual::forward_all(&self.blocks_before_c4, x);
         let c4 = self.c4_expansion.forward(x);
         let x = self.c4_tail.forward(c4.clone());
-        let x = self.blocks_after_c4.iter().fold(x, |x, b| b.forward(x));
+        let x = InvertedResidual::forward_all(&self.blocks_after_c4, x);
         let mut x = self.last_conv.forward(x);
         let mut maps = vec![c4, x.clone()];
         for block in &self.extra {

@@ -206,6 +206,15 @@ fn packed_len(m: usize, k: usize, isa: Isa) -> usize {
     }
 }
 
+/// One block of a run for [`inverted_residuals`]: its weights, their packing, and its input and
+/// output channels.
+pub(crate) struct Stage<'a> {
+    pub(crate) block: &'a InvertedResidualWeights<'a>,
+    pub(crate) packed: &'a PackedBlock,
+    /// `[in_channels, out_channels]`.
+    pub(crate) channels: [usize; 2],
+}
+
 /// The block on `x` (`[batch, in_channels, h, w]`): `[batch, out_channels, out_h, out_w]`, one
 /// image at a time with the threads inside each layer, with the weights [`pack`]ed from
 /// `block`. Needs [`supports`].
@@ -213,6 +222,8 @@ fn packed_len(m: usize, k: usize, isa: Isa) -> usize {
 /// # Panics
 /// If the block is not [`supports`]ed, `packed` was packed from a block of other shapes, or a
 /// slice is shorter than the shapes say.
+// The bridge hands even single blocks to `inverted_residuals`; the unit tests take one block.
+#[cfg(test)]
 pub(crate) fn inverted_residual(
     x: &[f32],
     batch: usize,
@@ -221,12 +232,72 @@ pub(crate) fn inverted_residual(
     block: &InvertedResidualWeights,
     packed: &PackedBlock,
 ) -> Vec<f32> {
+    let stage = Stage {
+        block,
+        packed,
+        channels: [in_channels, out_channels],
+    };
+    inverted_residuals(x, batch, &[stage])
+}
+
+/// Blocks in turn on `x` (`[batch, in_channels, h, w]` of the first), each one's output the
+/// next one's input, in the blocked layout throughout: one conversion in and one out per image,
+/// where [`inverted_residual`] block by block converts at every block. The same values (the
+/// conversions are copies).
+///
+/// # Panics
+/// If `stages` is empty, a block is not [`supports`]ed, one block's output is not the next
+/// one's input (channels and size), a packing does not match its block, or `x` is shorter than
+/// the shapes say.
+pub(crate) fn inverted_residuals(x: &[f32], batch: usize, stages: &[Stage]) -> Vec<f32> {
+    let (first, last) = (&stages[0], &stages[stages.len() - 1]);
+    let in_pixels = first.block.depthwise.in_pixels();
+    let out_pixels = last.block.depthwise.out_pixels();
+    let (image_in, image_out) = (first.channels[0] * in_pixels, last.channels[1] * out_pixels);
+    for (stage, next) in stages.iter().zip(&stages[1..]) {
+        let (g, n) = (&stage.block.depthwise, &next.block.depthwise);
+        assert!(
+            stage.channels[1] == next.channels[0]
+                && [g.out_height, g.out_width] == [n.in_height, n.in_width],
+            "a block's output is not the next block's input"
+        );
+    }
+    assert!(x.len() >= batch * image_in);
+    let fill = |output: &mut [MaybeUninit<f32>]| {
+        let mut scratch = SCRATCH.take();
+        for (image, out) in output.chunks_exact_mut(image_out.max(1)).enumerate() {
+            let x = &x[image * image_in..(image + 1) * image_in];
+            scratch.input = to_blocked_into(x, in_pixels, std::mem::take(&mut scratch.input));
+            for stage in stages {
+                block_on_blocked(stage, &mut scratch);
+                // This block's output is the next one's input.
+                std::mem::swap(&mut scratch.input, &mut scratch.projected);
+            }
+            from_blocked(&scratch.input, out_pixels, out);
+        }
+        SCRATCH.set(scratch);
+    };
+    // SAFETY: the images' chunks cover the output (its length is `batch * image_out`), and
+    // `from_blocked` writes every element of each chunk.
+    unsafe { filled_by(batch * image_out, fill) }
+}
+
+/// One block on one image already in the blocked layout, `scratch.input` (`[in / 8, h * w,
+/// 8]`): its output, blocked, in `scratch.projected`.
+///
+/// # Panics
+/// As [`inverted_residuals`].
+fn block_on_blocked(stage: &Stage, scratch: &mut Scratch) {
+    let &Stage {
+        block,
+        packed,
+        channels: [in_channels, out_channels],
+    } = stage;
     let g = block.depthwise;
     assert_supported(block, in_channels, out_channels);
     let channels = g.in_channels;
     let (in_pixels, out_pixels) = (g.in_pixels(), g.out_pixels());
-    let (image_in, image_out) = (in_channels * in_pixels, out_channels * out_pixels);
-    assert!(x.len() >= batch * image_in);
+    assert!(scratch.input.len() == in_channels * in_pixels);
     assert!(packed.project.len() == packed_len(out_channels, channels, packed.isa));
     assert!(packed.depthwise.len() == channels * g.kernel[0] * g.kernel[1]);
     let expand = match (block.expand, &packed.expand) {
@@ -238,67 +309,50 @@ pub(crate) fn inverted_residual(
         (None, None) => None,
         _ => panic!("the packed expansion does not match the block's"),
     };
-    let (depthwise, project) = (&packed.depthwise, &packed.project);
-    let fill = |output: &mut [MaybeUninit<f32>]| {
-        let Scratch {
-            mut input,
-            mut expanded,
-            mut hidden,
-            mut projected,
-        } = SCRATCH.take();
-        for (image, out) in output.chunks_exact_mut(image_out.max(1)).enumerate() {
-            let x = &x[image * image_in..(image + 1) * image_in];
-            input = to_blocked_into(x, in_pixels, input);
-            if let Some((weight, e)) = expand {
-                expanded = pointwise(
-                    &input,
-                    weight,
-                    [channels, in_channels, in_pixels],
-                    e.bias,
-                    None,
-                    e.activation,
-                    packed.isa,
-                    expanded,
-                );
-            }
-            hidden = depthwise_layer(
-                if expand.is_some() { &expanded } else { &input },
-                depthwise,
-                &g,
-                block.depthwise_bias,
-                block.depthwise_activation,
-                packed.isa,
-                hidden,
-            );
-            if let Some(se) = &block.squeeze_excitation {
-                squeeze_excitation(&mut hidden, out_pixels, se);
-            }
-            projected = pointwise(
-                &hidden,
-                project,
-                [out_channels, channels, out_pixels],
-                block.project_bias,
-                block.residual.then_some(&input[..]),
-                Nonlinearity::Identity,
-                packed.isa,
-                projected,
-            );
-            from_blocked(&projected, out_pixels, out);
-        }
-        SCRATCH.set(Scratch {
+    let Scratch {
+        input,
+        expanded,
+        hidden,
+        projected,
+    } = scratch;
+    if let Some((weight, e)) = expand {
+        *expanded = pointwise(
             input,
-            expanded,
-            hidden,
-            projected,
-        });
-    };
-    // SAFETY: the images' chunks cover the output (its length is `batch * image_out`), and
-    // `from_blocked` writes every element of each chunk.
-    unsafe { filled_by(batch * image_out, fill) }
+            weight,
+            [channels, in_channels, in_pixels],
+            e.bias,
+            None,
+            e.activation,
+            packed.isa,
+            std::mem::take(expanded),
+        );
+    }
+    *hidden = depthwise_layer(
+        if expand.is_some() { expanded } else { input },
+        &packed.depthwise,
+        &g,
+        block.depthwise_bias,
+        block.depthwise_activation,
+        packed.isa,
+        std::mem::take(hidden),
+    );
+    if let Some(se) = &block.squeeze_excitation {
+        squeeze_excitation(hidden, out_pixels, se);
+    }
+    *projected = pointwise(
+        hidden,
+        &packed.project,
+        [out_channels, channels, out_pixels],
+        block.project_bias,
+        block.residual.then_some(&input[..]),
+        Nonlinearity::Identity,
+        packed.isa,
+        std::mem::take(projected),
+    );
 }
 
-/// The blocked maps of one [`inverted_residual`] call (input, expansion, depthwise output,
-/// projection), kept on the calling thread for its next call. Allocated afresh at every call,
+/// The blocked maps of one [`inverted_residuals`] call (a block's input, expansion, depthwise
+/// output and projection), kept on the calling thread for its next call. Allocated afresh at every call,
 /// maps this large go back to the system when freed and are faulted in again, page by page,
 /// at the next (glibc's allocator trims them; measured on MobileNetV3-Small: 460 page faults
 /// and 1.3x the time per forward). Each thread that runs a forward keeps its largest block's
@@ -1492,6 +1546,100 @@ mod tests {
                 assert!(same, "case {index}: AVX-512 differs from AVX2");
             }
         }
+    }
+
+    /// A run of blocks in the blocked layout (`inverted_residuals`) is the blocks one at a time
+    /// bit for bit (the conversions between them are copies): V3's shapes with and without
+    /// squeeze-and-excitation, a stride, residuals and no expansion, two images.
+    #[test]
+    fn a_run_of_blocks_is_the_blocks_in_turn() {
+        if !has_avx2_fma() {
+            return;
+        }
+        // (in, expanded, out, kernel, stride, squeezed channels) from a 15x13 input.
+        let rows = [
+            (16, 16, 16, 3, 2, 8),
+            (16, 64, 24, 3, 2, 0),
+            (24, 72, 24, 3, 1, 0),
+            (24, 72, 40, 5, 2, 24),
+            (40, 120, 40, 5, 1, 32),
+        ];
+        let (batch, mut size) = (2, [15, 13]);
+        let mut owned = Vec::new();
+        for (index, &(cin, ce, cout, kernel, stride, squeeze)) in rows.iter().enumerate() {
+            let seed = 20 * index as u32;
+            let g = geometry([ce, ce], size, kernel, stride, 1);
+            size = [g.out_height, g.out_width];
+            let weights: Vec<Vec<f32>> = [
+                ce * cin,
+                ce,
+                ce * kernel * kernel,
+                ce,
+                cout * ce,
+                cout,
+                squeeze * ce,
+                squeeze,
+                ce * squeeze,
+                ce,
+            ]
+            .iter()
+            .enumerate()
+            .map(|(at, &len)| values(len, seed + at as u32))
+            .collect();
+            owned.push((g, [cin, ce, cout], squeeze, weights));
+        }
+        let blocks: Vec<InvertedResidualWeights> = owned
+            .iter()
+            .map(|(g, [cin, ce, cout], squeeze, w)| InvertedResidualWeights {
+                expand: (ce != cin).then_some(Pointwise {
+                    weight: &w[0],
+                    bias: Some(&w[1]),
+                    activation: Nonlinearity::HardSwish,
+                }),
+                depthwise: *g,
+                depthwise_weight: &w[2],
+                depthwise_bias: Some(&w[3]),
+                depthwise_activation: Nonlinearity::ReLU,
+                squeeze_excitation: (*squeeze > 0).then_some(SqueezeExcitationWeights {
+                    fc1_weight: &w[6],
+                    fc1_bias: &w[7],
+                    fc2_weight: &w[8],
+                    fc2_bias: &w[9],
+                    slope: 1.0 / 6.0,
+                    offset: 0.5,
+                }),
+                project_weight: &w[4],
+                project_bias: Some(&w[5]),
+                residual: g.stride[0] == 1 && cin == cout,
+            })
+            .collect();
+        let packed: Vec<PackedBlock> = blocks
+            .iter()
+            .zip(&rows)
+            .map(|(block, &(cin, _, cout, ..))| pack(block, cin, cout))
+            .collect();
+        let x = values(batch * rows[0].0 * 15 * 13, 99);
+        let mut expected = x.clone();
+        for ((block, packed), &(cin, _, cout, ..)) in blocks.iter().zip(&packed).zip(&rows) {
+            expected = inverted_residual(&expected, batch, cin, cout, block, packed);
+        }
+        let stages: Vec<Stage> = blocks
+            .iter()
+            .zip(&packed)
+            .zip(&rows)
+            .map(|((block, packed), &(cin, _, cout, ..))| Stage {
+                block,
+                packed,
+                channels: [cin, cout],
+            })
+            .collect();
+        let actual = inverted_residuals(&x, batch, &stages);
+        assert_eq!(actual.len(), expected.len());
+        let same = actual
+            .iter()
+            .zip(&expected)
+            .all(|(a, e)| a.to_bits() == e.to_bits());
+        assert!(same, "the run differs from the blocks in turn");
     }
 
     /// Squeeze-and-excitation on a blocked map is the NCHW kernel's bit for bit (the means

@@ -301,6 +301,25 @@ impl InvertedResidual {
         self.project(self.hidden(x), residual)
     }
 
+    /// `blocks` in turn on `x`, as `blocks.iter().fold(x, |x, block| block.forward(x))`; on
+    /// burn-flex, runs of blocks that the blocked-layout kernel takes go through it together
+    /// (one layout conversion per run instead of one per block; the same values).
+    pub(crate) fn forward_all(blocks: &[Self], x: Tensor<4>) -> Tensor<4> {
+        let mut x = x;
+        let mut at = 0;
+        while at < blocks.len() {
+            let (y, run) = native::inverted_residual_run(&blocks[at..], x);
+            x = y;
+            if run == 0 {
+                x = blocks[at].forward(x);
+                at += 1;
+            } else {
+                at += run;
+            }
+        }
+        x
+    }
+
     /// The block's output and the tensor its projection reads (after expansion, depthwise and
     /// squeeze-and-excitation): timm's `feature_location="expansion"` tap.
     ///

@@ -216,7 +216,7 @@ impl Features {
     /// the public forwards that have done both already.
     pub(crate) fn forward_on_caller(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.stem.forward(x);
-        let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
+        let x = InvertedResidual::forward_all(&self.blocks, x);
         self.last_conv.forward(x)
     }
 
@@ -228,14 +228,11 @@ impl Features {
         x: Tensor<4>,
         tap: usize,
     ) -> (Tensor<4>, Tensor<4>) {
-        let mut x = self.stem.forward(x);
-        let mut tapped = (tap == 0).then(|| x.clone());
-        for (index, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x);
-            if index + 1 == tap {
-                tapped = Some(x.clone());
-            }
-        }
+        let x = self.stem.forward(x);
+        let tap_block = tap.min(self.blocks.len());
+        let x = InvertedResidual::forward_all(&self.blocks[..tap_block], x);
+        let tapped = (tap <= self.blocks.len()).then(|| x.clone());
+        let x = InvertedResidual::forward_all(&self.blocks[tap_block..], x);
         let out = self.last_conv.forward(x);
         (tapped.unwrap_or_else(|| out.clone()), out)
     }

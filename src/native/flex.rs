@@ -455,16 +455,262 @@ fn blocked_takes(
     }
 }
 
-/// The block through `kernels::blocked` (`None` where it does not exist: off x86-64), with the
-/// weights packed once and kept in `cache` while `sources` (the weight tensors they were packed
-/// from: expansion, depthwise, projection) stay the layer's.
-fn blocked_block(
+/// One fused block, checked for the block kernels on an input of shape `dims`: its geometry,
+/// activations and weight buffers (burn-flex f32, held).
+struct BlockPlan {
+    depthwise: ConvGeometry,
+    /// `[in_channels, out_channels]`.
+    channels: [usize; 2],
+    expand: Option<(FlexTensor, Option<FlexTensor>, Activation)>,
+    depthwise_weight: FlexTensor,
+    depthwise_bias: Option<FlexTensor>,
+    depthwise_activation: Activation,
+    /// The buffers ([`se_buffers`]) and the gate's slope and offset.
+    squeeze_excitation: Option<([FlexTensor; 4], [f32; 2])>,
+    project_weight: FlexTensor,
+    project_bias: Option<FlexTensor>,
+    residual: bool,
+}
+
+impl BlockPlan {
+    /// The plan of `block` on an input of `dims`, or `None` where neither block kernel takes
+    /// it: BatchNorm left, shapes `fused::supports` declines, or a parameter not on burn-flex
+    /// as f32.
+    fn new(
+        block: &InvertedResidual,
+        [batch, in_channels, height, width]: [usize; 4],
+    ) -> Option<Self> {
+        let expand_norm = block
+            .expand
+            .as_ref()
+            .is_some_and(|expand| expand.norm.is_some());
+        if batch == 0
+            || expand_norm
+            || block.depthwise.norm.is_some()
+            || block.project_norm.is_some()
+        {
+            return None;
+        }
+        let channels = block.depthwise.conv.weight.dims()[0];
+        if let Some(expand) = &block.expand
+            && (!is_pointwise(&expand.conv, in_channels)
+                || expand.conv.weight.dims()[0] != channels)
+        {
+            return None;
+        }
+        let depthwise = geometry(&block.depthwise.conv, [batch, channels, height, width])?;
+        let out_channels = block.project_conv.weight.dims()[0];
+        // The shape decides first, then the weights.
+        if !is_depthwise(&block.depthwise.conv, channels)
+            || !is_pointwise(&block.project_conv, channels)
+            || !fused::supports(
+                &depthwise,
+                block.expand.is_some(),
+                block.use_residual,
+                [in_channels, out_channels],
+            )
+        {
+            return None;
+        }
+        let expand = match &block.expand {
+            None => None,
+            Some(expand) => {
+                let weight = flex_f32(&expand.conv.weight.val())?;
+                Some((weight, conv_bias(&expand.conv)?, expand.activation))
+            }
+        };
+        let squeeze_excitation = match &block.squeeze_excitation {
+            None => None,
+            Some(se) => {
+                let gate = [
+                    se.scale_activation.slope as f32,
+                    se.scale_activation.offset as f32,
+                ];
+                Some((se_buffers(se, channels)?, gate))
+            }
+        };
+        Some(Self {
+            depthwise,
+            channels: [in_channels, out_channels],
+            expand,
+            depthwise_weight: flex_f32(&block.depthwise.conv.weight.val())?,
+            depthwise_bias: conv_bias(&block.depthwise.conv)?,
+            depthwise_activation: block.depthwise.activation,
+            squeeze_excitation,
+            project_weight: flex_f32(&block.project_conv.weight.val())?,
+            project_bias: conv_bias(&block.project_conv)?,
+            residual: block.use_residual,
+        })
+    }
+
+    /// The output's shape for a batch of `batch`.
+    fn out_dims(&self, batch: usize) -> [usize; 4] {
+        let g = &self.depthwise;
+        [batch, self.channels[1], g.out_height, g.out_width]
+    }
+
+    /// Whether the band kernel (`kernels::fused`) computes the block on a batch of `batch`:
+    /// where every thread has whole images, and the block has no squeeze-and-excitation (which
+    /// needs the whole map).
+    fn banded(&self, batch: usize) -> bool {
+        self.squeeze_excitation.is_none() && self.images_keep_threads_busy(batch)
+    }
+
+    /// Whether a batch of `batch` keeps every thread busy with whole images (the band kernel's
+    /// condition).
+    fn images_keep_threads_busy(&self, batch: usize) -> bool {
+        fused::worth_it(&self.depthwise, batch, rayon::current_num_threads())
+    }
+
+    /// Whether `kernels::blocked` takes the block on a batch of `batch`: where the band kernel
+    /// does not, and where whole images would not keep the threads busy (else a block with
+    /// squeeze-and-excitation takes its layers one at a time, on the whole batch together: the
+    /// blocked kernel, an image at a time with the threads inside each layer, measured 1.39x
+    /// slower on MobileNetV3-Large at batch 8 on two threads).
+    fn blocked(&self, batch: usize) -> bool {
+        let expand = self
+            .expand
+            .as_ref()
+            .map_or(Nonlinearity::Identity, |(_, _, activation)| {
+                (*activation).into()
+            });
+        !self.images_keep_threads_busy(batch)
+            && blocked_takes(
+                &self.depthwise,
+                self.expand.is_some(),
+                self.residual,
+                self.channels,
+                [expand, self.depthwise_activation.into()],
+            )
+    }
+
+    /// The kernels' view of the weights.
+    fn weights(&self) -> InvertedResidualWeights<'_> {
+        InvertedResidualWeights {
+            expand: self
+                .expand
+                .as_ref()
+                .map(|(weight, bias, activation)| Pointwise {
+                    weight: values(weight),
+                    bias: bias.as_ref().map(values),
+                    activation: (*activation).into(),
+                }),
+            depthwise: self.depthwise,
+            depthwise_weight: values(&self.depthwise_weight),
+            depthwise_bias: self.depthwise_bias.as_ref().map(values),
+            depthwise_activation: self.depthwise_activation.into(),
+            squeeze_excitation: self.squeeze_excitation.as_ref().map(
+                |([fc1_weight, fc1_bias, fc2_weight, fc2_bias], [slope, offset])| {
+                    SqueezeExcitationWeights {
+                        fc1_weight: values(fc1_weight),
+                        fc1_bias: values(fc1_bias),
+                        fc2_weight: values(fc2_weight),
+                        fc2_bias: values(fc2_bias),
+                        slope: *slope,
+                        offset: *offset,
+                    }
+                },
+            ),
+            project_weight: values(&self.project_weight),
+            project_bias: self.project_bias.as_ref().map(values),
+            residual: self.residual,
+        }
+    }
+
+    /// The weight tensors the packed weights are made from: expansion, depthwise, projection.
+    fn sources(&self) -> [Option<&FlexTensor>; 3] {
+        [
+            self.expand.as_ref().map(|(weight, _, _)| weight),
+            Some(&self.depthwise_weight),
+            Some(&self.project_weight),
+        ]
+    }
+
+    /// The block's layers: expansion (if any), depthwise, squeeze-and-excitation (if any),
+    /// projection.
+    fn layers(&self) -> u64 {
+        2 + u64::from(self.expand.is_some()) + u64::from(self.squeeze_excitation.is_some())
+    }
+}
+
+/// A whole inverted residual block, fused (BatchNorm folded): without squeeze-and-excitation
+/// with the band kernel (`kernels::fused`) when every thread has whole images (expansion,
+/// depthwise, projection and residual in one parallel region, the expanded map never in memory
+/// in full), else, on x86-64 with AVX2, in the channel-blocked layout (`kernels::blocked`).
+/// [`Outcome::Declined`] for a block that has BatchNorm left, or a shape neither kernel takes.
+pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outcome {
+    if !super::enabled() || x.is_autodiff() {
+        return Outcome::Declined(x);
+    }
+    let batch = x.dims()[0];
+    let Some(plan) = BlockPlan::new(block, x.dims()) else {
+        return Outcome::Declined(x);
+    };
+    let banded = plan.banded(batch);
+    if !banded && !plan.blocked(batch) {
+        return Outcome::Declined(x);
+    }
+    let Some(input) = flex_f32(&x) else {
+        return Outcome::Declined(x);
+    };
+    let output = if banded {
+        super::count_fused_block(plan.layers());
+        let [in_channels, out_channels] = plan.channels;
+        let weights = plan.weights();
+        fused::inverted_residual(values(&input), batch, in_channels, out_channels, &weights)
+    } else {
+        let Some(output) = blocked_run(values(&input), batch, &[(block, &plan)]) else {
+            return Outcome::Declined(x);
+        };
+        output
+    };
+    Outcome::Computed(into_tensor(output, plan.out_dims(batch)))
+}
+
+/// The blocks at the start of `blocks` that `kernels::blocked` takes in turn (fused, at a batch
+/// where it is chosen over the band kernel and the layers), run in the blocked layout from the
+/// first to the last with one layout conversion in and one out per image: the output and how
+/// many blocks it covers. `(x, 0)` where fewer than two blocks qualify (each block's own
+/// forward then decides).
+pub(crate) fn inverted_residual_run(
+    blocks: &[InvertedResidual],
+    x: Tensor<4>,
+) -> (Tensor<4>, usize) {
+    if !super::enabled() || x.is_autodiff() {
+        return (x, 0);
+    }
+    let batch = x.dims()[0];
+    let mut dims = x.dims();
+    let mut plans = Vec::new();
+    for block in blocks {
+        let Some(plan) = BlockPlan::new(block, dims).filter(|plan| plan.blocked(batch)) else {
+            break;
+        };
+        dims = plan.out_dims(batch);
+        plans.push((block, plan));
+    }
+    if plans.len() < 2 {
+        return (x, 0);
+    }
+    let Some(input) = flex_f32(&x) else {
+        return (x, 0);
+    };
+    let run: Vec<(&InvertedResidual, &BlockPlan)> =
+        plans.iter().map(|(block, plan)| (*block, plan)).collect();
+    match blocked_run(values(&input), batch, &run) {
+        Some(output) => (into_tensor(output, dims), plans.len()),
+        None => (x, 0),
+    }
+}
+
+/// `blocks` (planned for the blocked kernel, each one's output the next one's input) through
+/// `kernels::blocked::inverted_residuals`, with each block's weights packed once and kept in
+/// its `packed` cache while the weight tensors they were packed from stay the layer's; counts
+/// their layers. `None` off x86-64, where the kernel does not exist.
+fn blocked_run(
     x: &[f32],
     batch: usize,
-    [in_channels, out_channels]: [usize; 2],
-    weights: &InvertedResidualWeights,
-    cache: &crate::native::KernelCache,
-    sources: [Option<&FlexTensor>; 3],
+    blocks: &[(&InvertedResidual, &BlockPlan)],
 ) -> Option<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -484,175 +730,41 @@ fn blocked_block(
             (None, None) => true,
             _ => false,
         };
-        let packed = cache.get_or_make(
-            |packed: &Packed| packed.sources.iter().zip(sources).all(|(a, b)| same(a, b)),
-            || {
-                Some(Packed {
-                    sources: sources.map(|source| source.cloned()),
-                    block: kernels::blocked::pack(weights, in_channels, out_channels),
-                })
-            },
-        )?;
-        Some(kernels::blocked::inverted_residual(
-            x,
-            batch,
-            in_channels,
-            out_channels,
-            weights,
-            &packed.block,
-        ))
+        let weights: Vec<InvertedResidualWeights> =
+            blocks.iter().map(|(_, plan)| plan.weights()).collect();
+        let mut packed = Vec::with_capacity(blocks.len());
+        for ((block, plan), weights) in blocks.iter().zip(&weights) {
+            let sources = plan.sources();
+            let [in_channels, out_channels] = plan.channels;
+            packed.push(block.packed.get_or_make(
+                |packed: &Packed| packed.sources.iter().zip(sources).all(|(a, b)| same(a, b)),
+                || {
+                    Some(Packed {
+                        sources: sources.map(|source| source.cloned()),
+                        block: kernels::blocked::pack(weights, in_channels, out_channels),
+                    })
+                },
+            )?);
+        }
+        let stages: Vec<kernels::blocked::Stage> = blocks
+            .iter()
+            .zip(&weights)
+            .zip(&packed)
+            .map(|(((_, plan), block), packed)| kernels::blocked::Stage {
+                block,
+                packed: &packed.block,
+                channels: plan.channels,
+            })
+            .collect();
+        let output = kernels::blocked::inverted_residuals(x, batch, &stages);
+        for (_, plan) in blocks {
+            super::count_layers_run(plan.layers());
+        }
+        Some(output)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (x, batch, in_channels, out_channels, weights, cache, sources);
+        let _ = (x, batch, blocks);
         None
     }
-}
-
-/// A whole inverted residual block, fused (BatchNorm folded): without squeeze-and-excitation
-/// with the band kernel (`kernels::fused`) when every thread has whole images (expansion,
-/// depthwise, projection and residual in one parallel region, the expanded map never in memory
-/// in full), else (and with squeeze-and-excitation), on x86-64 with AVX2, in the
-/// channel-blocked layout (`kernels::blocked`). [`Outcome::Declined`] for a block that has
-/// BatchNorm left, or a shape neither kernel takes.
-pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outcome {
-    if !super::enabled() || x.is_autodiff() {
-        return Outcome::Declined(x);
-    }
-    let [batch, in_channels, height, width] = x.dims();
-    let expand_norm = block
-        .expand
-        .as_ref()
-        .is_some_and(|expand| expand.norm.is_some());
-    if expand_norm || block.depthwise.norm.is_some() || block.project_norm.is_some() {
-        return Outcome::Declined(x);
-    }
-    let channels = block.depthwise.conv.weight.dims()[0];
-    if let Some(expand) = &block.expand
-        && (!is_pointwise(&expand.conv, in_channels) || expand.conv.weight.dims()[0] != channels)
-    {
-        return Outcome::Declined(x);
-    }
-    let Some(depthwise) = geometry(&block.depthwise.conv, [batch, channels, height, width]) else {
-        return Outcome::Declined(x);
-    };
-    let out_channels = block.project_conv.weight.dims()[0];
-    // The shape decides first (the band kernel's or the blocked layout's), then the weights.
-    let expands = block.expand.is_some();
-    if !is_depthwise(&block.depthwise.conv, channels)
-        || !is_pointwise(&block.project_conv, channels)
-        || batch == 0
-        || !fused::supports(
-            &depthwise,
-            expands,
-            block.use_residual,
-            [in_channels, out_channels],
-        )
-    {
-        return Outcome::Declined(x);
-    }
-    // The band kernel where every thread has whole images; else, on AVX2, the blocked layout.
-    // A block with squeeze-and-excitation (which needs the whole map) has no band kernel:
-    // where whole images would keep the threads busy, its layers one at a time take the
-    // batch together (the blocked kernel, an image at a time with the threads inside each
-    // layer, measured 1.39x slower on MobileNetV3-Large at batch 8 on two threads).
-    let squeezes = block.squeeze_excitation.is_some();
-    let banded = fused::worth_it(&depthwise, batch, rayon::current_num_threads());
-    if squeezes && banded {
-        return Outcome::Declined(x);
-    }
-    let expand_activation = block
-        .expand
-        .as_ref()
-        .map_or(Nonlinearity::Identity, |expand| expand.activation.into());
-    let activations = [expand_activation, block.depthwise.activation.into()];
-    let blocked = !banded
-        && blocked_takes(
-            &depthwise,
-            expands,
-            block.use_residual,
-            [in_channels, out_channels],
-            activations,
-        );
-    if !banded && !blocked {
-        return Outcome::Declined(x);
-    }
-    // Any parameter not on burn-flex as f32 sends the block to the per-layer path.
-    let expand = match &block.expand {
-        None => None,
-        Some(expand) => {
-            let buffers = (flex_f32(&expand.conv.weight.val()), conv_bias(&expand.conv));
-            let (Some(weight), Some(bias)) = buffers else {
-                return Outcome::Declined(x);
-            };
-            Some((weight, bias, expand.activation))
-        }
-    };
-    let buffers = (
-        flex_f32(&x),
-        flex_f32(&block.depthwise.conv.weight.val()),
-        conv_bias(&block.depthwise.conv),
-        flex_f32(&block.project_conv.weight.val()),
-        conv_bias(&block.project_conv),
-    );
-    let (Some(input), Some(dw_weight), Some(dw_bias), Some(project_weight), Some(project_bias)) =
-        buffers
-    else {
-        return Outcome::Declined(x);
-    };
-    let se = match &block.squeeze_excitation {
-        None => None,
-        Some(se) => match se_buffers(se, channels) {
-            Some(buffers) => Some((se, buffers)),
-            None => return Outcome::Declined(x),
-        },
-    };
-    let weights = InvertedResidualWeights {
-        expand: expand.as_ref().map(|(weight, bias, activation)| Pointwise {
-            weight: values(weight),
-            bias: bias.as_ref().map(values),
-            activation: (*activation).into(),
-        }),
-        depthwise,
-        depthwise_weight: values(&dw_weight),
-        depthwise_bias: dw_bias.as_ref().map(values),
-        depthwise_activation: block.depthwise.activation.into(),
-        squeeze_excitation: se.as_ref().map(|(se, buffers)| se_weights(se, buffers)),
-        project_weight: values(&project_weight),
-        project_bias: project_bias.as_ref().map(values),
-        residual: block.use_residual,
-    };
-    let layers = 2 + u64::from(block.expand.is_some()) + u64::from(squeezes);
-    let output = if banded {
-        // The block's layers: expansion (if any), depthwise, projection.
-        super::count_fused_block(layers);
-        fused::inverted_residual(values(&input), batch, in_channels, out_channels, &weights)
-    } else {
-        let sources = [
-            expand.as_ref().map(|(weight, _, _)| weight),
-            Some(&dw_weight),
-            Some(&project_weight),
-        ];
-        let Some(output) = blocked_block(
-            values(&input),
-            batch,
-            [in_channels, out_channels],
-            &weights,
-            &block.packed,
-            sources,
-        ) else {
-            return Outcome::Declined(x);
-        };
-        super::count_layers_run(layers);
-        output
-    };
-    Outcome::Computed(into_tensor(
-        output,
-        [
-            batch,
-            out_channels,
-            depthwise.out_height,
-            depthwise.out_width,
-        ],
-    ))
 }

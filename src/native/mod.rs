@@ -420,7 +420,8 @@ fn linear(
 
 #[cfg(feature = "flex")]
 pub(crate) use flex::{
-    conv2d, inverted_residual, linear, pointwise_depthwise, resize_bilinear, squeeze_excitation,
+    conv2d, inverted_residual, inverted_residual_run, linear, pointwise_depthwise, resize_bilinear,
+    squeeze_excitation,
 };
 
 /// Training kernels for burn-flex's autodiff, or `None` where they do not apply.
@@ -484,6 +485,15 @@ pub(crate) fn inverted_residual(
     x: burn::tensor::Tensor<4>,
 ) -> Outcome {
     Outcome::Declined(x)
+}
+
+/// Without burn-flex there is nothing to accelerate: every block takes its own forward.
+#[cfg(not(feature = "flex"))]
+pub(crate) fn inverted_residual_run(
+    _blocks: &[crate::InvertedResidual],
+    x: burn::tensor::Tensor<4>,
+) -> (burn::tensor::Tensor<4>, usize) {
+    (x, 0)
 }
 
 /// Without burn-flex there is nothing to accelerate: every layer takes burn's path.
