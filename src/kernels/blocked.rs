@@ -243,7 +243,7 @@ pub(crate) fn inverted_residual(
 /// Blocks in turn on `x` (`[batch, in_channels, h, w]` of the first), each one's output the
 /// next one's input, in the blocked layout throughout: one conversion in and one out per image,
 /// where [`inverted_residual`] block by block converts at every block. The same values (the
-/// conversions are copies).
+/// conversions are copies), whichever way the work is split ([`images_in_parallel`]).
 ///
 /// # Panics
 /// If `stages` is empty, a block is not [`supports`]ed, one block's output is not the next
@@ -263,31 +263,54 @@ pub(crate) fn inverted_residuals(x: &[f32], batch: usize, stages: &[Stage]) -> V
         );
     }
     assert!(x.len() >= batch * image_in);
-    let fill = |output: &mut [MaybeUninit<f32>]| {
+    let threads = rayon::current_num_threads();
+    // One image through every block, on up to `threads` threads inside each layer.
+    let image = |image: usize, out: &mut [MaybeUninit<f32>], threads: usize| {
         let mut scratch = SCRATCH.take();
-        for (image, out) in output.chunks_exact_mut(image_out.max(1)).enumerate() {
-            let x = &x[image * image_in..(image + 1) * image_in];
-            scratch.input = to_blocked_into(x, in_pixels, std::mem::take(&mut scratch.input));
-            for stage in stages {
-                block_on_blocked(stage, &mut scratch);
-                // This block's output is the next one's input.
-                std::mem::swap(&mut scratch.input, &mut scratch.projected);
-            }
-            from_blocked(&scratch.input, out_pixels, out);
+        let x = &x[image * image_in..(image + 1) * image_in];
+        let input = std::mem::take(&mut scratch.input);
+        scratch.input = to_blocked_into(x, in_pixels, input, threads);
+        for stage in stages {
+            block_on_blocked(stage, &mut scratch, threads);
+            // This block's output is the next one's input.
+            std::mem::swap(&mut scratch.input, &mut scratch.projected);
         }
+        from_blocked(&scratch.input, out_pixels, out, threads);
         SCRATCH.set(scratch);
+    };
+    let fill = |output: &mut [MaybeUninit<f32>]| {
+        let chunk = image_out.max(1);
+        if images_in_parallel(batch, threads) {
+            // Each thread its own images (and its own scratch), one thread inside each.
+            let images = output.par_chunks_exact_mut(chunk).enumerate();
+            images.for_each(|(at, out)| image(at, out, 1));
+        } else {
+            let images = output.chunks_exact_mut(chunk).enumerate();
+            images.for_each(|(at, out)| image(at, out, threads));
+        }
     };
     // SAFETY: the images' chunks cover the output (its length is `batch * image_out`), and
     // `from_blocked` writes every element of each chunk.
     unsafe { filled_by(batch * image_out, fill) }
 }
 
+/// Whether [`inverted_residuals`] gives each thread whole images (one thread inside each
+/// layer), rather than taking the images one at a time with the threads inside each layer:
+/// where the batch splits evenly between the threads (any batch of two or more on one
+/// thread), or is at least twice their number.
+/// (MobileNetV2 at batch 8 on two threads: each thread streams four images through the run,
+/// its maps in its own cache, where a layer at a time split two ways had a parallel region
+/// per layer and its maps shared between the cores.)
+pub(crate) fn images_in_parallel(batch: usize, threads: usize) -> bool {
+    batch > 1 && (batch.is_multiple_of(threads.max(1)) || batch >= 2 * threads)
+}
+
 /// One block on one image already in the blocked layout, `scratch.input` (`[in / 8, h * w,
-/// 8]`): its output, blocked, in `scratch.projected`.
+/// 8]`): its output, blocked, in `scratch.projected`; each layer on up to `threads` threads.
 ///
 /// # Panics
 /// As [`inverted_residuals`].
-fn block_on_blocked(stage: &Stage, scratch: &mut Scratch) {
+fn block_on_blocked(stage: &Stage, scratch: &mut Scratch, threads: usize) {
     let &Stage {
         block,
         packed,
@@ -325,6 +348,7 @@ fn block_on_blocked(stage: &Stage, scratch: &mut Scratch) {
             e.activation,
             packed.isa,
             std::mem::take(expanded),
+            threads,
         );
     }
     *hidden = depthwise_layer(
@@ -335,9 +359,10 @@ fn block_on_blocked(stage: &Stage, scratch: &mut Scratch) {
         block.depthwise_activation,
         packed.isa,
         std::mem::take(hidden),
+        threads,
     );
     if let Some(se) = &block.squeeze_excitation {
-        squeeze_excitation(hidden, out_pixels, se);
+        squeeze_excitation(hidden, out_pixels, se, threads);
     }
     *projected = pointwise(
         hidden,
@@ -348,6 +373,7 @@ fn block_on_blocked(stage: &Stage, scratch: &mut Scratch) {
         Nonlinearity::Identity,
         packed.isa,
         std::mem::take(projected),
+        threads,
     );
 }
 
@@ -376,12 +402,17 @@ thread_local! {
 /// scaled by its gate. The means are summed in the NCHW kernel's order (`elementwise::sum`:
 /// eight running sums over the pixels in turn, added up in order, then the pixels left over),
 /// eight channels at once: the same bits as the layers one at a time. Channel blocks in
-/// parallel when the map is large.
+/// parallel when the map is large and `threads` is more than one.
 ///
 /// # Panics
 /// If the map is not whole channel blocks of `pixels`, or the weights' shapes do not match
 /// its channels.
-fn squeeze_excitation(map: &mut [f32], pixels: usize, weights: &SqueezeExcitationWeights) {
+fn squeeze_excitation(
+    map: &mut [f32],
+    pixels: usize,
+    weights: &SqueezeExcitationWeights,
+    threads: usize,
+) {
     let chunk = pixels * LANES;
     assert!(pixels > 0 && map.len().is_multiple_of(chunk));
     let channels = map.len() / pixels;
@@ -412,7 +443,7 @@ fn squeeze_excitation(map: &mut [f32], pixels: usize, weights: &SqueezeExcitatio
         }
         std::array::from_fn(|lane| (total[lane] + tail[lane]) / pixels as f32)
     };
-    let parallel = map.len() >= PARALLEL_MIN_COPY;
+    let parallel = threads > 1 && map.len() >= PARALLEL_MIN_COPY;
     let means: Vec<f32> = if parallel {
         map.par_chunks_exact(chunk)
             .flat_map_iter(means_of)
@@ -442,11 +473,11 @@ fn squeeze_excitation(map: &mut [f32], pixels: usize, weights: &SqueezeExcitatio
 /// # Panics
 /// If the channels (`x.len() / pixels`) are not a multiple of eight.
 pub(crate) fn to_blocked(x: &[f32], pixels: usize) -> Vec<f32> {
-    to_blocked_into(x, pixels, Vec::new())
+    to_blocked_into(x, pixels, Vec::new(), rayon::current_num_threads())
 }
 
-/// [`to_blocked`] in `buffer`'s allocation.
-fn to_blocked_into(x: &[f32], pixels: usize, buffer: Vec<f32>) -> Vec<f32> {
+/// [`to_blocked`] in `buffer`'s allocation, on up to `threads` threads.
+fn to_blocked_into(x: &[f32], pixels: usize, buffer: Vec<f32>, threads: usize) -> Vec<f32> {
     assert!(pixels > 0 && x.len().is_multiple_of(pixels * LANES) && has_avx2_fma());
     let fill = |out: &mut [MaybeUninit<f32>]| {
         let chunk = pixels * LANES;
@@ -479,7 +510,7 @@ fn to_blocked_into(x: &[f32], pixels: usize, buffer: Vec<f32>) -> Vec<f32> {
                 }
             }
         }
-        if x.len() >= PARALLEL_MIN_COPY {
+        if threads > 1 && x.len() >= PARALLEL_MIN_COPY {
             x.par_chunks_exact(chunk)
                 .zip(out.par_chunks_exact_mut(chunk))
                 .for_each(convert);
@@ -501,7 +532,12 @@ const PARALLEL_MIN_COPY: usize = 1 << 15;
 ///
 /// # Panics
 /// If `out` and `blocked` differ in length, or it is not a multiple of `8 * pixels`.
-pub(crate) fn from_blocked(blocked: &[f32], pixels: usize, out: &mut [MaybeUninit<f32>]) {
+pub(crate) fn from_blocked(
+    blocked: &[f32],
+    pixels: usize,
+    out: &mut [MaybeUninit<f32>],
+    threads: usize,
+) {
     assert!(pixels > 0 && blocked.len() == out.len() && out.len().is_multiple_of(pixels * LANES));
     assert!(has_avx2_fma());
     let chunk = pixels * LANES;
@@ -530,7 +566,7 @@ pub(crate) fn from_blocked(blocked: &[f32], pixels: usize, out: &mut [MaybeUnini
             }
         }
     }
-    if out.len() >= PARALLEL_MIN_COPY {
+    if threads > 1 && out.len() >= PARALLEL_MIN_COPY {
         blocked
             .par_chunks_exact(chunk)
             .zip(out.par_chunks_exact_mut(chunk))
@@ -599,7 +635,7 @@ activation_on!(
 /// A 1x1 convolution on blocked maps: `out[o, p] = activation(sum_i w[o, i] x[i, p] + bias[o] +
 /// residual[o, p])`, `[m, k, n]` = output channels, input channels, pixels; `weight` packed by
 /// [`pack_pointwise`] for `isa`; `x`, `residual` and the result blocked. Split over the threads
-/// by pixels when large. Written in `buffer`'s allocation.
+/// by pixels when large, on up to `threads` threads. Written in `buffer`'s allocation.
 #[allow(clippy::too_many_arguments)]
 fn pointwise(
     x: &[f32],
@@ -610,6 +646,7 @@ fn pointwise(
     activation: Nonlinearity,
     isa: Isa,
     buffer: Vec<f32>,
+    threads: usize,
 ) -> Vec<f32> {
     assert!(
         x.len() == k * n
@@ -628,7 +665,7 @@ fn pointwise(
     // Large maps are split between the threads by pixels; small ones (7x7: 49 pixels, where
     // whole tiles of pixels would split unevenly) by output channels, in units of a tile's.
     let threads = if m * n * k >= PARALLEL_MIN_MACS {
-        rayon::current_num_threads()
+        threads.max(1)
     } else {
         1
     };
@@ -1124,7 +1161,8 @@ unsafe fn store(
 
 /// A depthwise convolution on blocked maps (`x`: `[c / 8, h * w, 8]`), weights packed by
 /// [`to_blocked`]: `activation(bias + sum of taps)`, blocked. Channel blocks in parallel
-/// when large. Written in `buffer`'s allocation.
+/// when large, on up to `threads` threads. Written in `buffer`'s allocation.
+#[allow(clippy::too_many_arguments)]
 fn depthwise_layer(
     x: &[f32],
     weight: &[f32],
@@ -1133,6 +1171,7 @@ fn depthwise_layer(
     activation: Nonlinearity,
     isa: Isa,
     buffer: Vec<f32>,
+    threads: usize,
 ) -> Vec<f32> {
     let (in_pixels, out_pixels) = (g.in_pixels(), g.out_pixels());
     let taps = g.kernel[0] * g.kernel[1];
@@ -1158,7 +1197,7 @@ fn depthwise_layer(
         }
     };
     let threads = if blocks * out_pixels * taps * LANES >= PARALLEL_MIN_MACS {
-        rayon::current_num_threads()
+        threads.max(1)
     } else {
         1
     };
@@ -1409,7 +1448,7 @@ mod tests {
                 }
             }
             let mut back = vec![MaybeUninit::new(f32::NAN); x.len()];
-            from_blocked(&blocked, pixels, &mut back);
+            from_blocked(&blocked, pixels, &mut back, 2);
             // SAFETY: `back` was initialized above (and overwritten by `from_blocked`).
             let back: Vec<f32> = back
                 .into_iter()
@@ -1550,7 +1589,8 @@ mod tests {
 
     /// A run of blocks in the blocked layout (`inverted_residuals`) is the blocks one at a time
     /// bit for bit (the conversions between them are copies): V3's shapes with and without
-    /// squeeze-and-excitation, a stride, residuals and no expansion, two images.
+    /// squeeze-and-excitation, a stride, residuals and no expansion; on two threads, three
+    /// images (one at a time, the threads inside each layer) and two (an image a thread).
     #[test]
     fn a_run_of_blocks_is_the_blocks_in_turn() {
         if !has_avx2_fma() {
@@ -1564,7 +1604,7 @@ mod tests {
             (24, 72, 40, 5, 2, 24),
             (40, 120, 40, 5, 1, 32),
         ];
-        let (batch, mut size) = (2, [15, 13]);
+        let (batch, mut size) = (3, [15, 13]);
         let mut owned = Vec::new();
         for (index, &(cin, ce, cout, kernel, stride, squeeze)) in rows.iter().enumerate() {
             let seed = 20 * index as u32;
@@ -1619,9 +1659,15 @@ mod tests {
             .map(|(block, &(cin, _, cout, ..))| pack(block, cin, cout))
             .collect();
         let x = values(batch * rows[0].0 * 15 * 13, 99);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("thread pool");
+        assert!(!images_in_parallel(3, 2) && images_in_parallel(2, 2));
         let mut expected = x.clone();
         for ((block, packed), &(cin, _, cout, ..)) in blocks.iter().zip(&packed).zip(&rows) {
-            expected = inverted_residual(&expected, batch, cin, cout, block, packed);
+            expected =
+                pool.install(|| inverted_residual(&expected, batch, cin, cout, block, packed));
         }
         let stages: Vec<Stage> = blocks
             .iter()
@@ -1633,13 +1679,18 @@ mod tests {
                 channels: [cin, cout],
             })
             .collect();
-        let actual = inverted_residuals(&x, batch, &stages);
-        assert_eq!(actual.len(), expected.len());
-        let same = actual
-            .iter()
-            .zip(&expected)
-            .all(|(a, e)| a.to_bits() == e.to_bits());
-        assert!(same, "the run differs from the blocks in turn");
+        let same = |a: &[f32], b: &[f32]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+        };
+        let actual = pool.install(|| inverted_residuals(&x, batch, &stages));
+        assert!(
+            same(&actual, &expected),
+            "the run differs from the blocks in turn"
+        );
+        let two = &x[..2 * x.len() / 3];
+        let actual = pool.install(|| inverted_residuals(two, 2, &stages));
+        let expected = &expected[..2 * expected.len() / 3];
+        assert!(same(&actual, expected), "an image a thread differs");
     }
 
     /// Squeeze-and-excitation on a blocked map is the NCHW kernel's bit for bit (the means
@@ -1683,9 +1734,9 @@ mod tests {
             let mut expected = map.clone();
             crate::kernels::elementwise::squeeze_excitation(&mut expected, channels, &weights);
             let mut blocked = to_blocked(&map, pixels);
-            squeeze_excitation(&mut blocked, pixels, &weights);
+            squeeze_excitation(&mut blocked, pixels, &weights, 2);
             let mut actual = vec![MaybeUninit::new(f32::NAN); map.len()];
-            from_blocked(&blocked, pixels, &mut actual);
+            from_blocked(&blocked, pixels, &mut actual, 2);
             // SAFETY: `actual` was initialized above (and overwritten by `from_blocked`).
             let same = actual
                 .iter()
@@ -1754,9 +1805,10 @@ mod tests {
                     activation,
                     isa,
                     Vec::new(),
+                    rayon::current_num_threads(),
                 );
                 let mut actual = vec![MaybeUninit::new(f32::NAN); m * n];
-                from_blocked(&blocked, n, &mut actual);
+                from_blocked(&blocked, n, &mut actual, 2);
                 // SAFETY: `actual` was initialized above (and overwritten by `from_blocked`).
                 let actual: Vec<f32> = actual
                     .into_iter()

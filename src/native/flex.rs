@@ -568,20 +568,36 @@ impl BlockPlan {
     /// blocked kernel, an image at a time with the threads inside each layer, measured 1.39x
     /// slower on MobileNetV3-Large at batch 8 on two threads).
     fn blocked(&self, batch: usize) -> bool {
+        !self.images_keep_threads_busy(batch) && self.blocked_shape()
+    }
+
+    /// Whether the block can join a run of blocks through `kernels::blocked` on a batch of
+    /// `batch`: as [`blocked`](Self::blocked), and also where the run gives each thread whole
+    /// images (`kernels::blocked::images_in_parallel`), in place of the band kernel or the
+    /// layers.
+    fn joins_run(&self, batch: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        let images = kernels::blocked::images_in_parallel(batch, rayon::current_num_threads());
+        #[cfg(not(target_arch = "x86_64"))]
+        let images = false;
+        (images || !self.images_keep_threads_busy(batch)) && self.blocked_shape()
+    }
+
+    /// Whether `kernels::blocked` takes the block's shapes and activations.
+    fn blocked_shape(&self) -> bool {
         let expand = self
             .expand
             .as_ref()
             .map_or(Nonlinearity::Identity, |(_, _, activation)| {
                 (*activation).into()
             });
-        !self.images_keep_threads_busy(batch)
-            && blocked_takes(
-                &self.depthwise,
-                self.expand.is_some(),
-                self.residual,
-                self.channels,
-                [expand, self.depthwise_activation.into()],
-            )
+        blocked_takes(
+            &self.depthwise,
+            self.expand.is_some(),
+            self.residual,
+            self.channels,
+            [expand, self.depthwise_activation.into()],
+        )
     }
 
     /// The kernels' view of the weights.
@@ -668,9 +684,9 @@ pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outco
 }
 
 /// The blocks at the start of `blocks` that `kernels::blocked` takes in turn (fused, at a batch
-/// where it is chosen over the band kernel and the layers), run in the blocked layout from the
-/// first to the last with one layout conversion in and one out per image: the output and how
-/// many blocks it covers. `(x, 0)` where fewer than two blocks qualify (each block's own
+/// where it is chosen over the band kernel and the layers: [`BlockPlan::joins_run`]), run in the
+/// blocked layout from the first to the last with one layout conversion in and one out per
+/// image: the output and how many blocks it covers. `(x, 0)` where fewer than two blocks qualify (each block's own
 /// forward then decides).
 pub(crate) fn inverted_residual_run(
     blocks: &[InvertedResidual],
@@ -683,7 +699,7 @@ pub(crate) fn inverted_residual_run(
     let mut dims = x.dims();
     let mut plans = Vec::new();
     for block in blocks {
-        let Some(plan) = BlockPlan::new(block, dims).filter(|plan| plan.blocked(batch)) else {
+        let Some(plan) = BlockPlan::new(block, dims).filter(|plan| plan.joins_run(batch)) else {
             break;
         };
         dims = plan.out_dims(batch);

@@ -65,6 +65,15 @@ impl AnyModel {
         }
     }
 
+    /// The trunk: stem, inverted residual blocks, last convolution.
+    #[allow(dead_code)]
+    pub fn features(&self) -> &mobilenet_burn::Features {
+        match self {
+            AnyModel::V2(model) => &model.features,
+            AnyModel::V3(model) => &model.features,
+        }
+    }
+
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             AnyModel::V2(model) => model.forward_features(x),
