@@ -451,7 +451,7 @@ fn squeeze_excitation(
     } else {
         map.chunks_exact(chunk).flat_map(means_of).collect()
     };
-    let scales = excitation(&means, weights);
+    let scales = excitation(&means, weights, threads);
     let scale = |(values, scales): (&mut [f32], &[f32])| {
         for pixel in values.chunks_exact_mut(LANES) {
             pixel.iter_mut().zip(scales).for_each(|(v, &s)| *v *= s);
@@ -1694,8 +1694,8 @@ mod tests {
     }
 
     /// Squeeze-and-excitation on a blocked map is the NCHW kernel's bit for bit (the means
-    /// summed in its order), on pixel counts below, at and past whole groups of eight, and on
-    /// maps large enough for the parallel passes.
+    /// summed in its order), on pixel counts below, at and past whole groups of eight, on maps
+    /// large enough for the parallel passes, and with gates computed on one or two threads.
     #[test]
     fn blocked_squeeze_excitation_is_the_nchw_kernels() {
         if !has_avx2_fma() {
@@ -1709,6 +1709,10 @@ mod tests {
             (40, 16, 50),
             (96, 24, 197),
             (72, 24, 3136),
+            // Gates computed on two threads here (many weights) and on one by the NCHW
+            // kernel (a small map), then on two by both.
+            (576, 144, 7),
+            (960, 240, 49),
         ]
         .into_iter()
         .enumerate()

@@ -216,7 +216,12 @@ pub(crate) fn squeeze_excitation(
     } else {
         image.chunks_exact(pixels).map(mean).collect()
     };
-    let scales = excitation(&means, weights);
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let scales = excitation(&means, weights, threads);
     let scale = |(plane, &scale): (&mut [f32], &f32)| dispatch!(scale_plane(plane, scale));
     if parallel {
         image
@@ -230,25 +235,41 @@ pub(crate) fn squeeze_excitation(
 
 /// The gates of squeeze-and-excitation from the channels' means: `fc1` + ReLU, `fc2` +
 /// hard-sigmoid, one scale per channel. Shared by every layout, so that they scale by the same
-/// values.
-pub(crate) fn excitation(means: &[f32], weights: &SqueezeExcitationWeights) -> Vec<f32> {
+/// values. Each layer's rows split over up to `threads` threads where its weights are many
+/// (each output one dot product whichever thread takes it: the same values).
+pub(crate) fn excitation(
+    means: &[f32],
+    weights: &SqueezeExcitationWeights,
+    threads: usize,
+) -> Vec<f32> {
     let squeeze = weights.fc1_bias.len();
-    let hidden: Vec<f32> = weights
-        .fc1_weight
-        .chunks_exact(means.len())
-        .zip(weights.fc1_bias)
-        .map(|(row, bias)| (dispatch!(dot(row, means)) + bias).max(0.0))
-        .collect();
-    weights
-        .fc2_weight
-        .chunks_exact(squeeze)
-        .zip(weights.fc2_bias)
-        .map(|(row, bias)| {
-            let gate = dispatch!(dot(row, &hidden)) + bias;
-            (gate * weights.slope + weights.offset).clamp(0.0, 1.0)
-        })
-        .collect()
+    // The two layers read `2 * channels * squeeze` weights a call, and nothing else reads them
+    // in between: at V3-Large's widest (960 channels, 1.8 MB) they stream from memory.
+    let parallel = threads > 1 && weights.fc1_weight.len() >= PARALLEL_MIN_WEIGHTS;
+    let fc1 = |(row, bias): (&[f32], &f32)| (dispatch!(dot(row, means)) + bias).max(0.0);
+    let hidden: Vec<f32> = if parallel {
+        let rows = weights.fc1_weight.par_chunks_exact(means.len());
+        rows.zip(weights.fc1_bias).map(fc1).collect()
+    } else {
+        let rows = weights.fc1_weight.chunks_exact(means.len());
+        rows.zip(weights.fc1_bias).map(fc1).collect()
+    };
+    let fc2 = |(row, bias): (&[f32], &f32)| {
+        let gate = dispatch!(dot(row, &hidden)) + bias;
+        (gate * weights.slope + weights.offset).clamp(0.0, 1.0)
+    };
+    if parallel {
+        let rows = weights.fc2_weight.par_chunks_exact(squeeze);
+        rows.zip(weights.fc2_bias).map(fc2).collect()
+    } else {
+        let rows = weights.fc2_weight.chunks_exact(squeeze);
+        rows.zip(weights.fc2_bias).map(fc2).collect()
+    }
 }
+
+/// Squeeze-and-excitation layers with at least this many weights in `fc1` split their rows
+/// over the threads.
+const PARALLEL_MIN_WEIGHTS: usize = 1 << 15;
 
 #[cfg(test)]
 mod tests {
