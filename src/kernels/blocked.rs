@@ -266,7 +266,7 @@ pub(crate) fn inverted_residuals(x: &[f32], batch: usize, stages: &[Stage]) -> V
     let threads = rayon::current_num_threads();
     // One image through every block, on up to `threads` threads inside each layer.
     let image = |image: usize, out: &mut [MaybeUninit<f32>], threads: usize| {
-        let mut scratch = SCRATCH.take();
+        let mut scratch = Scratch::take();
         let x = &x[image * image_in..(image + 1) * image_in];
         let input = std::mem::take(&mut scratch.input);
         scratch.input = to_blocked_into(x, in_pixels, input, threads);
@@ -276,7 +276,7 @@ pub(crate) fn inverted_residuals(x: &[f32], batch: usize, stages: &[Stage]) -> V
             std::mem::swap(&mut scratch.input, &mut scratch.projected);
         }
         from_blocked(&scratch.input, out_pixels, out, threads);
-        SCRATCH.set(scratch);
+        scratch.give_back();
     };
     let fill = |output: &mut [MaybeUninit<f32>]| {
         let chunk = image_out.max(1);
@@ -377,12 +377,16 @@ fn block_on_blocked(stage: &Stage, scratch: &mut Scratch, threads: usize) {
     );
 }
 
-/// The blocked maps of one [`inverted_residuals`] call (a block's input, expansion, depthwise
-/// output and projection), kept on the calling thread for its next call. Allocated afresh at every call,
-/// maps this large go back to the system when freed and are faulted in again, page by page,
-/// at the next (glibc's allocator trims them; measured on MobileNetV3-Small: 460 page faults
-/// and 1.3x the time per forward). Each thread that runs a forward keeps its largest block's
-/// maps (MobileNetV2 at 224x224: about 8 MiB) until it ends.
+/// The blocked maps of one image's pass through [`inverted_residuals`] (a block's input,
+/// expansion, depthwise output and projection), kept for the next pass. Allocated afresh at
+/// every call, maps this large go back to the system when freed and are faulted in again,
+/// page by page, at the next (glibc's allocator trims them; measured on MobileNetV3-Small: 460
+/// page faults and 1.3x the time per forward). Freeing them at the end of each call instead
+/// measured worse still for LR-ASPP at 520x520 (14,000 faults and 1.4x the time a forward).
+///
+/// The sets are shared by the whole process ([`SCRATCH`]): there are as many as images were
+/// ever in flight at once (one at batch 1, one per thread at larger batches), each as large as
+/// the largest maps it held (MobileNetV2 at 224x224: about 8 MiB).
 #[derive(Default)]
 struct Scratch {
     input: Vec<f32>,
@@ -391,10 +395,25 @@ struct Scratch {
     projected: Vec<f32>,
 }
 
-thread_local! {
-    /// This thread's [`Scratch`], taken for the length of a call (a call nested on the same
-    /// thread, as rayon may run one while another waits, finds it empty and allocates).
-    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+/// The [`Scratch`] sets not in use.
+static SCRATCH: std::sync::Mutex<Vec<Scratch>> = std::sync::Mutex::new(Vec::new());
+
+impl Scratch {
+    /// A set not in use, or a new empty one.
+    fn take() -> Self {
+        let mut sets = SCRATCH
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        sets.pop().unwrap_or_default()
+    }
+
+    /// Keeps the set for the next pass.
+    fn give_back(self) {
+        let mut sets = SCRATCH
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        sets.push(self);
+    }
 }
 
 /// Squeeze-and-excitation on one blocked map (`[channels / 8, pixels, 8]`) in place: each

@@ -421,7 +421,8 @@ pub(crate) unsafe fn filled_into(
     fill: impl FnOnce(&mut [MaybeUninit<f32>]),
 ) -> Vec<f32> {
     buffer.clear();
-    buffer.reserve(len);
+    // Exactly: a kept scratch map grows to the largest map it holds, not twice that.
+    buffer.reserve_exact(len);
     fill(&mut buffer.spare_capacity_mut()[..len]);
     // SAFETY: `fill` wrote all `len` values, as the caller guarantees; if it panicked, the
     // length is still 0 and nothing uninitialized is exposed.
