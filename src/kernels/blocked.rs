@@ -471,20 +471,12 @@ fn squeeze_excitation(
         map.chunks_exact(chunk).flat_map(means_of).collect()
     };
     let scales = excitation(&means, weights, threads);
-    let scale = |(values, scales): (&mut [f32], &[f32])| {
+    let scale = |(scales, values): (&[f32], &mut [f32])| {
         for pixel in values.chunks_exact_mut(LANES) {
             pixel.iter_mut().zip(scales).for_each(|(v, &s)| *v *= s);
         }
     };
-    if parallel {
-        map.par_chunks_exact_mut(chunk)
-            .zip(scales.par_chunks_exact(LANES))
-            .for_each(scale);
-    } else {
-        map.chunks_exact_mut(chunk)
-            .zip(scales.chunks_exact(LANES))
-            .for_each(scale);
-    }
+    zip_chunks(&scales, LANES, map, chunk, parallel, scale);
 }
 
 /// `[channels, pixels]` (NCHW, one image) as `[channels / 8, pixels, 8]`.
@@ -529,15 +521,8 @@ fn to_blocked_into(x: &[f32], pixels: usize, buffer: Vec<f32>, threads: usize) -
                 }
             }
         }
-        if threads > 1 && x.len() >= PARALLEL_MIN_COPY {
-            x.par_chunks_exact(chunk)
-                .zip(out.par_chunks_exact_mut(chunk))
-                .for_each(convert);
-        } else {
-            x.chunks_exact(chunk)
-                .zip(out.chunks_exact_mut(chunk))
-                .for_each(convert);
-        }
+        let parallel = threads > 1 && x.len() >= PARALLEL_MIN_COPY;
+        zip_chunks(x, chunk, out, chunk, parallel, convert);
     };
     // SAFETY: `convert` writes every pixel of every lane of each channel block's chunk, and the
     // chunks cover the output (its length is a multiple of the chunk, asserted above).
@@ -585,16 +570,28 @@ pub(crate) fn from_blocked(
             }
         }
     }
-    if threads > 1 && out.len() >= PARALLEL_MIN_COPY {
-        blocked
-            .par_chunks_exact(chunk)
-            .zip(out.par_chunks_exact_mut(chunk))
-            .for_each(convert);
+    let parallel = threads > 1 && out.len() >= PARALLEL_MIN_COPY;
+    zip_chunks(blocked, chunk, out, chunk, parallel, convert);
+}
+
+/// `f` on each pair of a `chunk_a`-long chunk of `a` and a `chunk_b`-long chunk of `b`, in
+/// order, on the threads where `parallel`.
+fn zip_chunks<A: Sync, B: Send>(
+    a: &[A],
+    chunk_a: usize,
+    b: &mut [B],
+    chunk_b: usize,
+    parallel: bool,
+    f: impl Fn((&[A], &mut [B])) + Sync + Send,
+) {
+    if parallel {
+        let pairs = a
+            .par_chunks_exact(chunk_a)
+            .zip(b.par_chunks_exact_mut(chunk_b));
+        pairs.for_each(f);
     } else {
-        blocked
-            .chunks_exact(chunk)
-            .zip(out.chunks_exact_mut(chunk))
-            .for_each(convert);
+        let pairs = a.chunks_exact(chunk_a).zip(b.chunks_exact_mut(chunk_b));
+        pairs.for_each(f);
     }
 }
 
@@ -1287,15 +1284,7 @@ unsafe fn depthwise_block(
     out: &mut [MaybeUninit<f32>],
 ) {
     // SAFETY: as this function's caller guarantees.
-    unsafe {
-        match (g.kernel[0], g.stride[0]) {
-            (3, 1) => depthwise_rows::<false, 3, 1>(x, weight, bias, g, activation, rows, out),
-            (3, 2) => depthwise_rows::<false, 3, 2>(x, weight, bias, g, activation, rows, out),
-            (5, 1) => depthwise_rows::<false, 5, 1>(x, weight, bias, g, activation, rows, out),
-            (5, 2) => depthwise_rows::<false, 5, 2>(x, weight, bias, g, activation, rows, out),
-            _ => depthwise_rows::<false, 0, 0>(x, weight, bias, g, activation, rows, out),
-        }
-    }
+    unsafe { depthwise_sizes::<false>(x, weight, bias, g, activation, rows, out) }
 }
 
 /// [`depthwise_block`] with AVX-512F at stride 1: away from the edges two neighbouring output
@@ -1315,13 +1304,31 @@ unsafe fn depthwise_block_wide(
     out: &mut [MaybeUninit<f32>],
 ) {
     // SAFETY: as this function's caller guarantees.
+    unsafe { depthwise_sizes::<true>(x, weight, bias, g, activation, rows, out) }
+}
+
+/// [`depthwise_rows`] compiled for `g`'s kernel size and stride where MobileNet has them.
+///
+/// # Safety
+/// As [`depthwise_block`] (AVX-512F where `WIDE`).
+#[inline(always)]
+unsafe fn depthwise_sizes<const WIDE: bool>(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32; LANES],
+    g: &ConvGeometry,
+    activation: Nonlinearity,
+    rows: [usize; 2],
+    out: &mut [MaybeUninit<f32>],
+) {
+    // SAFETY: as this function's caller guarantees; each copy gets `g`'s own sizes.
     unsafe {
         match (g.kernel[0], g.stride[0]) {
-            (3, 1) => depthwise_rows::<true, 3, 1>(x, weight, bias, g, activation, rows, out),
-            (3, 2) => depthwise_rows::<true, 3, 2>(x, weight, bias, g, activation, rows, out),
-            (5, 1) => depthwise_rows::<true, 5, 1>(x, weight, bias, g, activation, rows, out),
-            (5, 2) => depthwise_rows::<true, 5, 2>(x, weight, bias, g, activation, rows, out),
-            _ => depthwise_rows::<true, 0, 0>(x, weight, bias, g, activation, rows, out),
+            (3, 1) => depthwise_rows::<WIDE, 3, 1>(x, weight, bias, g, activation, rows, out),
+            (3, 2) => depthwise_rows::<WIDE, 3, 2>(x, weight, bias, g, activation, rows, out),
+            (5, 1) => depthwise_rows::<WIDE, 5, 1>(x, weight, bias, g, activation, rows, out),
+            (5, 2) => depthwise_rows::<WIDE, 5, 2>(x, weight, bias, g, activation, rows, out),
+            _ => depthwise_rows::<WIDE, 0, 0>(x, weight, bias, g, activation, rows, out),
         }
     }
 }
