@@ -380,7 +380,7 @@ pub(crate) fn squeeze_excitation(se: &SqueezeExcitation, x: Tensor<4>) -> Outcom
     };
     // Drop our handle so that, unless the caller kept a clone, the buffer is ours to scale.
     drop(x);
-    let weights = se_weights(se, &buffers);
+    let weights = se_weights(&buffers, se_gate(se));
     let image_len = channels * dims[2] * dims[3];
     let (start, end) = input
         .layout()
@@ -414,18 +414,27 @@ fn se_buffers(se: &SqueezeExcitation, channels: usize) -> Option<[FlexTensor; 4]
     ])
 }
 
-/// The kernels' view of a squeeze-and-excitation layer whose buffers [`se_buffers`] gathered.
-fn se_weights<'a>(
-    se: &SqueezeExcitation,
-    [fc1_weight, fc1_bias, fc2_weight, fc2_bias]: &'a [FlexTensor; 4],
-) -> SqueezeExcitationWeights<'a> {
+/// A squeeze-and-excitation layer's gate, its hard-sigmoid's `[slope, offset]`.
+fn se_gate(se: &SqueezeExcitation) -> [f32; 2] {
+    [
+        se.scale_activation.slope as f32,
+        se.scale_activation.offset as f32,
+    ]
+}
+
+/// The kernels' view of a squeeze-and-excitation layer whose buffers [`se_buffers`] gathered,
+/// with its [`se_gate`].
+fn se_weights(
+    [fc1_weight, fc1_bias, fc2_weight, fc2_bias]: &[FlexTensor; 4],
+    [slope, offset]: [f32; 2],
+) -> SqueezeExcitationWeights<'_> {
     SqueezeExcitationWeights {
         fc1_weight: values(fc1_weight),
         fc1_bias: values(fc1_bias),
         fc2_weight: values(fc2_weight),
         fc2_bias: values(fc2_bias),
-        slope: se.scale_activation.slope as f32,
-        offset: se.scale_activation.offset as f32,
+        slope,
+        offset,
     }
 }
 
@@ -455,28 +464,23 @@ fn blocked_takes(
     }
 }
 
-/// One fused block, checked for the block kernels on an input of shape `dims`: its geometry,
-/// activations and weight buffers (burn-flex f32, held).
-struct BlockPlan {
+/// The shape of one fused block on an input of shape `dims`, checked for the block kernels:
+/// all that decides which kernel (if any) takes it, before any weight buffer is gathered.
+struct BlockShape {
     depthwise: ConvGeometry,
     /// `[in_channels, out_channels]`.
     channels: [usize; 2],
-    expand: Option<(FlexTensor, Option<FlexTensor>, Activation)>,
-    depthwise_weight: FlexTensor,
-    depthwise_bias: Option<FlexTensor>,
-    depthwise_activation: Activation,
-    /// The buffers ([`se_buffers`]) and the gate's slope and offset.
-    squeeze_excitation: Option<([FlexTensor; 4], [f32; 2])>,
-    project_weight: FlexTensor,
-    project_bias: Option<FlexTensor>,
+    expands: bool,
+    squeezes: bool,
     residual: bool,
+    /// The expansion's (identity without one) and the depthwise layer's.
+    activations: [Nonlinearity; 2],
 }
 
-impl BlockPlan {
-    /// The plan of `block` on an input of `dims`, or `None` where neither block kernel takes
-    /// it: BatchNorm left, shapes `fused::supports` declines, or a parameter not on burn-flex
-    /// as f32.
-    fn new(
+impl BlockShape {
+    /// The shape of `block` on an input of `dims`, or `None` where neither block kernel takes
+    /// it: BatchNorm left, or shapes `fused::supports` declines.
+    fn of(
         block: &InvertedResidual,
         [batch, in_channels, height, width]: [usize; 4],
     ) -> Option<Self> {
@@ -500,46 +504,29 @@ impl BlockPlan {
         }
         let depthwise = geometry(&block.depthwise.conv, [batch, channels, height, width])?;
         let out_channels = block.project_conv.weight.dims()[0];
-        // The shape decides first, then the weights.
+        let expands = block.expand.is_some();
         if !is_depthwise(&block.depthwise.conv, channels)
             || !is_pointwise(&block.project_conv, channels)
             || !fused::supports(
                 &depthwise,
-                block.expand.is_some(),
+                expands,
                 block.use_residual,
                 [in_channels, out_channels],
             )
         {
             return None;
         }
-        let expand = match &block.expand {
-            None => None,
-            Some(expand) => {
-                let weight = flex_f32(&expand.conv.weight.val())?;
-                Some((weight, conv_bias(&expand.conv)?, expand.activation))
-            }
-        };
-        let squeeze_excitation = match &block.squeeze_excitation {
-            None => None,
-            Some(se) => {
-                let gate = [
-                    se.scale_activation.slope as f32,
-                    se.scale_activation.offset as f32,
-                ];
-                Some((se_buffers(se, channels)?, gate))
-            }
-        };
+        let expand_activation = block
+            .expand
+            .as_ref()
+            .map_or(Nonlinearity::Identity, |expand| expand.activation.into());
         Some(Self {
             depthwise,
             channels: [in_channels, out_channels],
-            expand,
-            depthwise_weight: flex_f32(&block.depthwise.conv.weight.val())?,
-            depthwise_bias: conv_bias(&block.depthwise.conv)?,
-            depthwise_activation: block.depthwise.activation,
-            squeeze_excitation,
-            project_weight: flex_f32(&block.project_conv.weight.val())?,
-            project_bias: conv_bias(&block.project_conv)?,
+            expands,
+            squeezes: block.squeeze_excitation.is_some(),
             residual: block.use_residual,
+            activations: [expand_activation, block.depthwise.activation.into()],
         })
     }
 
@@ -553,7 +540,7 @@ impl BlockPlan {
     /// where every thread has whole images, and the block has no squeeze-and-excitation (which
     /// needs the whole map).
     fn banded(&self, batch: usize) -> bool {
-        self.squeeze_excitation.is_none() && self.images_keep_threads_busy(batch)
+        !self.squeezes && self.images_keep_threads_busy(batch)
     }
 
     /// Whether a batch of `batch` keeps every thread busy with whole images (the band kernel's
@@ -585,67 +572,92 @@ impl BlockPlan {
 
     /// Whether `kernels::blocked` takes the block's shapes and activations.
     fn blocked_shape(&self) -> bool {
-        let expand = self
-            .expand
-            .as_ref()
-            .map_or(Nonlinearity::Identity, |(_, _, activation)| {
-                (*activation).into()
-            });
         blocked_takes(
             &self.depthwise,
-            self.expand.is_some(),
+            self.expands,
             self.residual,
             self.channels,
-            [expand, self.depthwise_activation.into()],
+            self.activations,
         )
+    }
+
+    /// The block's layers: expansion (if any), depthwise, squeeze-and-excitation (if any),
+    /// projection.
+    fn layers(&self) -> u64 {
+        2 + u64::from(self.expands) + u64::from(self.squeezes)
+    }
+}
+
+/// One fused block whose [`BlockShape`] a kernel takes, with its weight buffers (burn-flex
+/// f32, held).
+struct BlockPlan {
+    shape: BlockShape,
+    /// The expansion's weight and bias.
+    expand: Option<(FlexTensor, Option<FlexTensor>)>,
+    depthwise_weight: FlexTensor,
+    depthwise_bias: Option<FlexTensor>,
+    /// The buffers ([`se_buffers`]) and the gate ([`se_gate`]).
+    squeeze_excitation: Option<([FlexTensor; 4], [f32; 2])>,
+    project_weight: FlexTensor,
+    project_bias: Option<FlexTensor>,
+}
+
+impl BlockPlan {
+    /// `block`'s buffers for its `shape` ([`BlockShape::of`] it), or `None` where a parameter
+    /// is not on burn-flex as f32.
+    fn gather(block: &InvertedResidual, shape: BlockShape) -> Option<Self> {
+        let expand = match &block.expand {
+            None => None,
+            Some(expand) => Some((
+                flex_f32(&expand.conv.weight.val())?,
+                conv_bias(&expand.conv)?,
+            )),
+        };
+        let squeeze_excitation = match &block.squeeze_excitation {
+            None => None,
+            Some(se) => Some((se_buffers(se, shape.depthwise.in_channels)?, se_gate(se))),
+        };
+        Some(Self {
+            expand,
+            depthwise_weight: flex_f32(&block.depthwise.conv.weight.val())?,
+            depthwise_bias: conv_bias(&block.depthwise.conv)?,
+            squeeze_excitation,
+            project_weight: flex_f32(&block.project_conv.weight.val())?,
+            project_bias: conv_bias(&block.project_conv)?,
+            shape,
+        })
     }
 
     /// The kernels' view of the weights.
     fn weights(&self) -> InvertedResidualWeights<'_> {
+        let [expand_activation, depthwise_activation] = self.shape.activations;
         InvertedResidualWeights {
-            expand: self
-                .expand
-                .as_ref()
-                .map(|(weight, bias, activation)| Pointwise {
-                    weight: values(weight),
-                    bias: bias.as_ref().map(values),
-                    activation: (*activation).into(),
-                }),
-            depthwise: self.depthwise,
+            expand: self.expand.as_ref().map(|(weight, bias)| Pointwise {
+                weight: values(weight),
+                bias: bias.as_ref().map(values),
+                activation: expand_activation,
+            }),
+            depthwise: self.shape.depthwise,
             depthwise_weight: values(&self.depthwise_weight),
             depthwise_bias: self.depthwise_bias.as_ref().map(values),
-            depthwise_activation: self.depthwise_activation.into(),
-            squeeze_excitation: self.squeeze_excitation.as_ref().map(
-                |([fc1_weight, fc1_bias, fc2_weight, fc2_bias], [slope, offset])| {
-                    SqueezeExcitationWeights {
-                        fc1_weight: values(fc1_weight),
-                        fc1_bias: values(fc1_bias),
-                        fc2_weight: values(fc2_weight),
-                        fc2_bias: values(fc2_bias),
-                        slope: *slope,
-                        offset: *offset,
-                    }
-                },
-            ),
+            depthwise_activation,
+            squeeze_excitation: self
+                .squeeze_excitation
+                .as_ref()
+                .map(|(buffers, gate)| se_weights(buffers, *gate)),
             project_weight: values(&self.project_weight),
             project_bias: self.project_bias.as_ref().map(values),
-            residual: self.residual,
+            residual: self.shape.residual,
         }
     }
 
     /// The weight tensors the packed weights are made from: expansion, depthwise, projection.
     fn sources(&self) -> [Option<&FlexTensor>; 3] {
         [
-            self.expand.as_ref().map(|(weight, _, _)| weight),
+            self.expand.as_ref().map(|(weight, _)| weight),
             Some(&self.depthwise_weight),
             Some(&self.project_weight),
         ]
-    }
-
-    /// The block's layers: expansion (if any), depthwise, squeeze-and-excitation (if any),
-    /// projection.
-    fn layers(&self) -> u64 {
-        2 + u64::from(self.expand.is_some()) + u64::from(self.squeeze_excitation.is_some())
     }
 }
 
@@ -659,19 +671,21 @@ pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outco
         return Outcome::Declined(x);
     }
     let batch = x.dims()[0];
-    let Some(plan) = BlockPlan::new(block, x.dims()) else {
+    // The shape decides first (the band kernel's or the blocked layout's), then the weights.
+    let Some(shape) = BlockShape::of(block, x.dims()) else {
         return Outcome::Declined(x);
     };
-    let banded = plan.banded(batch);
-    if !banded && !plan.blocked(batch) {
+    let banded = shape.banded(batch);
+    if !banded && !shape.blocked(batch) {
         return Outcome::Declined(x);
     }
-    let Some(input) = flex_f32(&x) else {
+    // Any parameter not on burn-flex as f32 sends the block to the per-layer path.
+    let (Some(plan), Some(input)) = (BlockPlan::gather(block, shape), flex_f32(&x)) else {
         return Outcome::Declined(x);
     };
     let output = if banded {
-        super::count_fused_block(plan.layers());
-        let [in_channels, out_channels] = plan.channels;
+        super::count_fused_block(plan.shape.layers());
+        let [in_channels, out_channels] = plan.shape.channels;
         let weights = plan.weights();
         fused::inverted_residual(values(&input), batch, in_channels, out_channels, &weights)
     } else {
@@ -680,14 +694,14 @@ pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outco
         };
         output
     };
-    Outcome::Computed(into_tensor(output, plan.out_dims(batch)))
+    Outcome::Computed(into_tensor(output, plan.shape.out_dims(batch)))
 }
 
 /// The blocks at the start of `blocks` that `kernels::blocked` takes in turn (fused, at a batch
-/// where it is chosen over the band kernel and the layers: [`BlockPlan::joins_run`]), run in the
-/// blocked layout from the first to the last with one layout conversion in and one out per
-/// image: the output and how many blocks it covers. `(x, 0)` where fewer than two blocks qualify (each block's own
-/// forward then decides).
+/// where it is chosen over the band kernel and the layers: [`BlockShape::joins_run`]), run in
+/// the blocked layout from the first to the last with one layout conversion in and one out per
+/// image: the output and how many blocks it covers. `(x, 0)` where fewer than two blocks
+/// qualify (each block's own forward then decides).
 pub(crate) fn inverted_residual_run(
     blocks: &[InvertedResidual],
     x: Tensor<4>,
@@ -697,17 +711,27 @@ pub(crate) fn inverted_residual_run(
     }
     let batch = x.dims()[0];
     let mut dims = x.dims();
-    let mut plans = Vec::new();
+    // The shapes decide the run, then its blocks' weights are gathered.
+    let mut shapes = Vec::new();
     for block in blocks {
-        let Some(plan) = BlockPlan::new(block, dims).filter(|plan| plan.joins_run(batch)) else {
+        let Some(shape) = BlockShape::of(block, dims).filter(|shape| shape.joins_run(batch)) else {
             break;
         };
-        dims = plan.out_dims(batch);
-        plans.push((block, plan));
+        dims = shape.out_dims(batch);
+        shapes.push((block, shape));
     }
+    if shapes.len() < 2 {
+        return (x, 0);
+    }
+    // The run ends before a block with a parameter not on burn-flex as f32.
+    let plans: Vec<_> = shapes
+        .into_iter()
+        .map_while(|(block, shape)| Some((block, BlockPlan::gather(block, shape)?)))
+        .collect();
     if plans.len() < 2 {
         return (x, 0);
     }
+    let dims = plans[plans.len() - 1].1.shape.out_dims(batch);
     let Some(input) = flex_f32(&x) else {
         return (x, 0);
     };
@@ -751,7 +775,7 @@ fn blocked_run(
         let mut packed = Vec::with_capacity(blocks.len());
         for ((block, plan), weights) in blocks.iter().zip(&weights) {
             let sources = plan.sources();
-            let [in_channels, out_channels] = plan.channels;
+            let [in_channels, out_channels] = plan.shape.channels;
             packed.push(block.packed.get_or_make(
                 |packed: &Packed| packed.sources.iter().zip(sources).all(|(a, b)| same(a, b)),
                 || {
@@ -769,12 +793,12 @@ fn blocked_run(
             .map(|(((_, plan), block), packed)| kernels::blocked::Stage {
                 block,
                 packed: &packed.block,
-                channels: plan.channels,
+                channels: plan.shape.channels,
             })
             .collect();
         let output = kernels::blocked::inverted_residuals(x, batch, &stages);
         for (_, plan) in blocks {
-            super::count_layers_run(plan.layers());
+            super::count_layers_run(plan.shape.layers());
         }
         Some(output)
     }
