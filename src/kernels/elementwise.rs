@@ -201,6 +201,22 @@ pub(crate) fn squeeze_excitation_images(
     }
 }
 
+/// The mean of each plane of `planes` (`[planes, pixels]`, NCHW images one after another), in
+/// the summation order of [`squeeze_excitation`]'s means: global average pooling, as the
+/// classifiers' heads start. Large maps split their planes over the threads.
+///
+/// # Panics
+/// If `planes` is not a whole number of planes of `pixels` (or `pixels` is zero).
+pub(crate) fn plane_means(planes: &[f32], pixels: usize) -> Vec<f32> {
+    assert!(pixels > 0 && planes.len().is_multiple_of(pixels));
+    let mean = |plane: &[f32]| dispatch!(sum(plane)) / pixels as f32;
+    if planes.len() >= PARALLEL_MIN_ELEMENTS {
+        planes.par_chunks_exact(pixels).map(mean).collect()
+    } else {
+        planes.chunks_exact(pixels).map(mean).collect()
+    }
+}
+
 /// Squeeze-and-excitation on one image `[channels, pixels]`, in place: average each channel,
 /// `fc1` + ReLU, `fc2` + hard-sigmoid, scale each channel.
 pub(crate) fn squeeze_excitation(
@@ -210,12 +226,7 @@ pub(crate) fn squeeze_excitation(
 ) {
     let pixels = image.len() / channels;
     let parallel = image.len() >= PARALLEL_MIN_ELEMENTS;
-    let mean = |plane: &[f32]| dispatch!(sum(plane)) / pixels as f32;
-    let means: Vec<f32> = if parallel {
-        image.par_chunks_exact(pixels).map(mean).collect()
-    } else {
-        image.chunks_exact(pixels).map(mean).collect()
-    };
+    let means = plane_means(image, pixels);
     let threads = if parallel {
         rayon::current_num_threads()
     } else {
@@ -275,6 +286,22 @@ const PARALLEL_MIN_WEIGHTS: usize = 1 << 15;
 mod tests {
     use super::*;
     use crate::kernels::simd::Plain;
+
+    #[test]
+    fn plane_means_are_the_means_of_the_planes() {
+        // 7x7 planes (V2's head, one thread) and 33x33 ones (over the parallel threshold).
+        for (planes, pixels) in [(1280, 49), (40, 1089), (3, 1)] {
+            let values: Vec<f32> = (0..planes * pixels)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let means = plane_means(&values, pixels);
+            assert_eq!(means.len(), planes);
+            for (plane, mean) in values.chunks_exact(pixels).zip(&means) {
+                let exact = plane.iter().map(|&v| f64::from(v)).sum::<f64>() / pixels as f64;
+                assert!((f64::from(*mean) - exact).abs() <= 1e-5 * (1.0 + exact.abs()));
+            }
+        }
+    }
 
     #[test]
     fn activations_match_their_definitions() {

@@ -2,7 +2,6 @@
 //! `nn.Sequential` of stem, inverted residual blocks and last convolution.
 
 use burn::tensor::Tensor;
-use burn::tensor::module::adaptive_avg_pool2d;
 
 use crate::native;
 use crate::torch_paths::torchvision_module;
@@ -239,11 +238,12 @@ impl Features {
 }
 
 /// Global average pooling to one value per channel, as both classifiers start
-/// (torchvision's `adaptive_avg_pool2d(x, 1)` then `flatten(x, 1)`).
+/// (torchvision's `adaptive_avg_pool2d(x, 1)` then `flatten(x, 1)`), on the native kernel
+/// where it applies ([`native::global_average_pool`]).
 ///
 /// # Shapes
 /// - input: `[batch, channels, height, width]`
 /// - output: `[batch, channels]`
 pub(crate) fn global_average_pool(x: Tensor<4>) -> Tensor<2> {
-    adaptive_avg_pool2d(x, [1, 1]).flatten::<2>(1, 3)
+    native::global_average_pool(x).flatten::<2>(1, 3)
 }

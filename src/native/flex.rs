@@ -335,6 +335,24 @@ pub(crate) fn linear(layer: &Linear, activation: Activation, x: Tensor<2>) -> Ou
     Outcome::Computed(into_tensor(output, [batch, out_features]))
 }
 
+/// Global average pooling of `x` (`[batch, channels, h, w]`) to `[batch, channels, 1, 1]` with
+/// the native kernel, or `None` (not on burn-flex as `f32`, kernels off, autodiff, an empty
+/// plane).
+pub(crate) fn global_average_pool(x: &Tensor<4>) -> Option<Tensor<4>> {
+    // The kernels have no backward: a tensor that records a graph stays on burn's path.
+    if !super::enabled() || x.is_autodiff() {
+        return None;
+    }
+    let [batch, channels, height, width] = x.dims();
+    if height * width == 0 {
+        return None;
+    }
+    let input = flex_f32(x)?;
+    let means = kernels::elementwise::plane_means(values(&input), height * width);
+    super::count_layer();
+    Some(into_tensor(means, [batch, channels, 1, 1]))
+}
+
 /// PyTorch's bilinear resize (`align_corners=False`) to `[height, width]` with the native
 /// kernel, or [`Outcome::Declined`] (not on burn-flex as `f32`, kernels off, autodiff, an
 /// empty input plane).

@@ -7,7 +7,6 @@
 use burn::config::Config;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, PaddingConfig2d};
-use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
 use super::{conv_norm_relu, layer_channels, resize_bilinear, taps};
@@ -557,7 +556,7 @@ impl AsppPooling {
     /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [_, _, height, width] = x.dims();
-        let pooled = adaptive_avg_pool2d(x, [1, 1]);
+        let pooled = native::global_average_pool(x);
         let y = conv_norm_relu(&self.conv, self.norm.as_ref(), pooled);
         resize_bilinear(y, [height, width])
     }

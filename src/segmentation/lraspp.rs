@@ -6,7 +6,6 @@
 use burn::config::Config;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::sigmoid;
-use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
 use super::{layer_channels, resize_bilinear, taps};
@@ -255,7 +254,7 @@ impl LrAspp {
         let [_, _, low_height, low_width] = low.dims();
         let gate = sigmoid(
             self.scale
-                .forward(adaptive_avg_pool2d(high.clone(), [1, 1])),
+                .forward(native::global_average_pool(high.clone())),
         );
         let x = self.cbr.forward(high) * gate;
         let x = resize_bilinear(x, [low_height, low_width]);

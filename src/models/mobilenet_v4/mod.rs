@@ -17,7 +17,6 @@ use burn::config::Config;
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, PaddingConfig2d};
-use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
 use super::config_checks::{check_dropout, check_num_classes, invalid};
@@ -628,7 +627,7 @@ impl MobileNetV4 {
     }
 
     fn forward_head_on_caller(&self, features: Tensor<4>) -> Tensor<2> {
-        let pooled = adaptive_avg_pool2d(features, [1, 1]);
+        let pooled = native::global_average_pool(features);
         let x = conv_norm_activation(
             &self.head_conv,
             self.head_norm.as_ref(),
