@@ -35,6 +35,7 @@ use rayon::prelude::*;
 use super::conv::{ConvGeometry, SharedOutput, filled_by, filled_into};
 use super::elementwise::{Nonlinearity, SqueezeExcitationWeights, excitation};
 use super::fused::InvertedResidualWeights;
+use super::parallel::for_each_task;
 use super::simd::{has_avx2_fma, has_avx512f, transpose8_avx};
 
 /// Channels per block: the lanes of an AVX2 vector.
@@ -741,7 +742,7 @@ fn pointwise(
         if tasks <= 1 {
             run(0);
         } else {
-            (0..tasks).into_par_iter().for_each(run);
+            for_each_task(tasks, run);
         }
     };
     // SAFETY: the tasks' pixel ranges (each with every block) or block ranges (each with every
@@ -1238,7 +1239,7 @@ fn depthwise_layer(
         // layer (V2, 7x7 and 14x14 maps), the equal ranges 4.5.
         let by_rows = g.out_height >= ROW_BANDS_MIN_ROWS_PER_THREAD * threads;
         let shared = SharedOutput(output.as_mut_ptr().cast::<f32>());
-        (0..threads).into_par_iter().for_each(|task| {
+        for_each_task(threads, |task| {
             let (range, rows) = if by_rows {
                 let band = |task: usize| g.out_height * task / threads;
                 (0..blocks, [band(task), band(task + 1)])

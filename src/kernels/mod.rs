@@ -44,6 +44,7 @@ pub(crate) mod elementwise;
 pub(crate) mod fused;
 pub(crate) mod interleaved;
 pub(crate) mod linear;
+pub(crate) mod parallel;
 pub(crate) mod plane3x3;
 pub(crate) mod resize;
 pub(crate) mod rows3;

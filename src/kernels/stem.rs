@@ -20,11 +20,11 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
 
 use super::blocked::activate_wide;
 use super::conv::{ConvGeometry, Epilogue, SharedOutput, filled_by};
 use super::elementwise::Nonlinearity;
+use super::parallel::for_each_task;
 use super::simd::has_avx512f;
 
 /// The most input channels taken (the input vectors of 32 pixels stay under 8 KiB of L1).
@@ -86,7 +86,7 @@ pub(crate) fn conv(
     let bands = rayon::current_num_threads().clamp(1, g.out_height);
     let fill = |output: &mut [MaybeUninit<f32>]| {
         let shared = SharedOutput(output.as_mut_ptr().cast::<f32>());
-        (0..batch * bands).into_par_iter().for_each(|task| {
+        for_each_task(batch * bands, |task| {
             let (image, band) = (task / bands, task % bands);
             let rows = [
                 g.out_height * band / bands,
