@@ -35,7 +35,7 @@ use rayon::prelude::*;
 use super::conv::{ConvGeometry, SharedOutput, filled_by, filled_into};
 use super::elementwise::{Nonlinearity, SqueezeExcitationWeights, excitation};
 use super::fused::InvertedResidualWeights;
-use super::parallel::for_each_task;
+use super::parallel::{for_each_task, zip_chunks};
 use super::simd::{has_avx2_fma, has_avx512f, transpose8_avx};
 
 /// Channels per block: the lanes of an AVX2 vector.
@@ -463,21 +463,22 @@ fn squeeze_excitation(
         }
         std::array::from_fn(|lane| (total[lane] + tail[lane]) / pixels as f32)
     };
-    let parallel = threads > 1 && map.len() >= PARALLEL_MIN_COPY;
-    let means: Vec<f32> = if parallel {
-        map.par_chunks_exact(chunk)
-            .flat_map_iter(means_of)
-            .collect()
+    let threads = if map.len() >= PARALLEL_MIN_COPY {
+        threads
     } else {
-        map.chunks_exact(chunk).flat_map(means_of).collect()
+        1
     };
+    let mut means = vec![0.0f32; channels];
+    zip_chunks(map, chunk, &mut means, LANES, threads, |(values, means)| {
+        means.copy_from_slice(&means_of(values));
+    });
     let scales = excitation(&means, weights, threads);
     let scale = |(scales, values): (&[f32], &mut [f32])| {
         for pixel in values.chunks_exact_mut(LANES) {
             pixel.iter_mut().zip(scales).for_each(|(v, &s)| *v *= s);
         }
     };
-    zip_chunks(&scales, LANES, map, chunk, parallel, scale);
+    zip_chunks(&scales, LANES, map, chunk, threads, scale);
 }
 
 /// `[channels, pixels]` (NCHW, one image) as `[channels / 8, pixels, 8]`.
@@ -491,43 +492,80 @@ pub(crate) fn to_blocked(x: &[f32], pixels: usize) -> Vec<f32> {
 /// [`to_blocked`] in `buffer`'s allocation, on up to `threads` threads.
 fn to_blocked_into(x: &[f32], pixels: usize, buffer: Vec<f32>, threads: usize) -> Vec<f32> {
     assert!(pixels > 0 && x.len().is_multiple_of(pixels * LANES) && has_avx2_fma());
+    let blocks = x.len() / (pixels * LANES);
+    // Bands of pixels with every channel block in each (starting at whole groups of eight):
+    // the maps come from layers split by rows or pixels, and the 1x1 layer after reads them
+    // by pixels, so each thread converts mostly what it wrote and reads what it converted.
+    let bands = if x.len() >= PARALLEL_MIN_COPY {
+        threads.clamp(1, (pixels / LANES).max(1))
+    } else {
+        1
+    };
+    let groups = pixels / LANES;
+    let at = |band: usize| {
+        if band == bands {
+            pixels
+        } else {
+            groups * band / bands * LANES
+        }
+    };
     let fill = |out: &mut [MaybeUninit<f32>]| {
-        let chunk = pixels * LANES;
-        let convert = |(planes, blocked): (&[f32], &mut [MaybeUninit<f32>])| {
-            // SAFETY: the CPU has AVX2 (asserted above).
-            unsafe { to_blocked_chunk(planes, blocked, pixels) }
-        };
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn to_blocked_chunk(
-            planes: &[f32],
-            blocked: &mut [MaybeUninit<f32>],
-            pixels: usize,
-        ) {
-            let whole = pixels / LANES * LANES;
-            for first in (0..whole).step_by(LANES) {
-                let rows: [[f32; LANES]; LANES] = std::array::from_fn(|lane| {
-                    let at = lane * pixels + first;
-                    planes[at..at + LANES].try_into().expect("eight values")
-                });
-                for (pixel, values) in transpose8_avx(&rows).iter().enumerate() {
-                    let at = (first + pixel) * LANES;
-                    for (slot, &value) in blocked[at..at + LANES].iter_mut().zip(values) {
-                        slot.write(value);
-                    }
-                }
+        let shared = SharedOutput(out.as_mut_ptr().cast::<f32>());
+        for_each_task(bands, |band| {
+            let (first, end) = (at(band), at(band + 1));
+            for block in 0..blocks {
+                let planes = &x[block * pixels * LANES..(block + 1) * pixels * LANES];
+                // SAFETY: pixels `first..end` of this block's chunk lie inside `out` (`end <=
+                // pixels`), and no other band writes them (the bands are disjoint).
+                let part = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        shared
+                            .at((block * pixels + first) * LANES)
+                            .cast::<MaybeUninit<f32>>(),
+                        (end - first) * LANES,
+                    )
+                };
+                // SAFETY: the CPU has AVX2 (asserted above); `first` is a multiple of eight.
+                unsafe { to_blocked_pixels(planes, part, pixels, [first, end]) }
             }
-            for pixel in whole..pixels {
-                for lane in 0..LANES {
-                    blocked[pixel * LANES + lane].write(planes[lane * pixels + pixel]);
-                }
+        });
+    };
+    // SAFETY: the bands cover every pixel (`at(0) == 0`, `at(bands) == pixels`) of every
+    // block, and `to_blocked_pixels` writes every lane of each pixel of its band.
+    unsafe { filled_into(buffer, x.len(), fill) }
+}
+
+/// Pixels `first..end` of one channel block (its eight planes, `planes`) in the blocked layout,
+/// to `blocked` (those pixels' `(end - first) * 8` values), every element written.
+///
+/// # Safety
+/// The CPU must have AVX2; `first` must be a multiple of eight, `end <= pixels`, `planes` hold
+/// `8 * pixels` values.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn to_blocked_pixels(
+    planes: &[f32],
+    blocked: &mut [MaybeUninit<f32>],
+    pixels: usize,
+    [first, end]: [usize; 2],
+) {
+    let whole = first + (end - first) / LANES * LANES;
+    for start in (first..whole).step_by(LANES) {
+        let rows: [[f32; LANES]; LANES] = std::array::from_fn(|lane| {
+            let at = lane * pixels + start;
+            planes[at..at + LANES].try_into().expect("eight values")
+        });
+        for (pixel, values) in transpose8_avx(&rows).iter().enumerate() {
+            let at = (start - first + pixel) * LANES;
+            for (slot, &value) in blocked[at..at + LANES].iter_mut().zip(values) {
+                slot.write(value);
             }
         }
-        let parallel = threads > 1 && x.len() >= PARALLEL_MIN_COPY;
-        zip_chunks(x, chunk, out, chunk, parallel, convert);
-    };
-    // SAFETY: `convert` writes every pixel of every lane of each channel block's chunk, and the
-    // chunks cover the output (its length is a multiple of the chunk, asserted above).
-    unsafe { filled_into(buffer, x.len(), fill) }
+    }
+    for pixel in whole..end {
+        for lane in 0..LANES {
+            blocked[(pixel - first) * LANES + lane].write(planes[lane * pixels + pixel]);
+        }
+    }
 }
 
 /// Below this many values a layout conversion runs on one thread.
@@ -571,29 +609,12 @@ pub(crate) fn from_blocked(
             }
         }
     }
-    let parallel = threads > 1 && out.len() >= PARALLEL_MIN_COPY;
-    zip_chunks(blocked, chunk, out, chunk, parallel, convert);
-}
-
-/// `f` on each pair of a `chunk_a`-long chunk of `a` and a `chunk_b`-long chunk of `b`, in
-/// order, on the threads where `parallel`.
-fn zip_chunks<A: Sync, B: Send>(
-    a: &[A],
-    chunk_a: usize,
-    b: &mut [B],
-    chunk_b: usize,
-    parallel: bool,
-    f: impl Fn((&[A], &mut [B])) + Sync + Send,
-) {
-    if parallel {
-        let pairs = a
-            .par_chunks_exact(chunk_a)
-            .zip(b.par_chunks_exact_mut(chunk_b));
-        pairs.for_each(f);
+    let threads = if out.len() >= PARALLEL_MIN_COPY {
+        threads
     } else {
-        let pairs = a.chunks_exact(chunk_a).zip(b.chunks_exact_mut(chunk_b));
-        pairs.for_each(f);
-    }
+        1
+    };
+    zip_chunks(blocked, chunk, out, chunk, threads, convert);
 }
 
 /// The eight lanes of channel block `block` of an optional bias (zeros without one).
@@ -1472,9 +1493,23 @@ mod tests {
 
     #[test]
     fn blocked_layout_round_trips() {
-        for (channels, pixels) in [(8, 1), (8, 7), (16, 8), (24, 49), (32, 100)] {
+        // The last two are large enough to split: in bands of pixels that end in a partial
+        // group of eight, on two and three threads.
+        let cases = [
+            (8, 1),
+            (8, 7),
+            (16, 8),
+            (24, 49),
+            (32, 100),
+            (16, 3001),
+            (40, 1089),
+        ];
+        for ((channels, pixels), threads) in cases
+            .into_iter()
+            .flat_map(|case| [1, 2, 3].map(|threads| (case, threads)))
+        {
             let x = values(channels * pixels, channels as u32);
-            let blocked = to_blocked(&x, pixels);
+            let blocked = to_blocked_into(&x, pixels, Vec::new(), threads);
             for c in 0..channels {
                 for p in 0..pixels {
                     assert_eq!(
@@ -1484,7 +1519,7 @@ mod tests {
                 }
             }
             let mut back = vec![MaybeUninit::new(f32::NAN); x.len()];
-            from_blocked(&blocked, pixels, &mut back, 2);
+            from_blocked(&blocked, pixels, &mut back, threads);
             // SAFETY: `back` was initialized above (and overwritten by `from_blocked`).
             let back: Vec<f32> = back
                 .into_iter()

@@ -21,6 +21,51 @@ pub(crate) fn for_each_task(tasks: usize, run: impl Fn(usize) + Sync) {
     split(0..tasks, &run);
 }
 
+/// `run(a_part, b_part)` on `threads` tasks at most, for pairs of a `chunk_a`-long chunk of
+/// `a` and a `chunk_b`-long chunk of `b`, in order: each task takes a contiguous range of
+/// pairs, as even as they go, and calls `run` on each pair of its range. One task (on the
+/// calling thread) where `threads` is 1 or there is one pair.
+///
+/// # Panics
+/// If `a` and `b` hold different numbers of whole chunks.
+pub(crate) fn zip_chunks<A: Sync, B: Send>(
+    a: &[A],
+    chunk_a: usize,
+    b: &mut [B],
+    chunk_b: usize,
+    threads: usize,
+    run: impl Fn((&[A], &mut [B])) + Sync,
+) {
+    assert!(chunk_a > 0 && chunk_b > 0 && a.len().is_multiple_of(chunk_a));
+    let pairs = a.len() / chunk_a;
+    assert!(b.len() == pairs * chunk_b, "chunks of other counts");
+    let tasks = threads.clamp(1, pairs.max(1));
+    if tasks == 1 {
+        a.chunks_exact(chunk_a)
+            .zip(b.chunks_exact_mut(chunk_b))
+            .for_each(run);
+        return;
+    }
+    let at = |task: usize| pairs * task / tasks;
+    // Each task's part of `b`, taken by that task alone (the lock is never contended).
+    let mut parts = Vec::with_capacity(tasks);
+    let mut rest = b;
+    for task in 0..tasks {
+        let (part, tail) = rest.split_at_mut((at(task + 1) - at(task)) * chunk_b);
+        parts.push(std::sync::Mutex::new(part));
+        rest = tail;
+    }
+    for_each_task(tasks, |task| {
+        let mut part = parts[task]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let a = &a[at(task) * chunk_a..at(task + 1) * chunk_a];
+        a.chunks_exact(chunk_a)
+            .zip(part.chunks_exact_mut(chunk_b))
+            .for_each(&run);
+    });
+}
+
 fn split(tasks: std::ops::Range<usize>, run: &(impl Fn(usize) + Sync)) {
     if tasks.len() <= 1 {
         tasks.for_each(run);
@@ -98,5 +143,24 @@ mod tests {
                 .iter()
                 .all(|count| count.load(Ordering::Relaxed) == 1)
         );
+    }
+
+    #[test]
+    fn zip_chunks_pairs_every_chunk_in_order() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("thread pool");
+        for (pairs, threads) in [(0, 2), (1, 3), (5, 1), (5, 2), (7, 3), (2, 8)] {
+            let a: Vec<usize> = (0..pairs * 2).collect();
+            let mut b = vec![0usize; pairs * 3];
+            pool.install(|| {
+                zip_chunks(&a, 2, &mut b, 3, threads, |(a, b)| {
+                    b.iter_mut().for_each(|value| *value = a[0] / 2 + 1);
+                })
+            });
+            let expected: Vec<usize> = (0..pairs * 3).map(|i| i / 3 + 1).collect();
+            assert_eq!(b, expected, "{pairs} pairs on {threads} threads");
+        }
     }
 }

@@ -20,7 +20,6 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-
 use super::blocked::activate_wide;
 use super::conv::{ConvGeometry, Epilogue, SharedOutput, filled_by};
 use super::elementwise::Nonlinearity;
