@@ -396,15 +396,18 @@ impl SsdLite {
             let maps = self.backbone.forward(x);
             let grid_sizes = maps.iter().map(|m| [m.dims()[2], m.dims()[3]]).collect();
             let head = |blocks: &[PredictionBlock], columns: usize| {
-                let outputs: Vec<Tensor<3>> = blocks
+                let outputs: Vec<Tensor<4>> = blocks
                     .iter()
                     .zip(&maps)
-                    .map(|(block, map)| {
-                        let y = block.forward(map.clone());
-                        flatten_predictions(y, columns)
-                    })
+                    .map(|(block, map)| block.forward(map.clone()))
                     .collect();
-                Tensor::cat(outputs, 1)
+                crate::native::predictions(&outputs, columns).unwrap_or_else(|| {
+                    let rows = outputs
+                        .into_iter()
+                        .map(|y| flatten_predictions(y, columns))
+                        .collect();
+                    Tensor::cat(rows, 1)
+                })
             };
             SsdLiteHeadOutput {
                 cls_logits: head(&self.classification, self.num_classes),

@@ -353,6 +353,32 @@ pub(crate) fn global_average_pool(x: &Tensor<4>) -> Option<Tensor<4>> {
     Some(into_tensor(means, [batch, channels, 1, 1]))
 }
 
+/// SSDLite's head outputs `maps` (`[batch, boxes * columns, h, w]` each) as torchvision
+/// flattens and concatenates them: `[batch, Σ h * w * boxes, columns]`, rows by pixel then box
+/// ([`kernels::elementwise::pixels_by_channels`]), or `None` (not on burn-flex as `f32`,
+/// kernels off, autodiff, channels not whole boxes, images of other batches).
+pub(crate) fn predictions(maps: &[Tensor<4>], columns: usize) -> Option<Tensor<3>> {
+    let batch = maps.first()?.dims()[0];
+    if !super::enabled() || columns == 0 || maps.iter().any(|map| map.is_autodiff()) {
+        return None;
+    }
+    let mut buffers = Vec::with_capacity(maps.len());
+    for map in maps {
+        let [n, channels, height, width] = map.dims();
+        if n != batch || !channels.is_multiple_of(columns) {
+            return None;
+        }
+        buffers.push((flex_f32(map)?, [channels, height * width]));
+    }
+    let shapes: Vec<(&[f32], [usize; 2])> = buffers
+        .iter()
+        .map(|(buffer, shape)| (values(buffer), *shape))
+        .collect();
+    let rows: usize = shapes.iter().map(|(_, [c, p])| c * p / columns).sum();
+    let out = kernels::elementwise::pixels_by_channels(&shapes, batch);
+    Some(into_tensor(out, [batch, rows, columns]))
+}
+
 /// PyTorch's bilinear resize (`align_corners=False`) to `[height, width]` with the native
 /// kernel, or [`Outcome::Declined`] (not on burn-flex as `f32`, kernels off, autodiff, an
 /// empty input plane).

@@ -424,6 +424,24 @@ pub(crate) use flex::{
     squeeze_excitation,
 };
 
+/// SSDLite's head outputs (`[batch, boxes * columns, h, w]` each) flattened and concatenated
+/// as torchvision does (`view`, `permute(0, 3, 4, 1, 2)`, `reshape`, `cat`), to
+/// `[batch, rows, columns]` with `h * w * boxes` rows per map, in one copy on the native
+/// kernel; or `None` where it does not apply (the caller then takes burn's operations: a
+/// permuted copy and a concatenation, 337 us of SSDLite320's forward on two threads).
+pub(crate) fn predictions(
+    maps: &[burn::tensor::Tensor<4>],
+    columns: usize,
+) -> Option<burn::tensor::Tensor<3>> {
+    #[cfg(feature = "flex")]
+    return flex::predictions(maps, columns);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (maps, columns);
+        None
+    }
+}
+
 /// Global average pooling to one value per channel, `[batch, channels, h, w]` to `[batch,
 /// channels, 1, 1]` (PyTorch's `adaptive_avg_pool2d(x, 1)`), on the native kernel where it
 /// applies, else burn's operation. burn's pooling took 43 us of V2's head (1280 planes of 7x7)
