@@ -302,25 +302,7 @@ const SPIN_LIMIT: std::time::Duration = std::time::Duration::from_micros(500);
 /// already set and it returns at once.
 #[cfg(feature = "flex")]
 fn keep_busy(done: &std::sync::atomic::AtomicBool) {
-    let mut idle_since: Option<std::time::Instant> = None;
-    let mut idle_rounds = 0u32;
-    while !done.load(std::sync::atomic::Ordering::Acquire) {
-        if rayon::yield_now() == Some(rayon::Yield::Executed) {
-            (idle_since, idle_rounds) = (None, 0);
-            continue;
-        }
-        std::hint::spin_loop();
-        idle_rounds += 1;
-        // The clock only every 64 idle rounds: reading it each round was ~2% of a forward.
-        if idle_rounds.is_multiple_of(64)
-            && idle_since
-                .get_or_insert_with(std::time::Instant::now)
-                .elapsed()
-                > SPIN_LIMIT
-        {
-            return;
-        }
-    }
+    crate::kernels::parallel::spin_until(done, SPIN_LIMIT);
 }
 
 /// [`run_on_thread_pool`] for a forward pass, except that a training forward (`autodiff`: its
