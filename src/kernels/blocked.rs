@@ -463,22 +463,30 @@ fn squeeze_excitation(
         }
         std::array::from_fn(|lane| (total[lane] + tail[lane]) / pixels as f32)
     };
-    let threads = if map.len() >= PARALLEL_MIN_COPY {
+    // The passes over the map split only when it is large; the gates by their own rule.
+    let map_threads = if map.len() >= PARALLEL_MIN_COPY {
         threads
     } else {
         1
     };
     let mut means = vec![0.0f32; channels];
-    zip_chunks(map, chunk, &mut means, LANES, threads, |(values, means)| {
-        means.copy_from_slice(&means_of(values));
-    });
+    zip_chunks(
+        map,
+        chunk,
+        &mut means,
+        LANES,
+        map_threads,
+        |(values, means)| {
+            means.copy_from_slice(&means_of(values));
+        },
+    );
     let scales = excitation(&means, weights, threads);
     let scale = |(scales, values): (&[f32], &mut [f32])| {
         for pixel in values.chunks_exact_mut(LANES) {
             pixel.iter_mut().zip(scales).for_each(|(v, &s)| *v *= s);
         }
     };
-    zip_chunks(&scales, LANES, map, chunk, threads, scale);
+    zip_chunks(&scales, LANES, map, chunk, map_threads, scale);
 }
 
 /// `[channels, pixels]` (NCHW, one image) as `[channels / 8, pixels, 8]`.
