@@ -504,12 +504,12 @@ fn to_blocked_into(x: &[f32], pixels: usize, buffer: Vec<f32>, threads: usize) -
     // Bands of pixels with every channel block in each (starting at whole groups of eight):
     // the maps come from layers split by rows or pixels, and the 1x1 layer after reads them
     // by pixels, so each thread converts mostly what it wrote and reads what it converted.
+    let groups = pixels / LANES;
     let bands = if x.len() >= PARALLEL_MIN_COPY {
-        threads.clamp(1, (pixels / LANES).max(1))
+        threads.clamp(1, groups.max(1))
     } else {
         1
     };
-    let groups = pixels / LANES;
     let at = |band: usize| {
         if band == bands {
             pixels
@@ -768,11 +768,8 @@ fn pointwise(
                 Isa::Avx512 => unsafe { pointwise_columns_wide(&args) },
             }
         };
-        if tasks <= 1 {
-            run(0);
-        } else {
-            for_each_task(tasks, run);
-        }
+        // One task runs on the calling thread.
+        for_each_task(tasks, run);
     };
     // SAFETY: the tasks' pixel ranges (each with every block) or block ranges (each with every
     // pixel) cover the output, and `pointwise_columns` (or `pointwise_columns_wide`) writes
