@@ -297,8 +297,7 @@ torchvision_module!(SsdLiteBackbone {
 impl SsdLiteBackbone {
     /// The six feature maps, stride 16 first.
     pub fn forward(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
-        let x = self.stem.forward(x);
-        let x = InvertedResidual::forward_all(&self.blocks_before_c4, x);
+        let x = InvertedResidual::forward_all_after_stem(&self.stem, &self.blocks_before_c4, x);
         let c4 = self.c4_expansion.forward(x);
         let x = self.c4_tail.forward(c4.clone());
         let x = InvertedResidual::forward_all(&self.blocks_after_c4, x);
@@ -392,7 +391,7 @@ impl SsdLite {
     /// # Shapes
     /// - input: `[batch, 3, size, size]`, values in [-1, 1]
     pub fn forward(&self, x: Tensor<4>) -> SsdLiteHeadOutput {
-        crate::native::forward_on_thread_pool(x.is_autodiff(), || {
+        crate::native::forward_on_thread_pool(crate::native::ForwardInput::of(&x), || {
             let maps = self.backbone.forward(x);
             let grid_sizes = maps.iter().map(|m| [m.dims()[2], m.dims()[3]]).collect();
             let head = |blocks: &[PredictionBlock], columns: usize| {

@@ -32,7 +32,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::conv::{ConvGeometry, SharedOutput, filled_by, filled_into};
+use super::conv::{ConvGeometry, Epilogue, SharedOutput, filled_by, filled_into};
 use super::elementwise::{Nonlinearity, SqueezeExcitationWeights, excitation};
 use super::fused::InvertedResidualWeights;
 use super::parallel::{for_each_task, zip_chunks};
@@ -238,23 +238,54 @@ pub(crate) fn inverted_residual(
         packed,
         channels: [in_channels, out_channels],
     };
-    inverted_residuals(x, batch, &[stage])
+    inverted_residuals(x, batch, None, &[stage])
+}
+
+/// A network's stem (`kernels::stem`'s dense 3x3 convolution at stride 2) that writes the
+/// input of a run of blocks directly in the blocked layout.
+#[derive(Clone, Copy)]
+pub(crate) struct StemLayer<'a> {
+    pub(crate) geometry: ConvGeometry,
+    /// `[out, in, 3, 3]`.
+    pub(crate) weight: &'a [f32],
+    /// Bias and activation; no residual.
+    pub(crate) epilogue: Epilogue<'a>,
 }
 
 /// Blocks in turn on `x` (`[batch, in_channels, h, w]` of the first), each one's output the
 /// next one's input, in the blocked layout throughout: one conversion in and one out per image,
-/// where [`inverted_residual`] block by block converts at every block. The same values (the
-/// conversions are copies), whichever way the work is split ([`images_in_parallel`]).
+/// where [`inverted_residual`] block by block converts at every block. With a `stem`, `x` is
+/// the stem's input (`[batch, stem_in, H, W]`), and the stem writes each image's first map in
+/// the blocked layout (no conversion in). The same values (the conversions are copies),
+/// whichever way the work is split ([`images_in_parallel`]).
 ///
 /// # Panics
 /// If `stages` is empty, a block is not [`supports`]ed, one block's output is not the next
-/// one's input (channels and size), a packing does not match its block, or `x` is shorter than
+/// one's input (channels and size; the stem's output the first block's input), the stem is not
+/// `kernels::stem::supports`ed, a packing does not match its block, or `x` is shorter than
 /// the shapes say.
-pub(crate) fn inverted_residuals(x: &[f32], batch: usize, stages: &[Stage]) -> Vec<f32> {
+pub(crate) fn inverted_residuals(
+    x: &[f32],
+    batch: usize,
+    stem: Option<StemLayer>,
+    stages: &[Stage],
+) -> Vec<f32> {
     let (first, last) = (&stages[0], &stages[stages.len() - 1]);
     let in_pixels = first.block.depthwise.in_pixels();
     let out_pixels = last.block.depthwise.out_pixels();
-    let (image_in, image_out) = (first.channels[0] * in_pixels, last.channels[1] * out_pixels);
+    let image_in = match &stem {
+        Some(stem) => {
+            let (g, d) = (&stem.geometry, &first.block.depthwise);
+            assert!(
+                g.out_channels == first.channels[0]
+                    && [g.out_height, g.out_width] == [d.in_height, d.in_width],
+                "the stem's output is not the first block's input"
+            );
+            g.in_channels * g.in_pixels()
+        }
+        None => first.channels[0] * in_pixels,
+    };
+    let image_out = last.channels[1] * out_pixels;
     for (stage, next) in stages.iter().zip(&stages[1..]) {
         let (g, n) = (&stage.block.depthwise, &next.block.depthwise);
         assert!(
@@ -270,7 +301,17 @@ pub(crate) fn inverted_residuals(x: &[f32], batch: usize, stages: &[Stage]) -> V
         let mut scratch = Scratch::take();
         let x = &x[image * image_in..(image + 1) * image_in];
         let input = std::mem::take(&mut scratch.input);
-        scratch.input = to_blocked_into(x, in_pixels, input, threads);
+        scratch.input = match &stem {
+            Some(stem) => super::stem::conv_blocked_into(
+                x,
+                &stem.geometry,
+                stem.weight,
+                stem.epilogue,
+                input,
+                threads,
+            ),
+            None => to_blocked_into(x, in_pixels, input, threads),
+        };
         for stage in stages {
             block_on_blocked(stage, &mut scratch, threads);
             // This block's output is the next one's input.
@@ -1758,13 +1799,13 @@ mod tests {
         let same = |a: &[f32], b: &[f32]| {
             a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
         };
-        let actual = pool.install(|| inverted_residuals(&x, batch, &stages));
+        let actual = pool.install(|| inverted_residuals(&x, batch, None, &stages));
         assert!(
             same(&actual, &expected),
             "the run differs from the blocks in turn"
         );
         let two = &x[..2 * x.len() / 3];
-        let actual = pool.install(|| inverted_residuals(two, 2, &stages));
+        let actual = pool.install(|| inverted_residuals(two, 2, None, &stages));
         let expected = &expected[..2 * expected.len() / 3];
         assert!(same(&actual, expected), "an image a thread differs");
     }

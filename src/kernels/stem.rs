@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::blocked::activate_wide;
-use super::conv::{ConvGeometry, Epilogue, SharedOutput, filled_by};
+use super::conv::{ConvGeometry, Epilogue, SharedOutput, filled_by, filled_into};
 use super::elementwise::Nonlinearity;
 use super::parallel::for_each_task;
 use super::simd::has_avx512f;
@@ -96,7 +96,7 @@ pub(crate) fn conv(
             // (asserted above); this task alone writes these rows of this image's output
             // (images and bands are disjoint), which lie inside the output.
             unsafe {
-                band_rows(
+                band_rows::<false>(
                     &x[image * image_in..(image + 1) * image_in],
                     g,
                     weight,
@@ -110,6 +110,49 @@ pub(crate) fn conv(
     // SAFETY: the tasks' bands cover every output row of every image, and `band_rows` writes
     // every channel and column of its rows.
     unsafe { filled_by(batch * image_out, fill) }
+}
+
+/// [`conv`] on one image (`x`: `[in, h, w]`), its output in the channel-blocked layout of
+/// `kernels::blocked` (`[out / 8, out_h * out_w, 8]`), in `buffer`'s allocation, the rows
+/// split in bands between up to `threads` threads: the stem that starts a run of blocked
+/// inverted residuals writes their input directly, without a conversion after it. The same
+/// values as [`conv`]'s, bit for bit (the same sums, stored transposed). Needs [`supports`].
+///
+/// # Panics
+/// As [`conv`].
+pub(crate) fn conv_blocked_into(
+    x: &[f32],
+    g: &ConvGeometry,
+    weight: &[f32],
+    epilogue: Epilogue,
+    buffer: Vec<f32>,
+    threads: usize,
+) -> Vec<f32> {
+    assert!(supports(g, epilogue.activation) && epilogue.residual.is_none());
+    assert!(x.len() >= g.in_channels * g.in_pixels());
+    assert!(weight.len() >= g.out_channels * g.in_channels * TAPS);
+    assert!(
+        epilogue
+            .bias
+            .is_none_or(|bias| bias.len() >= g.out_channels)
+    );
+    let bands = threads.clamp(1, g.out_height);
+    let fill = |output: &mut [MaybeUninit<f32>]| {
+        let shared = SharedOutput(output.as_mut_ptr().cast::<f32>());
+        for_each_task(bands, |band| {
+            let rows = [
+                g.out_height * band / bands,
+                g.out_height * (band + 1) / bands,
+            ];
+            // SAFETY: as in `conv`: AVX-512F and the shapes asserted above; this task alone
+            // writes these rows' pixels of every channel block (the bands are disjoint), which
+            // lie inside the output.
+            unsafe { band_rows::<true>(x, g, weight, &epilogue, rows, shared.at(0)) }
+        });
+    };
+    // SAFETY: the bands cover every output row, and `band_rows` writes every channel of every
+    // pixel of its rows.
+    unsafe { filled_into(buffer, g.out_channels * g.out_pixels(), fill) }
 }
 
 /// `row[start..start + 16]` with zeros where a column lies outside `0..width`; no memory
@@ -132,7 +175,8 @@ unsafe fn load_columns(row: *const f32, start: isize, width: usize) -> __m512 {
     unsafe { _mm512_maskz_loadu_ps(mask, row.wrapping_offset(start)) }
 }
 
-/// Output rows `rows` of one image.
+/// Output rows `rows` of one image, in NCHW (`[out, out_h, out_w]`) or, if `BLOCKED`, in the
+/// blocked layout (`[out / 8, out_h * out_w, 8]`).
 ///
 /// # Safety
 /// The CPU must have AVX-512F; the layer must be [`supports`]ed; `x` must hold the image
@@ -140,7 +184,7 @@ unsafe fn load_columns(row: *const f32, start: isize, width: usize) -> __m512 {
 /// point at the image's output (`out * out_h * out_w` values), whose rows `rows` nobody else
 /// accesses meanwhile; `rows[1] <= out_h`.
 #[target_feature(enable = "avx512f")]
-unsafe fn band_rows(
+unsafe fn band_rows<const BLOCKED: bool>(
     x: &[f32],
     g: &ConvGeometry,
     weight: &[f32],
@@ -202,21 +246,103 @@ unsafe fn band_rows(
                             sums[1] = _mm512_fmadd_ps(input[1], wv, sums[1]);
                         }
                     }
-                    for (j, sums) in acc.into_iter().enumerate() {
+                    // Plain loops, not closures: the intrinsics stay inlined here.
+                    let mut values = acc;
+                    for (j, sums) in values.iter_mut().enumerate() {
                         let channel = group * GROUP + j;
                         let bias = _mm512_set1_ps(epilogue.bias.map_or(0.0, |bias| bias[channel]));
-                        let row = out.add((channel * out_h + oy) * out_w + first_column);
-                        for (v, sum) in sums.into_iter().enumerate() {
-                            if masks[v] != 0 {
-                                let value =
-                                    activate_wide(_mm512_add_ps(sum, bias), epilogue.activation);
-                                _mm512_mask_storeu_ps(row.add(v * LANES), masks[v], value);
+                        for sum in sums.iter_mut() {
+                            *sum = activate_wide(_mm512_add_ps(*sum, bias), epilogue.activation);
+                        }
+                    }
+                    for v in 0..2 {
+                        if counts[v] == 0 {
+                            continue;
+                        }
+                        if BLOCKED {
+                            // The 16 pixels' eight channels: 128 consecutive values of the
+                            // group's block, two pixels a vector.
+                            let pixel = oy * out_w + first_column + v * LANES;
+                            let block = out.add((group * out_h * out_w + pixel) * GROUP);
+                            let mut rows = [values[0][v]; GROUP];
+                            for (row, sums) in rows.iter_mut().zip(&values) {
+                                *row = sums[v];
+                            }
+                            let pixels = transpose_8x16(rows);
+                            for (pair, value) in pixels.into_iter().enumerate() {
+                                let first = 2 * pair;
+                                if first >= counts[v] {
+                                    break;
+                                }
+                                let mask = if first + 1 < counts[v] {
+                                    0xffff
+                                } else {
+                                    0x00ff
+                                };
+                                _mm512_mask_storeu_ps(block.add(first * GROUP), mask, value);
+                            }
+                        } else {
+                            for (j, sums) in values.iter().enumerate() {
+                                let channel = group * GROUP + j;
+                                let row = out.add((channel * out_h + oy) * out_w + first_column);
+                                _mm512_mask_storeu_ps(row.add(v * LANES), masks[v], sums[v]);
                             }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Eight rows of 16 values (`rows[j][i]`: channel `j` of pixel `i`) as 16 rows of eight, two
+/// a vector: vector `p` holds pixels `2p` and `2p + 1`, eight channels each.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[inline(always)]
+unsafe fn transpose_8x16(rows: [__m512; GROUP]) -> [__m512; GROUP] {
+    // SAFETY: AVX-512F, as the caller guarantees; register operations only.
+    unsafe {
+        // Per 128-bit lane `k` (pixels 4k..4k + 4): `t[2q]` pixels 4k, 4k + 1 and `t[2q + 1]`
+        // pixels 4k + 2, 4k + 3 of channels 2q and 2q + 1, interleaved.
+        let mut t = rows;
+        for pair in 0..GROUP / 2 {
+            let (a, b) = (rows[2 * pair], rows[2 * pair + 1]);
+            t[2 * pair] = _mm512_unpacklo_ps(a, b);
+            t[2 * pair + 1] = _mm512_unpackhi_ps(a, b);
+        }
+        // `quads[h][m]`, per lane `k`: channels 4h..4h + 4 of pixel 4k + m.
+        let mut quads = [[rows[0]; 4]; 2];
+        for (h, quad) in quads.iter_mut().enumerate() {
+            let t = &t[4 * h..4 * h + 4];
+            *quad = [
+                _mm512_shuffle_ps::<0x44>(t[0], t[2]),
+                _mm512_shuffle_ps::<0xee>(t[0], t[2]),
+                _mm512_shuffle_ps::<0x44>(t[1], t[3]),
+                _mm512_shuffle_ps::<0xee>(t[1], t[3]),
+            ];
+        }
+        // `low[m]`: pixel m, then 4 + m (all eight channels each); `high[m]`: 8 + m, 12 + m.
+        let low_index = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+        let high_index =
+            _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+        let (mut low, mut high) = ([rows[0]; 4], [rows[0]; 4]);
+        for m in 0..4 {
+            low[m] = _mm512_permutex2var_ps(quads[0][m], low_index, quads[1][m]);
+            high[m] = _mm512_permutex2var_ps(quads[0][m], high_index, quads[1][m]);
+        }
+        // Vector `p = 2k + h` holds pixels 4k + 2h and 4k + 2h + 1.
+        [
+            _mm512_shuffle_f32x4::<0x44>(low[0], low[1]),
+            _mm512_shuffle_f32x4::<0x44>(low[2], low[3]),
+            _mm512_shuffle_f32x4::<0xee>(low[0], low[1]),
+            _mm512_shuffle_f32x4::<0xee>(low[2], low[3]),
+            _mm512_shuffle_f32x4::<0x44>(high[0], high[1]),
+            _mm512_shuffle_f32x4::<0x44>(high[2], high[3]),
+            _mm512_shuffle_f32x4::<0xee>(high[0], high[1]),
+            _mm512_shuffle_f32x4::<0xee>(high[2], high[3]),
+        ]
     }
 }
 
@@ -264,6 +390,43 @@ mod tests {
                     (a - e).abs() <= 1e-6 * (1.0 + e.abs()) * 8.0,
                     "case {index}[{at}]: {a} vs {e}"
                 );
+            }
+        }
+    }
+
+    /// The blocked output is the NCHW output converted, bit for bit: sizes with partial
+    /// vectors (odd pixel counts: a last pair with one pixel), one pixel, one to four bands.
+    #[test]
+    fn blocked_output_is_the_planes_converted() {
+        if !has_avx512f() {
+            return;
+        }
+        let cases = [
+            (3, 32, [224, 224], Nonlinearity::ReLU6, 2),
+            (3, 16, [37, 53], Nonlinearity::HardSwish, 3),
+            (3, 16, [1, 1], Nonlinearity::HardSwish, 4),
+            (2, 24, [9, 67], Nonlinearity::Identity, 1),
+            (4, 8, [65, 34], Nonlinearity::ReLU, 2),
+        ];
+        for (index, (cin, cout, size, activation, threads)) in cases.into_iter().enumerate() {
+            let seed = 7 * index as u32 + 3;
+            let g = geometry([cin, cout], size, 3, 2, 1);
+            let x = values(cin * size[0] * size[1], seed);
+            let weight = values(cout * cin * TAPS, seed + 1);
+            let bias = values(cout, seed + 2);
+            let epilogue = Epilogue {
+                bias: Some(&bias),
+                residual: None,
+                activation,
+            };
+            let planes = conv(&x, 1, &g, &weight, epilogue);
+            let expected = crate::kernels::blocked::to_blocked(&planes, g.out_pixels());
+            // A reused buffer of another length.
+            let buffer = vec![f32::NAN; 5];
+            let actual = conv_blocked_into(&x, &g, &weight, epilogue, buffer, threads);
+            assert_eq!(actual.len(), expected.len(), "case {index}: length");
+            for (at, (a, e)) in actual.iter().zip(&expected).enumerate() {
+                assert_eq!(a.to_bits(), e.to_bits(), "case {index}[{at}]: {a} vs {e}");
             }
         }
     }

@@ -305,10 +305,29 @@ impl InvertedResidual {
     /// burn-flex, runs of blocks that the blocked-layout kernel takes go through it together
     /// (one layout conversion per run instead of one per block; the same values).
     pub(crate) fn forward_all(blocks: &[Self], x: Tensor<4>) -> Tensor<4> {
+        Self::forward_all_from(0, blocks, x)
+    }
+
+    /// `stem` then `blocks` on `x`, as `InvertedResidual::forward_all(blocks, stem.forward(x))`;
+    /// on burn-flex, where the stem and a run of blocks at the start fit the blocked-layout
+    /// kernel, the stem writes the run's input in that layout directly (the same values).
+    pub(crate) fn forward_all_after_stem(
+        stem: &Conv2dNormActivation,
+        blocks: &[Self],
+        x: Tensor<4>,
+    ) -> Tensor<4> {
+        match native::inverted_residual_run(Some(stem), blocks, x) {
+            (x, 0) => Self::forward_all(blocks, stem.forward(x)),
+            (y, run) => Self::forward_all_from(run, blocks, y),
+        }
+    }
+
+    /// [`forward_all`](Self::forward_all) of `blocks[at..]`.
+    fn forward_all_from(at: usize, blocks: &[Self], x: Tensor<4>) -> Tensor<4> {
         let mut x = x;
-        let mut at = 0;
+        let mut at = at;
         while at < blocks.len() {
-            let (y, run) = native::inverted_residual_run(&blocks[at..], x);
+            let (y, run) = native::inverted_residual_run(None, &blocks[at..], x);
             x = y;
             if run == 0 {
                 x = blocks[at].forward(x);

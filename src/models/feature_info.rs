@@ -155,7 +155,7 @@ impl Features {
         let Some(deepest) = deepest else {
             return Ok(Vec::new());
         };
-        crate::native::forward_on_thread_pool(x.is_autodiff(), || {
+        crate::native::forward_on_thread_pool(crate::native::ForwardInput::of(&x), || {
             let mut x = self.stem.forward(x);
             record(0, &x, None);
             for (index, block) in self.blocks.iter().enumerate().take(deepest) {

@@ -200,7 +200,7 @@ impl Features {
     /// ```
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.assert_input(x.dims());
-        native::forward_on_thread_pool(x.is_autodiff(), || self.forward_on_caller(x))
+        native::forward_on_thread_pool(native::ForwardInput::of(&x), || self.forward_on_caller(x))
     }
 
     /// [`check_input`](Self::check_input) for the panicking forwards, as burn's own layers
@@ -214,8 +214,7 @@ impl Features {
     /// [`forward`](Self::forward) without entering the thread pool or checking the input: for
     /// the public forwards that have done both already.
     pub(crate) fn forward_on_caller(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.stem.forward(x);
-        let x = InvertedResidual::forward_all(&self.blocks, x);
+        let x = InvertedResidual::forward_all_after_stem(&self.stem, &self.blocks, x);
         self.last_conv.forward(x)
     }
 
@@ -227,9 +226,12 @@ impl Features {
         x: Tensor<4>,
         tap: usize,
     ) -> (Tensor<4>, Tensor<4>) {
-        let x = self.stem.forward(x);
         let tap_block = tap.min(self.blocks.len());
-        let x = InvertedResidual::forward_all(&self.blocks[..tap_block], x);
+        let x = if tap_block == 0 {
+            self.stem.forward(x)
+        } else {
+            InvertedResidual::forward_all_after_stem(&self.stem, &self.blocks[..tap_block], x)
+        };
         let tapped = (tap <= self.blocks.len()).then(|| x.clone());
         let x = InvertedResidual::forward_all(&self.blocks[tap_block..], x);
         let out = self.last_conv.forward(x);

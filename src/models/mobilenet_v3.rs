@@ -450,7 +450,7 @@ impl MobileNetV3 {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.features.assert_input(x.dims());
         // The head too runs on the thread pool (see `native::run_on_thread_pool`): entered once.
-        native::forward_on_thread_pool(x.is_autodiff(), || {
+        native::forward_on_thread_pool(native::ForwardInput::of(&x), || {
             self.forward_head(self.features.forward_on_caller(x))
         })
     }

@@ -17,7 +17,7 @@ use crate::kernels::elementwise::{
 };
 use crate::kernels::fused::{self, InvertedResidualWeights, Pointwise};
 use crate::kernels::{self, resize, tapwise};
-use crate::{Activation, InvertedResidual, SqueezeExcitation};
+use crate::{Activation, Conv2dNormActivation, InvertedResidual, SqueezeExcitation};
 
 impl From<Activation> for Nonlinearity {
     fn from(activation: Activation) -> Self {
@@ -733,7 +733,7 @@ pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outco
         let weights = plan.weights();
         fused::inverted_residual(values(&input), batch, in_channels, out_channels, &weights)
     } else {
-        let Some(output) = blocked_run(values(&input), batch, &[(block, &plan)]) else {
+        let Some(output) = blocked_run(values(&input), batch, None, &[(block, &plan)]) else {
             return Outcome::Declined(x);
         };
         output
@@ -746,7 +746,13 @@ pub(crate) fn inverted_residual(block: &InvertedResidual, x: Tensor<4>) -> Outco
 /// the blocked layout from the first to the last with one layout conversion in and one out per
 /// image: the output and how many blocks it covers. `(x, 0)` where fewer than two blocks
 /// qualify (each block's own forward then decides).
+///
+/// With a `stem` (a network's first layer, fused, that `kernels::stem` takes), `x` is the
+/// stem's input: the stem writes the first block's input in the blocked layout (no conversion
+/// in), and one block suffices. `(x, 0)` (the stem not applied) where the stem or its first
+/// block does not qualify.
 pub(crate) fn inverted_residual_run(
+    stem: Option<&Conv2dNormActivation>,
     blocks: &[InvertedResidual],
     x: Tensor<4>,
 ) -> (Tensor<4>, usize) {
@@ -755,7 +761,18 @@ pub(crate) fn inverted_residual_run(
     }
     let batch = x.dims()[0];
     let mut dims = x.dims();
-    // The shapes decide the run, then its blocks' weights are gathered.
+    // The stem's shape decides first, then the blocks' shapes decide the run, then the
+    // weights are gathered.
+    let stem_geometry = match stem {
+        None => None,
+        Some(stem) => match stem_plan_geometry(stem, dims) {
+            Some(g) => {
+                dims = [batch, g.out_channels, g.out_height, g.out_width];
+                Some(g)
+            }
+            None => return (x, 0),
+        },
+    };
     let mut shapes = Vec::new();
     for block in blocks {
         let Some(shape) = BlockShape::of(block, dims).filter(|shape| shape.joins_run(batch)) else {
@@ -764,7 +781,8 @@ pub(crate) fn inverted_residual_run(
         dims = shape.out_dims(batch);
         shapes.push((block, shape));
     }
-    if shapes.len() < 2 {
+    let fewest = if stem.is_some() { 1 } else { 2 };
+    if shapes.len() < fewest {
         return (x, 0);
     }
     // The run ends before a block with a parameter not on burn-flex as f32.
@@ -772,19 +790,60 @@ pub(crate) fn inverted_residual_run(
         .into_iter()
         .map_while(|(block, shape)| Some((block, BlockPlan::gather(block, shape)?)))
         .collect();
-    if plans.len() < 2 {
+    if plans.len() < fewest {
         return (x, 0);
     }
+    let stem_buffers = match stem {
+        None => None,
+        Some(stem) => match (flex_f32(&stem.conv.weight.val()), conv_bias(&stem.conv)) {
+            (Some(weight), Some(bias)) => Some((weight, bias, stem.activation)),
+            _ => return (x, 0),
+        },
+    };
     let dims = plans[plans.len() - 1].1.shape.out_dims(batch);
     let Some(input) = flex_f32(&x) else {
         return (x, 0);
     };
+    #[cfg(target_arch = "x86_64")]
+    let stem_layer =
+        stem_geometry
+            .zip(stem_buffers.as_ref())
+            .map(
+                |(geometry, (weight, bias, activation))| kernels::blocked::StemLayer {
+                    geometry,
+                    weight: values(weight),
+                    epilogue: Epilogue {
+                        bias: bias.as_ref().map(values),
+                        residual: None,
+                        activation: (*activation).into(),
+                    },
+                },
+            );
+    #[cfg(not(target_arch = "x86_64"))]
+    let stem_layer = {
+        let _ = (stem_geometry, &stem_buffers);
+        None
+    };
     let run: Vec<(&InvertedResidual, &BlockPlan)> =
         plans.iter().map(|(block, plan)| (*block, plan)).collect();
-    match blocked_run(values(&input), batch, &run) {
-        Some(output) => (into_tensor(output, dims), plans.len()),
+    match blocked_run(values(&input), batch, stem_layer, &run) {
+        Some(output) => {
+            if stem.is_some() {
+                super::count_layer();
+            }
+            (into_tensor(output, dims), plans.len())
+        }
         None => (x, 0),
     }
+}
+
+/// The geometry of `stem` on an input of `dims` where `kernels::stem` can write a run's first
+/// map from it: fused (no BatchNorm), a dense convolution the stem kernel takes.
+fn stem_plan_geometry(stem: &Conv2dNormActivation, dims: [usize; 4]) -> Option<ConvGeometry> {
+    let g = geometry(&stem.conv, dims)?;
+    let weight_dims = stem.conv.weight.dims();
+    let dense = stem.conv.groups == 1 && weight_dims[1] == g.in_channels;
+    (stem.norm.is_none() && dense && stem_takes(&g, stem.activation)).then_some(g)
 }
 
 /// `blocks` (planned for the blocked kernel, each one's output the next one's input) through
@@ -794,6 +853,8 @@ pub(crate) fn inverted_residual_run(
 fn blocked_run(
     x: &[f32],
     batch: usize,
+    #[cfg(target_arch = "x86_64")] stem: Option<kernels::blocked::StemLayer>,
+    #[cfg(not(target_arch = "x86_64"))] stem: Option<std::convert::Infallible>,
     blocks: &[(&InvertedResidual, &BlockPlan)],
 ) -> Option<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
@@ -840,7 +901,7 @@ fn blocked_run(
                 channels: plan.shape.channels,
             })
             .collect();
-        let output = kernels::blocked::inverted_residuals(x, batch, &stages);
+        let output = kernels::blocked::inverted_residuals(x, batch, stem, &stages);
         for (_, plan) in blocks {
             super::count_layers_run(plan.shape.layers());
         }
@@ -848,7 +909,7 @@ fn blocked_run(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (x, batch, blocks);
+        let _ = (x, batch, stem, blocks);
         None
     }
 }

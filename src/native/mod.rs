@@ -305,17 +305,71 @@ fn keep_busy(done: &std::sync::atomic::AtomicBool) {
     crate::kernels::parallel::spin_until(done, SPIN_LIMIT);
 }
 
-/// [`run_on_thread_pool`] for a forward pass, except that a training forward (`autodiff`: its
+/// [`run_on_thread_pool`] for a forward pass on `input`, except that a training forward (its
 /// input records a graph) stays on the caller's thread: burn's BatchNorm files each running-statistics
 /// update under the thread that made it and averages the threads' pending updates when it
 /// synchronizes, so successive training steps on whichever pool worker picks them up would be
 /// averaged rather than applied in turn. The native kernels never run in training anyway.
-pub(crate) fn forward_on_thread_pool<R: Send>(autodiff: bool, op: impl FnOnce() -> R + Send) -> R {
-    if autodiff {
+/// An inference forward with the kernels on first sizes the allocator for its maps
+/// ([`prime_allocator`]).
+pub(crate) fn forward_on_thread_pool<R: Send>(
+    input: ForwardInput,
+    op: impl FnOnce() -> R + Send,
+) -> R {
+    if input.autodiff {
         op()
     } else {
+        if enabled() {
+            prime_allocator(MAPS_PER_INPUT * input.values * size_of::<f32>());
+        }
         run_on_thread_pool(op)
     }
+}
+
+/// What [`forward_on_thread_pool`] needs to know of a forward's input (taken before the
+/// forward consumes it).
+#[derive(Clone, Copy)]
+pub(crate) struct ForwardInput {
+    autodiff: bool,
+    values: usize,
+}
+
+impl ForwardInput {
+    pub(crate) fn of<const D: usize>(input: &burn::tensor::Tensor<D>) -> Self {
+        Self {
+            autodiff: input.is_autodiff(),
+            values: input.shape().num_elements(),
+        }
+    }
+}
+
+/// The input's size times this bounds a forward's largest map (a stem's output at half the
+/// size: 8x the input's values for MobileNetV2's 32 channels, 5.3x for V3's 16; the
+/// segmentation logits at the input's size: 7x for 21 classes).
+const MAPS_PER_INPUT: usize = 8;
+
+/// The largest block glibc's malloc lets a freed mapping raise its threshold to
+/// (`DEFAULT_MMAP_THRESHOLD_MAX` on 64-bit, less the mapping's header page).
+const MMAP_THRESHOLD_MAX: usize = (32 << 20) - 2 * 4096;
+
+/// Lets glibc's malloc know, once per size, that blocks of `bytes` will come and go: one block
+/// of that size is mapped (never touched) and freed. glibc then serves smaller blocks from its
+/// heap and keeps up to twice that much of its heap's free top, as it does after any program
+/// frees such a block (its dynamic mmap threshold; `mallopt(3)`). Without it, the first
+/// forwards of a process that has freed no large block yet map each map-sized output afresh
+/// and fault its pages in (SSDLite320 with the blocked stem: 732 page faults a forward, 1 ms of
+/// 5; trained weights loaded from a file raise the threshold as a side effect). Another global
+/// allocator gets one untouched allocation and its release, once.
+fn prime_allocator(bytes: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static PRIMED: AtomicUsize = AtomicUsize::new(0);
+    let bytes = bytes.min(MMAP_THRESHOLD_MAX);
+    if PRIMED.fetch_max(bytes, Ordering::Relaxed) >= bytes {
+        return;
+    }
+    let block: Vec<u8> = Vec::with_capacity(bytes);
+    // The allocation must happen (an allocation nothing reads may be removed).
+    drop(std::hint::black_box(block));
 }
 
 /// Weights a kernel has rearranged for its layout (packed), kept with the layer that owns them
@@ -502,6 +556,7 @@ pub(crate) fn inverted_residual(
 /// Without burn-flex there is nothing to accelerate: every block takes its own forward.
 #[cfg(not(feature = "flex"))]
 pub(crate) fn inverted_residual_run(
+    _stem: Option<&crate::Conv2dNormActivation>,
     _blocks: &[crate::InvertedResidual],
     x: burn::tensor::Tensor<4>,
 ) -> (burn::tensor::Tensor<4>, usize) {

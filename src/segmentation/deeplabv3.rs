@@ -241,7 +241,7 @@ impl DeepLabV3 {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.backbone.assert_input(x.dims());
         let [_, _, height, width] = x.dims();
-        native::forward_on_thread_pool(x.is_autodiff(), || {
+        native::forward_on_thread_pool(native::ForwardInput::of(&x), || {
             let out = self.backbone.forward_on_caller(x);
             resize_bilinear(self.classifier.forward(out), [height, width])
         })
@@ -293,7 +293,7 @@ impl DeepLabV3 {
     pub fn forward_aux(&self, x: Tensor<4>) -> (Tensor<4>, Option<Tensor<4>>) {
         self.backbone.assert_input(x.dims());
         let [_, _, height, width] = x.dims();
-        native::forward_on_thread_pool(x.is_autodiff(), || {
+        native::forward_on_thread_pool(native::ForwardInput::of(&x), || {
             let (aux, out) = self.backbone.forward_with_tap_on_caller(x, self.aux_layer);
             let out = resize_bilinear(self.classifier.forward(out), [height, width]);
             let aux = self

@@ -208,7 +208,7 @@ impl LrAspp {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.backbone.assert_input(x.dims());
         let [_, _, height, width] = x.dims();
-        native::forward_on_thread_pool(x.is_autodiff(), || {
+        native::forward_on_thread_pool(native::ForwardInput::of(&x), || {
             let (low, high) = self.backbone.forward_with_tap_on_caller(x, self.low_layer);
             resize_bilinear(self.forward_head(low, high), [height, width])
         })

@@ -547,7 +547,7 @@ impl MobileNetV4 {
         if let Err(error) = self.check_input(x.dims()) {
             panic!("{error}");
         }
-        native::forward_on_thread_pool(x.is_autodiff(), || {
+        native::forward_on_thread_pool(native::ForwardInput::of(&x), || {
             self.forward_head_on_caller(self.forward_features_on_caller(x))
         })
     }
@@ -594,7 +594,9 @@ impl MobileNetV4 {
         if let Err(error) = self.check_input(x.dims()) {
             panic!("{error}");
         }
-        native::forward_on_thread_pool(x.is_autodiff(), || self.forward_features_on_caller(x))
+        native::forward_on_thread_pool(native::ForwardInput::of(&x), || {
+            self.forward_features_on_caller(x)
+        })
     }
 
     fn forward_features_on_caller(&self, x: Tensor<4>) -> Tensor<4> {
@@ -621,7 +623,7 @@ impl MobileNetV4 {
     /// assert_eq!(model.forward_head(Tensor::ones([2, 960, 3, 3], &device)).dims(), [2, 7]);
     /// ```
     pub fn forward_head(&self, features: Tensor<4>) -> Tensor<2> {
-        native::forward_on_thread_pool(features.is_autodiff(), || {
+        native::forward_on_thread_pool(native::ForwardInput::of(&features), || {
             self.forward_head_on_caller(features)
         })
     }
@@ -917,7 +919,7 @@ fn trunk_taps(
     x: Tensor<4>,
 ) -> Vec<Tensor<4>> {
     let deepest = layers.iter().copied().max().unwrap_or(0);
-    native::forward_on_thread_pool(x.is_autodiff(), || {
+    native::forward_on_thread_pool(native::ForwardInput::of(&x), || {
         let mut outputs = vec![conv_norm_activation(stem_conv, stem_norm, activation, x)];
         for stage in stages.iter().take(deepest) {
             let x = outputs[outputs.len() - 1].clone();
