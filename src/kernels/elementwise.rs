@@ -227,27 +227,84 @@ pub(crate) fn plane_means(planes: &[f32], pixels: usize) -> Vec<f32> {
 pub(crate) fn pixels_by_channels(maps: &[(&[f32], [usize; 2])], batch: usize) -> Vec<f32> {
     const TILE: usize = 8;
     let image_len: usize = maps.iter().map(|&(_, [c, p])| c * p).sum();
-    let mut out = vec![0.0f32; batch * image_len];
-    for (image, out) in out.chunks_exact_mut(image_len.max(1)).enumerate() {
-        let mut at = 0;
-        for &(map, [channels, pixels]) in maps {
-            let len = channels * pixels;
-            assert!(map.len() == batch * len, "a map of another shape");
-            let map = &map[image * len..(image + 1) * len];
-            let part = &mut out[at..at + len];
-            for c0 in (0..channels).step_by(TILE) {
-                for p0 in (0..pixels).step_by(TILE) {
-                    for c in c0..(c0 + TILE).min(channels) {
-                        for p in p0..(p0 + TILE).min(pixels) {
-                            part[p * channels + c] = map[c * pixels + p];
+    for &(map, [channels, pixels]) in maps {
+        assert!(
+            map.len() == batch * channels * pixels,
+            "a map of another shape"
+        );
+    }
+    // Tasks: each image's maps in bands of pixels (whole tiles of eight), each band's rows of
+    // the output its own; large maps split between the threads, small ones whole.
+    let threads = rayon::current_num_threads();
+    let mut tasks = Vec::new();
+    for image in 0..batch {
+        let mut at = image * image_len;
+        for (index, &(_, [channels, pixels])) in maps.iter().enumerate() {
+            let tiles = pixels.div_ceil(TILE);
+            let bands = if channels * pixels >= PARALLEL_MIN_ELEMENTS {
+                threads.clamp(1, tiles.max(1))
+            } else {
+                1
+            };
+            for band in 0..bands {
+                let first = (tiles * band / bands * TILE).min(pixels);
+                let end = (tiles * (band + 1) / bands * TILE).min(pixels);
+                tasks.push((image, index, at, [first, end]));
+            }
+            at += channels * pixels;
+        }
+    }
+    let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
+        let shared = super::conv::SharedOutput(out.as_mut_ptr().cast::<f32>());
+        super::parallel::for_each_task(tasks.len(), |task| {
+            let (image, index, at, [first, end]) = tasks[task];
+            let (map, [channels, pixels]) = maps[index];
+            let map = &map[image * channels * pixels..(image + 1) * channels * pixels];
+            // SAFETY: the output rows `first..end` of this image's map (`channels` values
+            // each, from `at`) lie inside the output, and only this task writes them (the
+            // bands of a map, and the maps and images, are disjoint).
+            let rows = unsafe {
+                std::slice::from_raw_parts_mut(
+                    shared
+                        .at(at + first * channels)
+                        .cast::<std::mem::MaybeUninit<f32>>(),
+                    (end - first) * channels,
+                )
+            };
+            let whole = channels / TILE * TILE;
+            for p0 in (first..end).step_by(TILE) {
+                let count = (end - p0).min(TILE);
+                for c0 in (0..whole).step_by(TILE) {
+                    if count == TILE {
+                        let block: [[f32; TILE]; TILE] = std::array::from_fn(|c| {
+                            let at = (c0 + c) * pixels + p0;
+                            map[at..at + TILE].try_into().expect("eight values")
+                        });
+                        for (p, values) in super::simd::transpose8(&block).iter().enumerate() {
+                            let at = (p0 - first + p) * channels + c0;
+                            for (slot, &value) in rows[at..at + TILE].iter_mut().zip(values) {
+                                slot.write(value);
+                            }
+                        }
+                    } else {
+                        for p in p0..p0 + count {
+                            for c in c0..c0 + TILE {
+                                rows[(p - first) * channels + c].write(map[c * pixels + p]);
+                            }
                         }
                     }
                 }
+                for p in p0..p0 + count {
+                    for c in whole..channels {
+                        rows[(p - first) * channels + c].write(map[c * pixels + p]);
+                    }
+                }
             }
-            at += len;
-        }
-    }
-    out
+        });
+    };
+    // SAFETY: the tasks cover every pixel (their bands run from 0 to `pixels`) of every map of
+    // every image, and each writes every channel of its pixels.
+    unsafe { super::conv::filled_by(batch * image_len, fill) }
 }
 
 /// Squeeze-and-excitation on one image `[channels, pixels]`, in place: average each channel,
@@ -323,7 +380,9 @@ mod tests {
     #[test]
     fn pixels_by_channels_transposes_each_map_in_turn() {
         // Two images; maps with tiles left over in both directions, and a 1x1 map.
-        let shapes = [[546usize, 400usize], [24, 9], [13, 1]];
+        // The first over the size split between threads (on a pool of three: bands of 136,
+        // 136 and 128 pixels), the others whole.
+        let shapes = [[546usize, 400usize], [24, 9], [13, 1], [9, 13]];
         let batch = 2;
         let maps: Vec<Vec<f32>> = shapes
             .iter()
@@ -335,7 +394,11 @@ mod tests {
             .zip(shapes)
             .map(|(map, shape)| (&map[..], shape))
             .collect();
-        let out = pixels_by_channels(&inputs, batch);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let out = pool.install(|| pixels_by_channels(&inputs, batch));
         let mut expected = Vec::new();
         for image in 0..batch {
             for (map, [c, p]) in maps.iter().zip(shapes) {
