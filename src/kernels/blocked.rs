@@ -48,8 +48,9 @@ const TILE_PIXELS: usize = 6;
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// Whether [`inverted_residual`] computes this block: a CPU with AVX2 and FMA; every channel
-/// count a multiple of eight; a square, odd, undilated depthwise kernel at stride 1 or 2 with
-/// torchvision's padding; activations with a vector form here (not GELU).
+/// count a multiple of eight; a square, odd depthwise kernel at stride 1 or 2, dilated or not
+/// (the segmentation backbones' last stages), with torchvision's padding; activations with a
+/// vector form here (not GELU).
 pub(crate) fn supports(
     g: &ConvGeometry,
     expands: bool,
@@ -57,9 +58,9 @@ pub(crate) fn supports(
     [in_channels, out_channels]: [usize; 2],
     activations: [Nonlinearity; 2],
 ) -> bool {
-    let k = g.kernel[0];
-    let s = g.stride[0];
-    let out = |size: usize| (size + 2 * g.padding[0] - k) / s + 1;
+    let (k, s, d) = (g.kernel[0], g.stride[0], g.dilation[0]);
+    let span = d * k.saturating_sub(1) + 1;
+    let out = |size: usize| (size + 2 * g.padding[0]).saturating_sub(span) / s + 1;
     has_avx2_fma()
         && g.in_channels == g.out_channels
         && g.in_channels.is_multiple_of(LANES)
@@ -71,8 +72,9 @@ pub(crate) fn supports(
         && k % 2 == 1
         && matches!(s, 1 | 2)
         && g.stride == [s, s]
-        && g.dilation == [1, 1]
-        && g.padding == [(k - 1) / 2; 2]
+        && d >= 1
+        && g.dilation == [d, d]
+        && g.padding == [d * (k - 1) / 2; 2]
         && g.in_height > 0
         && g.in_width > 0
         && [g.out_height, g.out_width] == [out(g.in_height), out(g.in_width)]
@@ -1462,27 +1464,32 @@ unsafe fn depthwise_sizes<const WIDE: bool>(
 ) {
     // SAFETY: as this function's caller guarantees; each copy gets `g`'s own sizes.
     unsafe {
-        match (g.kernel[0], g.stride[0]) {
-            (3, 1) => depthwise_rows::<WIDE, 3, 1>(x, weight, bias, g, activation, rows, out),
-            (3, 2) => depthwise_rows::<WIDE, 3, 2>(x, weight, bias, g, activation, rows, out),
-            (5, 1) => depthwise_rows::<WIDE, 5, 1>(x, weight, bias, g, activation, rows, out),
-            (5, 2) => depthwise_rows::<WIDE, 5, 2>(x, weight, bias, g, activation, rows, out),
-            _ => depthwise_rows::<WIDE, 0, 0>(x, weight, bias, g, activation, rows, out),
+        match (g.kernel[0], g.stride[0], g.dilation[0]) {
+            (3, 1, 1) => depthwise_rows::<WIDE, 3, 1, 1>(x, weight, bias, g, activation, rows, out),
+            (3, 2, 1) => depthwise_rows::<WIDE, 3, 2, 1>(x, weight, bias, g, activation, rows, out),
+            (5, 1, 1) => depthwise_rows::<WIDE, 5, 1, 1>(x, weight, bias, g, activation, rows, out),
+            (5, 2, 1) => depthwise_rows::<WIDE, 5, 2, 1>(x, weight, bias, g, activation, rows, out),
+            // The segmentation backbones' dilated last stage.
+            (3, 1, 2) => depthwise_rows::<WIDE, 3, 1, 2>(x, weight, bias, g, activation, rows, out),
+            (5, 1, 2) => depthwise_rows::<WIDE, 5, 1, 2>(x, weight, bias, g, activation, rows, out),
+            _ => depthwise_rows::<WIDE, 0, 0, 0>(x, weight, bias, g, activation, rows, out),
         }
     }
 }
 
 /// The body of [`depthwise_block`] (`WIDE` false) and [`depthwise_block_wide`] (`WIDE` true),
-/// compiled for kernel size `K` and stride `S` where they are not 0 (MobileNet's 3x3 and 5x5
-/// at strides 1 and 2), else for `g`'s. With constant sizes the tap loops unroll and the
-/// offsets are constants; with the sizes read at run time the same loops measured as fast in
-/// one build and 1.4x slower in another, so MobileNet's sizes do not depend on that.
+/// compiled for kernel size `K`, stride `S` and dilation `D` where they are not 0 (MobileNet's
+/// 3x3 and 5x5 at strides 1 and 2, and the segmentation backbones' at dilation 2), else for
+/// `g`'s. Dilation `d` puts tap `(ky, kx)` at `(ky * d, kx * d)` from the window's corner.
+/// With constant sizes the tap loops unroll and the offsets are constants; with the sizes read
+/// at run time the same loops measured as fast in one build and 1.4x slower in another, so
+/// MobileNet's sizes do not depend on that.
 ///
 /// # Safety
-/// As those functions' (AVX-512F where `WIDE`), and `K` and `S`, where not 0, must be `g`'s
-/// kernel size and stride.
+/// As those functions' (AVX-512F where `WIDE`), and `K`, `S` and `D`, where `K` is not 0, must
+/// be `g`'s kernel size, stride and dilation.
 #[inline(always)]
-unsafe fn depthwise_rows<const WIDE: bool, const K: usize, const S: usize>(
+unsafe fn depthwise_rows<const WIDE: bool, const K: usize, const S: usize, const D: usize>(
     x: &[f32],
     weight: &[f32],
     bias: &[f32; LANES],
@@ -1491,12 +1498,12 @@ unsafe fn depthwise_rows<const WIDE: bool, const K: usize, const S: usize>(
     [first_row, end_row]: [usize; 2],
     out: &mut [MaybeUninit<f32>],
 ) {
-    let (k, s) = if K == 0 {
-        (g.kernel[0], g.stride[0])
+    let (k, s, d) = if K == 0 {
+        (g.kernel[0], g.stride[0], g.dilation[0])
     } else {
-        (K, S)
+        (K, S, D)
     };
-    assert!(k == g.kernel[0] && s == g.stride[0]);
+    assert!(k == g.kernel[0] && s == g.stride[0] && d == g.dilation[0] && d >= 1);
     let (h, w, pad) = (g.in_height, g.in_width, g.padding[0]);
     assert!(x.len() == h * w * LANES && weight.len() == k * k * LANES);
     assert!(first_row <= end_row && end_row <= g.out_height);
@@ -1504,10 +1511,11 @@ unsafe fn depthwise_rows<const WIDE: bool, const K: usize, const S: usize>(
     let (xs, ws) = (x.as_ptr(), weight.as_ptr());
     let out_ptr = out.as_mut_ptr().cast::<f32>();
     // Output columns whose taps all lie inside the row: `ox * s >= pad` and
-    // `ox * s + k - 1 - pad < w`.
+    // `ox * s + (k - 1) * d - pad < w`.
+    let span = (k - 1) * d + 1;
     let inner_first = pad.div_ceil(s);
-    let inner_end = if w + pad >= k {
-        ((w + pad - k) / s + 1).min(g.out_width)
+    let inner_end = if w + pad >= span {
+        ((w + pad - span) / s + 1).min(g.out_width)
     } else {
         0
     };
@@ -1519,9 +1527,12 @@ unsafe fn depthwise_rows<const WIDE: bool, const K: usize, const S: usize>(
         let b = _mm256_loadu_ps(bias.as_ptr());
         for oy in first_row..end_row {
             let top = (oy * s) as isize - pad as isize;
-            // The kernel rows that fall inside the plane.
-            let ky_first = (-top).clamp(0, k as isize) as usize;
-            let ky_end = (h as isize - top).clamp(ky_first as isize, k as isize) as usize;
+            // The kernel rows that fall inside the plane: `0 <= top + ky * d < h`.
+            let di = d as isize;
+            let ky_first = ((-top).max(0) + di - 1) / di;
+            let ky_first = ky_first.min(k as isize) as usize;
+            let ky_end = ((h as isize - top).max(0) + di - 1) / di;
+            let ky_end = ky_end.clamp(ky_first as isize, k as isize) as usize;
             let out_row = out_ptr.add((oy - first_row) * g.out_width * LANES);
             let mut ox = 0;
             while ox < g.out_width {
@@ -1529,12 +1540,12 @@ unsafe fn depthwise_rows<const WIDE: bool, const K: usize, const S: usize>(
                     let b16 = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(b)));
                     let mut acc = [b16; DW_PIXELS];
                     for ky in ky_first..ky_end {
-                        let row = xs.add((top + ky as isize) as usize * w * LANES);
+                        let row = xs.add((top + (ky * d) as isize) as usize * w * LANES);
                         for kx in 0..k {
                             let wv = _mm256_loadu_ps(ws.add((ky * k + kx) * LANES));
                             let wv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(wv)));
                             for (j, a) in acc.iter_mut().enumerate() {
-                                let ix = ox + 2 * j + kx - pad;
+                                let ix = ox + 2 * j + kx * d - pad;
                                 *a = _mm512_fmadd_ps(_mm512_loadu_ps(row.add(ix * LANES)), wv, *a);
                             }
                         }
@@ -1547,11 +1558,11 @@ unsafe fn depthwise_rows<const WIDE: bool, const K: usize, const S: usize>(
                 } else if ox >= inner_first && ox + DW_PIXELS <= inner_end {
                     let mut acc = [b; DW_PIXELS];
                     for ky in ky_first..ky_end {
-                        let row = xs.add((top + ky as isize) as usize * w * LANES);
+                        let row = xs.add((top + (ky * d) as isize) as usize * w * LANES);
                         for kx in 0..k {
                             let wv = _mm256_loadu_ps(ws.add((ky * k + kx) * LANES));
                             for (j, a) in acc.iter_mut().enumerate() {
-                                let ix = (ox + j) * s + kx - pad;
+                                let ix = (ox + j) * s + kx * d - pad;
                                 *a = _mm256_fmadd_ps(_mm256_loadu_ps(row.add(ix * LANES)), wv, *a);
                             }
                         }
@@ -1568,11 +1579,11 @@ unsafe fn depthwise_rows<const WIDE: bool, const K: usize, const S: usize>(
                     let pixels = (g.out_width - ox).min(DW_PIXELS);
                     let mut acc = [b; DW_PIXELS];
                     for ky in ky_first..ky_end {
-                        let row = xs.add((top + ky as isize) as usize * w * LANES);
+                        let row = xs.add((top + (ky * d) as isize) as usize * w * LANES);
                         for kx in 0..k {
                             let wv = _mm256_loadu_ps(ws.add((ky * k + kx) * LANES));
                             for (j, a) in acc.iter_mut().enumerate() {
-                                let ix = ((ox + j) * s + kx) as isize - pad as isize;
+                                let ix = ((ox + j) * s + kx * d) as isize - pad as isize;
                                 if j < pixels && (0..w as isize).contains(&ix) {
                                     let xv = _mm256_loadu_ps(row.add(ix as usize * LANES));
                                     *a = _mm256_fmadd_ps(xv, wv, *a);
@@ -1648,31 +1659,39 @@ mod tests {
             return;
         }
         // (in, expanded, out, size, kernel, stride, expansion's and depthwise's activations,
-        // squeeze-and-excitation's squeezed channels)
+        // squeeze-and-excitation's squeezed channels, dilation)
         use Nonlinearity::{HardSwish, Identity, ReLU, ReLU6};
         let cases = [
-            (8, 48, 8, [13, 11], 3, 1, ReLU6, ReLU6, 0),
-            (16, 48, 24, [13, 11], 3, 2, ReLU6, ReLU6, 0),
-            (8, 8, 16, [9, 10], 3, 1, Identity, ReLU, 0),
-            (16, 24, 8, [17, 9], 5, 2, HardSwish, HardSwish, 0),
-            (16, 40, 16, [12, 12], 5, 1, ReLU, HardSwish, 0),
-            (8, 24, 8, [1, 1], 3, 1, ReLU6, ReLU6, 0),
-            (8, 24, 16, [2, 3], 5, 2, ReLU6, Identity, 0),
-            (24, 144, 24, [56, 30], 3, 1, ReLU6, ReLU6, 0),
-            (24, 72, 40, [57, 31], 5, 2, ReLU, ReLU, 0),
+            (8, 48, 8, [13, 11], 3, 1, ReLU6, ReLU6, 0, 1),
+            (16, 48, 24, [13, 11], 3, 2, ReLU6, ReLU6, 0, 1),
+            (8, 8, 16, [9, 10], 3, 1, Identity, ReLU, 0, 1),
+            (16, 24, 8, [17, 9], 5, 2, HardSwish, HardSwish, 0, 1),
+            (16, 40, 16, [12, 12], 5, 1, ReLU, HardSwish, 0, 1),
+            (8, 24, 8, [1, 1], 3, 1, ReLU6, ReLU6, 0, 1),
+            (8, 24, 16, [2, 3], 5, 2, ReLU6, Identity, 0, 1),
+            (24, 144, 24, [56, 30], 3, 1, ReLU6, ReLU6, 0, 1),
+            (24, 72, 40, [57, 31], 5, 2, ReLU, ReLU, 0, 1),
             // Sizes without their own compiled copy (read at run time).
-            (16, 32, 16, [9, 12], 7, 1, ReLU, ReLU6, 0),
-            (8, 16, 8, [6, 5], 7, 2, ReLU, HardSwish, 0),
+            (16, 32, 16, [9, 12], 7, 1, ReLU, ReLU6, 0, 1),
+            (8, 16, 8, [6, 5], 7, 2, ReLU, HardSwish, 0, 1),
             // Squeeze-and-excitation: V3's shapes, without expansion, 1x1 and odd maps, and a
             // map large enough for the parallel means.
-            (16, 16, 16, [15, 13], 3, 2, Identity, ReLU, 8),
-            (40, 120, 40, [14, 14], 5, 1, HardSwish, HardSwish, 32),
-            (24, 72, 40, [29, 27], 5, 2, ReLU, ReLU, 24),
-            (48, 288, 96, [7, 7], 5, 1, HardSwish, HardSwish, 72),
-            (8, 16, 8, [1, 1], 3, 1, ReLU, HardSwish, 8),
-            (24, 72, 24, [56, 56], 3, 1, ReLU, ReLU, 24),
+            (16, 16, 16, [15, 13], 3, 2, Identity, ReLU, 8, 1),
+            (40, 120, 40, [14, 14], 5, 1, HardSwish, HardSwish, 32, 1),
+            (24, 72, 40, [29, 27], 5, 2, ReLU, ReLU, 24, 1),
+            (48, 288, 96, [7, 7], 5, 1, HardSwish, HardSwish, 72, 1),
+            (8, 16, 8, [1, 1], 3, 1, ReLU, HardSwish, 8, 1),
+            (24, 72, 24, [56, 56], 3, 1, ReLU, ReLU, 24, 1),
+            // Dilated: the segmentation backbones' last stages (dilation 2, 5x5 with
+            // squeeze-and-excitation, at 1/16 of 520x520: 33x33), a dilation wider than the
+            // map, stride 2.
+            (40, 120, 40, [33, 33], 5, 1, HardSwish, HardSwish, 32, 2),
+            (24, 72, 24, [17, 17], 5, 1, HardSwish, HardSwish, 24, 2),
+            (80, 480, 112, [33, 33], 3, 1, HardSwish, HardSwish, 0, 2),
+            (16, 48, 16, [5, 7], 5, 1, ReLU6, ReLU6, 0, 3),
+            (16, 48, 24, [19, 20], 3, 2, ReLU6, ReLU, 0, 2),
         ];
-        for (index, (cin, ce, cout, size, kernel, stride, expand_act, dw_act, squeeze)) in
+        for (index, (cin, ce, cout, size, kernel, stride, expand_act, dw_act, squeeze, dilation)) in
             cases.into_iter().enumerate()
         {
             let seed = 10 * index as u32;
@@ -1684,7 +1703,7 @@ mod tests {
             let dw_bias = values(ce, seed + 4);
             let project = values(cout * ce, seed + 5);
             let project_bias = values(cout, seed + 6);
-            let g = geometry([ce, ce], size, kernel, stride, 1);
+            let g = geometry([ce, ce], size, kernel, stride, dilation);
             let residual = stride == 1 && cin == cout;
             let expands = ce != cin;
             let (fc1, fc1_bias) = (values(squeeze * ce, seed + 7), values(squeeze, seed + 8));
@@ -2027,7 +2046,7 @@ mod tests {
     #[test]
     fn declines_what_it_does_not_compute() {
         let relu6 = [Nonlinearity::ReLU6; 2];
-        // Channels not a multiple of eight, dilation, stride 3, GELU.
+        // Channels not a multiple of eight, padding other than the dilation's, stride 3, GELU.
         assert!(!supports(
             &geometry([12, 12], [8, 8], 3, 1, 1),
             true,
@@ -2035,13 +2054,10 @@ mod tests {
             [8, 8],
             relu6
         ));
-        assert!(!supports(
-            &geometry([16, 16], [8, 8], 3, 1, 2),
-            true,
-            false,
-            [8, 8],
-            relu6
-        ));
+        let mut padded = geometry([16, 16], [8, 8], 3, 1, 2);
+        assert!(supports(&padded, true, false, [8, 8], relu6));
+        padded.padding = [1, 1];
+        assert!(!supports(&padded, true, false, [8, 8], relu6));
         assert!(!supports(
             &geometry([16, 16], [9, 9], 3, 3, 1),
             true,
