@@ -1528,11 +1528,10 @@ unsafe fn depthwise_rows<const WIDE: bool, const K: usize, const S: usize, const
         for oy in first_row..end_row {
             let top = (oy * s) as isize - pad as isize;
             // The kernel rows that fall inside the plane: `0 <= top + ky * d < h`.
-            let di = d as isize;
-            let ky_first = ((-top).max(0) + di - 1) / di;
-            let ky_first = ky_first.min(k as isize) as usize;
-            let ky_end = ((h as isize - top).max(0) + di - 1) / di;
-            let ky_end = ky_end.clamp(ky_first as isize, k as isize) as usize;
+            let ky_first = ((-top).max(0) as usize).div_ceil(d).min(k);
+            let ky_end = ((h as isize - top).max(0) as usize)
+                .div_ceil(d)
+                .clamp(ky_first, k);
             let out_row = out_ptr.add((oy - first_row) * g.out_width * LANES);
             let mut ox = 0;
             while ox < g.out_width {

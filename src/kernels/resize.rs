@@ -250,6 +250,7 @@ mod tests {
                 }
             }
             let ours = resize_bilinear(&x, planes, input, output);
+            assert_eq!(ours.len(), direct.len());
             assert!(
                 ours.iter()
                     .zip(&direct)
@@ -273,5 +274,9 @@ mod tests {
         let axis = LinearAxis::new(2, 4);
         assert_eq!(axis.first, [0, 0, 0, 1]);
         assert_eq!(axis.step, [1, 1, 1, 0]);
+        assert_eq!(
+            axis.weights,
+            [[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.75, 0.25]]
+        );
     }
 }
